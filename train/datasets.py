@@ -145,17 +145,16 @@ def carve_by_patient(samples: list[Sample], fraction: float, seed: int) -> tuple
     if not 0 <= fraction < 1:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
     by_stratum: dict[tuple, list[str]] = defaultdict(list)
-    seen: set[str] = set()
-    for sample in samples:
-        if sample.patient not in seen:
-            seen.add(sample.patient)
-            by_stratum[sample.target].append(sample.patient)
+    for patient, target in {s.patient: s.target for s in reversed(samples)}.items():
+        by_stratum[target].append(patient)  # a patient's stratum: the label of its first image
     rng = random.Random(seed)
-    held_out: set[str] = set()
+    ranked = []  # spread each stratum evenly over [0, 1), so any prefix is close to stratified
     for stratum in sorted(by_stratum):
         patients = sorted(by_stratum[stratum])
         rng.shuffle(patients)
-        held_out.update(patients[:round(len(patients) * fraction)])
+        ranked += [((i + rng.random()) / len(patients), patient) for i, patient in enumerate(patients)]
+    ranked.sort()
+    held_out = {patient for _, patient in ranked[:round(len(ranked) * fraction)]}
     kept = [s for s in samples if s.patient not in held_out]
     return kept, [s for s in samples if s.patient in held_out]
 
@@ -173,6 +172,13 @@ def read_boxes_csv(root: Path, labels: tuple[str, ...]) -> list[Box]:
             raise DatasetLayoutError(f"{path}: label {row['label']!r} is not one of {labels}")
         boxes.append(Box(root / row["path"], row["label"], *(float(row[k]) for k in "xywh"), row["finding"]))
     return boxes
+
+
+def _check_class_folders(folder: Path, classes: list[str], what: str) -> None:
+    found = sorted(p.name for p in _subfolders(folder))
+    if not found or set(found) - set(classes):
+        raise DatasetLayoutError(f"{folder} should hold only the folders {', '.join(classes)} ({what}), "
+                                 f"found {', '.join(found) or 'none'}")
 
 
 def _require_images(splits: dict[str, list[Sample]], root: Path, expected: str) -> None:
@@ -193,12 +199,11 @@ def read_knee(root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIn
     for split in ("train", "val", "test", "auto_test"):
         if not (base / split).is_dir():
             continue
-        grades = sorted(p.name for p in _subfolders(base / split))
-        if grades != [str(g) for g in range(len(labels))]:
-            raise DatasetLayoutError(f"{base / split} should hold folders 0-4 (KL grades), found {grades or 'none'}")
+        _check_class_folders(base / split, [str(grade) for grade in range(len(labels))], "KL grades")
         splits[split] = [
             Sample(path, one_hot(grade, len(labels)), _knee_patient(path.stem))
-            for grade in range(len(labels)) for path in list_images(base / split / str(grade))
+            for grade in range(len(labels)) if (base / split / str(grade)).is_dir()
+            for path in list_images(base / split / str(grade))
         ]
     notes = []
     if "val" not in splits:
@@ -279,8 +284,10 @@ KERMANY_PATIENT = re.compile(r"^(person\d+)_|^((?:NORMAL2-)?IM-\d+)-")
 def read_pneumonia(root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIndex:
     """Kermany chest_xray folders; patient from the file name (personN_..., IM-NNNN-..., NORMAL2-IM-NNNN-...)."""
     labels = TASKS["pneumonia"].labels
-    base = find_layout_root(Path(root), ("train/NORMAL", "train/PNEUMONIA", "test/NORMAL", "test/PNEUMONIA"),
-                            PNEUMONIA_LAYOUT)
+    base = find_layout_root(Path(root), ("train", "test"), PNEUMONIA_LAYOUT)
+    for split in ("train", "val", "test"):
+        if (base / split).is_dir():
+            _check_class_folders(base / split, list(labels), "classes")
     official = {
         split: [Sample(path, one_hot(index, len(labels)), _kermany_patient(path.stem))
                 for index, label in enumerate(labels) if (base / split / label).is_dir()
@@ -391,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         index = read_dataset(args.task, args.data, args.val_fraction, args.seed)
-    except DatasetLayoutError as error:
+    except ValueError as error:  # DatasetLayoutError, bad --val-fraction
         parser.exit(2, f"error: {error}\n")
     print(json.dumps(index.summary(), indent=2))
 
