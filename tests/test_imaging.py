@@ -1,0 +1,235 @@
+"""The shared image loader: every accepted format, 16-bit range, DICOM handling, bad input, letterbox."""
+import io
+import struct
+import zlib
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from radiograph.imaging import MAX_PIXELS, ImageLoadError, letterbox, load_for_model, read_image
+
+
+def gradient(height=64, width=96, maximum=255):
+    """A horizontal ramp with a bright square in the top-left corner (to check orientation)."""
+    image = np.tile(np.linspace(0, maximum * 0.6, width), (height, 1))
+    image[4:16, 4:16] = maximum
+    return image
+
+
+def encode(array, fmt, mode=None, **save):
+    buffer = io.BytesIO()
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# ----------------------------------------------------------------------------- formats
+
+@pytest.mark.parametrize("fmt,suffix", [("PNG", "png"), ("BMP", "bmp"), ("TIFF", "tif")])
+def test_8bit_gray_is_kept_as_it_is(tmp_path, fmt, suffix):
+    pixels = gradient().astype(np.uint8)
+    image = read_image(write(tmp_path, f"a.{suffix}", encode(pixels, fmt)))
+    assert image.dtype == np.float32 and image.shape == pixels.shape
+    np.testing.assert_array_equal(image, pixels)
+
+
+def test_jpeg_is_close_to_its_source(tmp_path):
+    pixels = gradient().astype(np.uint8)
+    image = read_image(write(tmp_path, "a.jpeg", encode(pixels, "JPEG", quality=95)))
+    assert np.abs(image - pixels).mean() < 3
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "CMYK"])
+def test_colour_modes_become_luma(tmp_path, mode):
+    gray = gradient().astype(np.uint8)
+    source = Image.fromarray(gray).convert(mode)
+    buffer = io.BytesIO()
+    source.save(buffer, "JPEG" if mode == "CMYK" else "PNG")
+    image = read_image(write(tmp_path, "a.img", buffer.getvalue()))
+    assert image.shape == gray.shape
+    assert np.abs(image - gray).mean() < 4
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16bit_range_is_mapped_not_clipped(tmp_path, fmt):
+    pixels = gradient(maximum=4095 * 16).astype(np.uint16)  # 12-bit data shifted into 16 bits
+    image = read_image(write(tmp_path, "deep.img", encode(pixels, fmt)))
+    assert image.min() == 0 and image.max() == 255
+    assert len(np.unique(image)) > 50  # a clip at 255 would leave almost everything white
+    row = image[40]
+    assert np.all(np.diff(row) >= 0)  # order of intensities preserved
+
+
+def test_float_tiff_with_nan(tmp_path):
+    pixels = gradient().astype(np.float32) / 255
+    pixels[30:34, 30:34] = np.nan
+    image = read_image(write(tmp_path, "f.tif", encode(pixels, "TIFF")))
+    assert np.isfinite(image).all() and image.max() == 255
+
+
+@pytest.mark.parametrize("orientation,expected_corner", [(1, (0, 0)), (3, (1, 1)), (6, (0, 1)), (8, (1, 0))])
+def test_exif_orientation_is_applied(tmp_path, orientation, expected_corner):
+    pixels = gradient().astype(np.uint8)  # 64x96, bright square at the top left
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image = read_image(write(tmp_path, "o.jpg", encode(pixels, "JPEG", quality=95, exif=exif)))
+    rotated = orientation in (6, 8)
+    assert image.shape == ((96, 64) if rotated else (64, 96))
+    h, w = image.shape
+    row, col = np.unravel_index(np.argmax(image), image.shape)
+    assert (row > h / 2, col > w / 2) == tuple(bool(v) for v in expected_corner)
+
+
+def test_multiframe_png_uses_first_frame(tmp_path):
+    first, second = gradient().astype(np.uint8), np.zeros((64, 96), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(first).save(buffer, "PNG", save_all=True, append_images=[Image.fromarray(second)])
+    np.testing.assert_array_equal(read_image(buffer.getvalue()), first)
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+def dicom(pixels, photometric="MONOCHROME2", bits_stored=12, window=None, frames=False, **tags):
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", generate_uid()
+    ds.Modality = "CR"
+    ds.set_pixel_data(pixels, photometric, bits_stored)
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_dicom_monochrome1_is_inverted():
+    pixels = gradient(maximum=4000).astype(np.uint16)
+    normal = read_image(dicom(pixels, "MONOCHROME2"))
+    inverted = read_image(dicom(pixels, "MONOCHROME1"))
+    np.testing.assert_allclose(normal + inverted, 255, atol=1e-3)
+    assert normal[10, 10] > 250 and inverted[10, 10] < 5  # the bright square
+
+
+def test_dicom_window_and_rescale():
+    pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (20, 1))  # 0..3960
+    image = read_image(dicom(pixels, window=(1000, 1000)))  # shows 500..1500
+    values = pixels[0].astype(float)
+    assert np.all(image[0][values <= 480] == 0) and np.all(image[0][values >= 1520] == 255)
+    assert 0 < image[0][values == 1000][0] < 255
+    shifted = read_image(dicom(pixels, window=(0, 1000), RescaleIntercept=-1000, RescaleSlope=1))
+    np.testing.assert_allclose(shifted, image, atol=1e-3)  # the window applies after the rescale
+
+
+def test_dicom_signed_pixels_and_multiframe():
+    frames = np.stack([gradient().astype(np.int16) - 100, np.zeros((64, 96), np.int16)])
+    image = read_image(dicom(frames, bits_stored=16, NumberOfFrames=2))
+    assert image.shape == (64, 96) and image.max() == 255  # first frame, full range
+
+
+def test_pydicom_sample_files():
+    ct = read_image(get_testdata_file("CT_small.dcm"))  # signed, rescaled
+    assert ct.shape == (128, 128) and 0 <= ct.min() < ct.max() <= 255
+    assert read_image(get_testdata_file("MR_small_RLE.dcm")).shape == (64, 64)
+    np.testing.assert_array_equal(read_image(get_testdata_file("MR_small.dcm")),
+                                  read_image(get_testdata_file("MR_small_RLE.dcm")))
+
+
+def test_dicom_compressed_without_decoder_and_without_pixels():
+    with pytest.raises(ImageLoadError, match="compressed and no installed decoder"):
+        read_image(get_testdata_file("JPEGLSNearLossless_08.dcm"))
+    with pytest.raises(ImageLoadError, match="no pixel data"):
+        read_image(get_testdata_file("rtplan.dcm"))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def png_header(width, height):
+    """A PNG whose IHDR claims width x height, with a tiny (wrong) image body."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+VALID_PNG = encode(gradient().astype(np.uint8), "PNG")
+VALID_JPEG = encode(gradient().astype(np.uint8), "JPEG")
+BAD_INPUTS = {
+    "empty.png": b"",
+    "random.png": bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)),
+    "text.jpg": b"this is not an image at all\n" * 20,
+    "huge.png": png_header(30000, 30000),
+    "one_pixel.png": encode(np.zeros((1, 1), np.uint8), "PNG"),
+    "thin.png": encode(np.zeros((1, 500), np.uint8), "PNG"),
+    "gif.png": encode(gradient().astype(np.uint8), "GIF"),
+    "not_dicom.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 50,
+    **{f"truncated_{n}.png": VALID_PNG[:n] for n in (8, 30, 60, len(VALID_PNG) // 2)},
+    **{f"truncated_{n}.jpg": VALID_JPEG[:n] for n in (2, 100, len(VALID_JPEG) // 2)},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_raises_the_typed_error(tmp_path, name):
+    with pytest.raises(ImageLoadError) as raised:
+        read_image(write(tmp_path, name, BAD_INPUTS[name]))
+    message = str(raised.value)
+    assert message.startswith(name) and "accepted: PNG" in message
+
+
+def test_messages_say_what_was_wrong(tmp_path):
+    for name, fragment in [("empty.png", "empty"), ("huge.png", "30000x30000"), ("one_pixel.png", "1x1")]:
+        with pytest.raises(ImageLoadError, match=fragment):
+            read_image(write(tmp_path, name, BAD_INPUTS[name]))
+    assert 30000 * 30000 > MAX_PIXELS
+
+
+def test_missing_file_is_the_typed_error(tmp_path):
+    with pytest.raises(ImageLoadError, match="could not be decoded"):
+        read_image(tmp_path / "absent.png")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(min_size=0, max_size=600), st.sampled_from([".png", ".jpg", ".tif", ".dcm", ".bmp"]))
+def test_fuzz_only_the_typed_error_escapes(data, suffix):
+    try:
+        image = read_image(data, name=f"fuzz{suffix}")
+    except ImageLoadError:
+        return
+    assert image.ndim == 2 and image.dtype == np.float32  # a valid image out of random bytes is fine
+
+
+# ----------------------------------------------------------------------------- letterbox
+
+@pytest.mark.parametrize("shape", [(300, 120), (120, 300), (224, 224), (50, 70)])
+def test_letterbox_preserves_aspect_and_maps_back(shape):
+    height, width = shape
+    image = np.zeros(shape, np.float32)
+    image[int(height * 0.8):int(height * 0.9), int(width * 0.1):int(width * 0.2)] = 255  # bottom-left spot
+    boxed, geometry = letterbox(image, 224)
+    assert boxed.shape == (224, 224)
+    assert abs(geometry.width / geometry.height - width / height) < 0.02
+    heatmap = letterbox(image, 224)[0][::8, ::8]  # a coarse "heatmap" over the model input
+    back = geometry.to_original(heatmap)
+    assert back.shape == shape
+    row, col = np.unravel_index(np.argmax(back), shape)
+    assert 0.7 * height <= row <= 0.95 * height and 0.05 * width <= col <= 0.25 * width
+
+
+def test_load_for_model_returns_channel_last(tmp_path):
+    tensor, geometry, original = load_for_model(write(tmp_path, "a.png", VALID_PNG), 128)
+    assert tensor.shape == (128, 128, 1) and tensor.dtype == np.float32
+    assert original.shape == geometry.original == (64, 96)
+    assert 0 <= tensor.min() and tensor.max() <= 255
