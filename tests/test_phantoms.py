@@ -1,0 +1,84 @@
+"""Phantom sets: deterministic, in the real layouts (see test_datasets), and no label leaks into nuisances."""
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from radiograph.registry import TASKS
+from train.datasets import read_dataset
+from train.phantoms import PLANS, generate, render
+
+LEAKAGE_IMAGES = 500
+LEAKAGE_AUC_LIMIT = 0.65  # chance is 0.5; the finding itself moves global statistics a little
+# A binary question per task whose answer only the finding carries.
+POSITIVE = {
+    "knee": lambda t: t[2:].sum() > 0,  # KL >= 2 (definite osteoarthritis)
+    "mura": lambda t: t[1::2].sum() > 0,  # abnormal
+    "pneumonia": lambda t: t[1] > 0,
+    "chest14": lambda t: t.sum() > 0,  # any finding
+}
+
+
+def digest(folder):
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(p.relative_to(folder).as_posix().encode() + p.read_bytes() for p in files)).hexdigest()
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_deterministic_for_a_seed(tmp_path, task):
+    first = generate(task, tmp_path / "a", 12, seed=4, workers=2)
+    second = generate(task, tmp_path / "b", 12, seed=4, workers=1)
+    third = generate(task, tmp_path / "c", 12, seed=5, workers=1)
+    assert digest(first) == digest(second) != digest(third)
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_positive_image_has_a_box_inside_it(task):
+    jobs = PLANS[task](40, np.random.default_rng(1))
+    for job in jobs[:15]:
+        image, findings = render(task, job, seed=2)
+        assert image.shape == job.size[::-1] and image.dtype == np.uint8
+        for finding in findings:
+            x, y, w, h = finding.box
+            assert finding.label in TASKS[task].labels
+            assert w > 0 and h > 0 and x < image.shape[1] and y < image.shape[0] and x + w > 0 and y + h > 0
+
+
+def test_chest14_prevalence_follows_nih_with_a_floor():
+    jobs = PLANS["chest14"](3000, np.random.default_rng(0))
+    counts = {label: sum(label in dict(job.params)["labels"] for job in jobs) / len(jobs)
+              for label in TASKS["chest14"].labels}
+    assert counts["Infiltration"] > counts["Effusion"] > counts["Nodule"] > counts["Hernia"]
+    assert min(counts.values()) > 0.025  # the floor keeps Hernia (0.2% in NIH) present
+    none = sum(not dict(job.params)["labels"] for job in jobs) / len(jobs)
+    assert 0.35 < none < 0.6  # NIH: 54% No Finding
+
+
+def global_statistics(path):
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    height, width = image.shape
+    laplacian = np.abs(cv2.Laplacian(image, cv2.CV_32F)).mean()  # noise and sharpness
+    return [height, width, width / height, image.mean(), image.std(),
+            *np.percentile(image, (1, 5, 25, 50, 75, 95, 99)), laplacian, path.stat().st_size]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_global_statistics_and_size_do_not_predict_the_label(tmp_path, task):
+    """A classifier on brightness, contrast, histogram, noise, size and file size stays near chance."""
+    index = read_dataset(task, generate(task, tmp_path, LEAKAGE_IMAGES, seed=21))
+    samples = [s for split in index.splits.values() for s in split]
+    features = np.array([global_statistics(s.path) for s in samples])
+    positive = np.array([POSITIVE[task](np.array(s.target)) for s in samples], int)
+    assert 0.15 < positive.mean() < 0.85
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    scores = cross_val_predict(classifier, features, positive, method="predict_proba",
+                               cv=StratifiedKFold(5, shuffle=True, random_state=0))[:, 1]
+    auc = roc_auc_score(positive, scores)
+    print(f"{task}: leakage AUC {auc:.3f} on {len(samples)} images")
+    assert auc < LEAKAGE_AUC_LIMIT

@@ -1,0 +1,26 @@
+"""The README's promises: CI runs its test command, and the Space front matter matches the pins."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_test_command():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"Install and run the tests:\s*```bash\n(.+?)\n```", text, re.S)
+    assert block, "README lost its test command"
+    return block.group(1).strip()
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_test_command() in ci
+
+
+def test_space_front_matter_matches_requirements():
+    text = (ROOT / "README.md").read_text()
+    front = dict(re.findall(r"^(\w+): (.+)$", text.split("---")[1], re.M))
+    pins = dict(re.findall(r"^([\w-]+)==([\w.]+)", (ROOT / "requirements.txt").read_text(), re.M))
+    assert front["sdk"] == "gradio" and front["sdk_version"] == pins["gradio"]
+    assert front["app_file"] == "app.py" and front["python_version"].strip('"') == "3.11"
+    assert len(front["short_description"]) <= 60
