@@ -71,7 +71,7 @@ def read_image(source: Source, name: str | None = None) -> np.ndarray:
         return image
     except ImageLoadError:
         raise
-    except (MemoryError, Exception) as error:  # noqa: BLE001 - the contract: one error type out
+    except Exception as error:  # noqa: BLE001 - the contract: one error type out (MemoryError included)
         raise ImageLoadError(f"could not be decoded ({type(error).__name__}: {error})", name) from error
 
 
@@ -92,9 +92,7 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
     except Exception as error:  # UnidentifiedImageError, truncated header, ...
         raise ImageLoadError(f"not a recognised image ({error})", name) from error
     _check_size(*image.size, name)
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-    image = ImageOps.exif_transpose(image)  # loads the pixels; raises on truncated data
+    image = ImageOps.exif_transpose(image)  # first frame of an animated or multi-page file  # loads the pixels; raises on truncated data
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _scale_to_255(np.asarray(image, dtype=np.float32), name)
     if image.mode != "L":

@@ -207,7 +207,7 @@ def knee(rng, h: int, w: int, grade: int, side: str):
     # tibia: plateau under the joint line, shaft downwards; fibular head on the lateral side
     plateau_top = cy + min(medial_gap, lateral_gap) / 2
     tibia_tilt = (medial_gap - lateral_gap) / 2 * medial_side
-    polygon(bones, [(cx - half, plateau_top - tibia_tilt * -1), (cx + half, plateau_top + tibia_tilt * -1),
+    polygon(bones, [(cx - half, plateau_top + tibia_tilt), (cx + half, plateau_top - tibia_tilt),
                     (cx + 0.15 * s, cy + 0.35 * s), (cx - 0.15 * s, cy + 0.35 * s)], 1.0)
     line(bones, (cx, cy + 0.3 * s), (cx, cy + 1.2 * s), 1.0, 0.26 * s)
     ellipse(bones, (cx - medial_side * 0.27 * s, cy + 0.22 * s), (0.06 * s, 0.08 * s), 0.8)
