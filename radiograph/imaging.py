@@ -92,7 +92,7 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
     except Exception as error:  # UnidentifiedImageError, truncated header, ...
         raise ImageLoadError(f"not a recognised image ({error})", name) from error
     _check_size(*image.size, name)
-    image = ImageOps.exif_transpose(image)  # first frame of an animated or multi-page file  # loads the pixels; raises on truncated data
+    image = ImageOps.exif_transpose(image)  # decodes the first frame; raises on truncated data
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _scale_to_255(np.asarray(image, dtype=np.float32), name)
     if image.mode != "L":
@@ -132,7 +132,7 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     pixels = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds:
         lut = ds.VOILUTSequence[0]
-        pixels = apply_voi_lut(pixels, ds, prefer_lut=True)
+        pixels = apply_voi_lut(np.round(pixels).astype(np.int64), ds, prefer_lut=True)  # a LUT takes integers
         bits = int(lut.LUTDescriptor[2]) or 16
         image = np.clip(pixels / (2.0**bits - 1.0), 0.0, 1.0) * 255.0
     elif "WindowCenter" in ds and "WindowWidth" in ds:

@@ -135,6 +135,21 @@ def test_dicom_window_and_rescale():
     np.testing.assert_allclose(shifted, image, atol=1e-3)  # the window applies after the rescale
 
 
+def test_dicom_voi_lut_sequence():
+    from pydicom.sequence import Sequence
+
+    pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (20, 1))
+    lut = Dataset()
+    lut.add_new("LUTDescriptor", "US", [4096, 0, 16])
+    lut.add_new("LUTData", "OW", ((4095 - np.arange(4096)) * 16).astype("<u2").tobytes())  # an inverting LUT
+    ds = pydicom.dcmread(io.BytesIO(dicom(pixels)))
+    ds.VOILUTSequence = Sequence([lut])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    image = read_image(buffer.getvalue())
+    np.testing.assert_allclose(image[0], (4095 - pixels[0]) * 16 / 65535 * 255, atol=0.01)
+
+
 def test_dicom_signed_pixels_and_multiframe():
     frames = np.stack([gradient().astype(np.int16) - 100, np.zeros((64, 96), np.int16)])
     image = read_image(dicom(frames, bits_stored=16, NumberOfFrames=2))
