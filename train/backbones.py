@@ -1,0 +1,122 @@
+"""Backbones and the one model contract every task follows.
+
+    model = build_model(get_task("knee"), backbone="xception", image_size=224, weights=None)
+
+Graph (DESIGN.md contract 3 and 4):
+
+    image float32 [N, H, W, 1], 0-255
+      -> channel replication and the backbone's own normalisation (inside the graph)
+      -> backbone -> `features` (the last conv map; Grad-CAM's layer)
+      -> GlobalAveragePooling `pool` -> Dropout `dropout` -> Dense `logits`
+      -> softmax or sigmoid `probabilities`
+
+The seed projects' backbones come from `keras.applications` (Xception, ResNet50
+and InceptionResNetV2 from the knee project; DenseNet121, InceptionV3 and
+ResNet152 from the MURA and chest projects), plus the pneumonia project's
+small four-block CNN and `compact`, a MobileNetV3-Small sized for CPU demo
+models (files under 10 MB). Weights: None (random; nothing is downloaded),
+"imagenet" (downloaded by Keras, needs internet) or a path to a local
+weights file for the backbone without its top.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import keras
+from keras import layers
+
+from radiograph.registry import TaskSpec
+
+# How each family normalises its RGB input (keras.applications' preprocess_input modes).
+# "caffe" also swaps RGB to BGR, a no-op here: the three channels are one gray image.
+Normalisation = Literal["tf", "torch", "caffe", "unit", "raw"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    constructor: Callable | None  # keras.applications class; None = built here
+    normalisation: Normalisation
+    min_size: int  # smallest input side the architecture accepts
+    channels: int = 3  # the ImageNet architectures take RGB: the gray image is replicated
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone("xception", keras.applications.Xception, "tf", 71),
+        Backbone("resnet50", keras.applications.ResNet50, "caffe", 32),
+        Backbone("inception_resnet_v2", keras.applications.InceptionResNetV2, "tf", 75),
+        Backbone("densenet121", keras.applications.DenseNet121, "torch", 32),
+        Backbone("inception_v3", keras.applications.InceptionV3, "tf", 75),
+        Backbone("resnet152", keras.applications.ResNet152, "caffe", 32),
+        Backbone("small_cnn", None, "unit", 32, channels=1),
+        Backbone("compact", keras.applications.MobileNetV3Small, "raw", 32),
+    )
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
+
+
+def _normalise(x, backbone: Backbone):
+    if backbone.channels == 3:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    if backbone.normalisation == "tf":
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(x)
+    if backbone.normalisation == "torch":
+        x = layers.Rescaling(1 / 255.0, name="to_unit")(x)
+        return layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="normalise")(x)
+    if backbone.normalisation == "caffe":
+        return layers.Normalization(mean=CAFFE_MEAN_BGR, variance=(1.0, 1.0, 1.0), name="normalise")(x)
+    if backbone.normalisation == "unit":
+        return layers.Rescaling(1 / 255.0, name="normalise")(x)
+    return x  # "raw": the architecture rescales 0-255 itself (MobileNetV3's include_preprocessing)
+
+
+def small_cnn(x):
+    """The pneumonia seed project's CNN: four conv blocks (32-64-128-256 filters), each conv-conv-BN, pooled between."""
+    for block, filters in enumerate((32, 64, 128, 256), start=1):
+        if block > 1:
+            x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv1")(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv2")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+    return x
+
+
+def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | None = None,
+                weights: str | Path | None = None, dropout_rate: float = 0.3) -> keras.Model:
+    """The task's model: one-channel 0-255 `image` in, `probabilities` out, `features` named for Grad-CAM."""
+    chosen = get_backbone(backbone or spec.backbone)
+    size = image_size or spec.image_size
+    if size < chosen.min_size:
+        raise ValueError(f"{chosen.name} needs an input of at least {chosen.min_size} pixels, got {size}")
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise ValueError(f"weights must be none, imagenet or an existing file; {weights} does not exist")
+    if chosen.constructor is None and weights is not None:
+        raise ValueError(f"{chosen.name} has no pretrained weights; train it with --weights none")
+
+    image = keras.Input((size, size, 1), name="image")
+    x = _normalise(image, chosen)
+    if chosen.constructor is None:
+        x = small_cnn(x)
+    else:
+        kwargs = {"include_preprocessing": True} if chosen.name == "compact" else {}
+        network = chosen.constructor(include_top=False, weights=weights and str(weights), input_tensor=x, **kwargs)
+        x = network.output
+    features = layers.Activation("linear", name="features")(x)  # the map that feeds the pooling
+    pooled = layers.GlobalAveragePooling2D(name="pool")(features)
+    pooled = layers.Dropout(dropout_rate, name="dropout")(pooled)
+    logits = layers.Dense(spec.num_classes, name="logits")(pooled)
+    probabilities = layers.Activation(spec.head, name="probabilities")(logits)
+    return keras.Model(image, probabilities, name=f"{spec.id}_{chosen.name}")
