@@ -46,3 +46,23 @@ def test_training_pipeline_on_phantoms(phantom_root):
     batch_images, batch_targets = next(iter(image_dataset(index.splits["train"], 224, 8, shuffle=True, seed=1)))
     assert batch_images.shape == (8, 224, 224, 1) and batch_targets.shape == (8, 5)
     assert 0 <= float(tf.reduce_min(batch_images)) and float(tf.reduce_max(batch_images)) <= 255
+
+
+def test_augmentation_follows_the_task_policy(phantom_root):
+    from radiograph.registry import TASKS
+    from train.datasets import read_dataset
+    from train.pipeline import augmenter
+
+    def kinds(task):
+        return [type(layer).__name__ for layer in augmenter(TASKS[task].augmentation, 0).layers]
+
+    assert "RandomFlip" not in kinds("chest14") and "RandomFlip" not in kinds("pneumonia")
+    assert "RandomFlip" in kinds("knee") and "RandomRotation" in kinds("chest14")
+    samples = read_dataset("knee", phantom_root / "knee").splits["train"][:8]
+    plain = next(iter(image_dataset(samples, 96, 8)))[0].numpy()
+    runs = [next(iter(image_dataset(samples, 96, 8, augmentation=TASKS["knee"].augmentation, seed=s)))[0].numpy()
+            for s in (1, 1, 2)]
+    assert not np.array_equal(runs[0], plain)  # augmented
+    np.testing.assert_array_equal(runs[0], runs[1])  # deterministic for a seed
+    assert not np.array_equal(runs[0], runs[2])
+    assert runs[0].min() >= 0 and runs[0].max() <= 255
