@@ -89,8 +89,8 @@ TASKS: dict[str, TaskSpec] = {
             backbone="xception",
             augmentation=Augmentation(horizontal_flip=True),  # left and right knees mirror each other
             imbalance="class_weight",
-            metrics=("quadratic_weighted_kappa", "accuracy", "macro_f1", "mean_absolute_error",
-                     "per_class_auc", "confusion_matrix"),
+            metrics=("quadratic_weighted_kappa", "balanced_accuracy", "accuracy", "macro_f1",
+                     "mean_absolute_error", "per_class_auc", "confusion_matrix"),
             dataset=Dataset(
                 name="Knee Osteoarthritis Severity Grading (Chen 2018)",
                 reference="https://doi.org/10.17632/56rmx5bjcr.1",
@@ -127,7 +127,7 @@ TASKS: dict[str, TaskSpec] = {
             backbone="small_cnn",
             augmentation=Augmentation(horizontal_flip=False, rotation_degrees=7.0),
             imbalance="class_weight",
-            metrics=("auc", "sensitivity", "specificity", "accuracy", "f1"),
+            metrics=("auc", "sensitivity", "specificity", "accuracy", "f1", "confusion_matrix"),
             dataset=Dataset(
                 name="Labeled Optical Coherence Tomography and Chest X-Ray Images (Kermany 2018)",
                 reference="https://doi.org/10.17632/rscbjbr9sj.2",

@@ -117,6 +117,6 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
     features = layers.Activation("linear", name="features")(x)  # the map that feeds the pooling
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout_rate, name="dropout")(pooled)
-    logits = layers.Dense(spec.num_classes, name="logits")(pooled)
-    probabilities = layers.Activation(spec.head, name="probabilities")(logits)
+    logits = layers.Dense(spec.num_classes, name="logits", dtype="float32")(pooled)  # float32 under mixed precision
+    probabilities = layers.Activation(spec.head, name="probabilities", dtype="float32")(logits)
     return keras.Model(image, probabilities, name=f"{spec.id}_{chosen.name}")

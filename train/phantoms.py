@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import time
@@ -614,7 +615,8 @@ NIH_COUNTS = {"Infiltration": 19894, "Effusion": 13317, "Atelectasis": 11559, "N
               "Pneumothorax": 5302, "Consolidation": 4667, "Pleural_Thickening": 3385, "Cardiomegaly": 2776,
               "Emphysema": 2516, "Edema": 2303, "Fibrosis": 1686, "Pneumonia": 1431, "Hernia": 227}
 NIH_IMAGES = 112_120
-PREVALENCE_FLOOR = 0.04  # so rare findings (Hernia: 0.2% in NIH) still occur in small phantom sets
+PREVALENCE_FLOOR = 0.04
+PROVENANCE_FILE = "PHANTOM.json"  # marks a folder as synthetic; training copies it into the model card  # so rare findings (Hernia: 0.2% in NIH) still occur in small phantom sets
 
 
 @dataclass(frozen=True)
@@ -756,6 +758,9 @@ def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | Non
     else:
         findings = [_render_and_write(task, job, seed, str(root)) for job in jobs]
     WRITERS[task](root, jobs, findings, np.random.default_rng([seed, 99]))
+    (root / PROVENANCE_FILE).write_text(json.dumps({
+        "generator": "train.phantoms", "task": task, "count": count, "seed": seed,
+        "command": f"python -m train.phantoms {task} --out OUT --count {count} --seed {seed}"}, indent=2))
     return root
 
 

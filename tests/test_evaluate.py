@@ -1,0 +1,93 @@
+"""Evaluation metrics against hand-worked values and scikit-learn; thresholds and temperature scaling."""
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from radiograph.registry import TASKS
+from train.datasets import Sample
+from train.evaluate import (METRICS, activate, evaluate, expected_calibration_error, fit_temperature,
+                            youden_thresholds)
+
+
+def samples_for(targets, studies=None):
+    return [Sample(f"{i}.png", tuple(int(v) for v in t), str(i), studies[i] if studies else None)
+            for i, t in enumerate(targets)]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_registry_metric_exists(task):
+    assert set(TASKS[task].metrics) <= set(METRICS)
+
+
+def test_knee_metrics_by_hand():
+    truth = [0, 1, 2, 3, 4, 2]
+    predicted = [0, 1, 2, 4, 4, 1]
+    targets, probabilities = np.eye(5)[truth], np.eye(5)[predicted] * 0.9 + 0.02
+    result = evaluate(TASKS["knee"], targets, probabilities, samples_for(targets))
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    assert result["mean_absolute_error"] == pytest.approx(2 / 6)
+    assert result["balanced_accuracy"] == pytest.approx(np.mean([1, 1, 0.5, 0, 1]))
+    assert result["quadratic_weighted_kappa"] == pytest.approx(skm.cohen_kappa_score(truth, predicted,
+                                                                                     weights="quadratic"))
+    assert result["confusion_matrix"][3] == [0, 0, 0, 0, 1]
+
+
+def test_mura_study_level_is_the_mean_over_views():
+    # two parts used: wrist = index 6 (columns 12, 13), elbow = index 0 (columns 0, 1)
+    rows = [(13, 0.9, "s1"), (13, 0.2, "s1"), (12, 0.3, "s2"), (1, 0.6, "s3"), (0, 0.1, "s4"), (0, 0.7, "s4")]
+    targets = np.zeros((6, 14))
+    probabilities = np.zeros((6, 14))
+    for i, (column, abnormal, _) in enumerate(rows):
+        targets[i, column] = 1
+        part = column // 2
+        probabilities[i, 2 * part + 1], probabilities[i, 2 * part] = abnormal, 1 - abnormal
+    samples = samples_for(targets, [r[2] for r in rows])
+    result = evaluate(TASKS["mura"], targets, probabilities, samples)
+    study_truth, study_score = [1, 0, 1, 0], [0.55, 0.3, 0.6, 0.4]  # s1..s4
+    assert result["study_auc"] == pytest.approx(skm.roc_auc_score(study_truth, study_score))
+    assert result["study_accuracy"] == 1.0 and result["study_cohen_kappa"] == 1.0
+    assert result["image_auc"] == pytest.approx(skm.roc_auc_score([1, 1, 0, 1, 0, 0], [0.9, 0.2, 0.3, 0.6, 0.1, 0.7]))
+    assert result["body_part_accuracy"]["image_body_part_accuracy"] == 1.0
+
+
+def test_pneumonia_sensitivity_and_specificity():
+    truth = np.array([1, 1, 1, 0, 0])
+    score = np.array([0.9, 0.6, 0.4, 0.3, 0.7])
+    targets, probabilities = np.eye(2)[truth], np.stack([1 - score, score], 1)
+    result = evaluate(TASKS["pneumonia"], targets, probabilities, samples_for(targets))
+    assert result["sensitivity"] == pytest.approx(2 / 3) and result["specificity"] == pytest.approx(1 / 2)
+    assert result["auc"] == pytest.approx(skm.roc_auc_score(truth, score))
+
+
+def test_chest14_youden_thresholds_and_f1():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((200, 14)) < 0.3).astype(float)
+    probabilities = np.clip(targets * 0.3 + rng.random((200, 14)) * 0.7, 0, 1)
+    thresholds = youden_thresholds(targets, probabilities)
+    for c in (0, 7):
+        fpr, tpr, cuts = skm.roc_curve(targets[:, c], probabilities[:, c])
+        assert thresholds[c] == pytest.approx(min(1.0, cuts[np.argmax(tpr - fpr)]))
+    result = evaluate(TASKS["chest14"], targets, probabilities, samples_for(targets), thresholds)
+    assert result["mean_auc"] == pytest.approx(np.mean([skm.roc_auc_score(targets[:, c], probabilities[:, c])
+                                                        for c in range(14)]))
+    label = TASKS["chest14"].labels[3]
+    assert result["per_class_f1_at_threshold"][label] == pytest.approx(
+        skm.f1_score(targets[:, 3], probabilities[:, 3] >= thresholds[3]))
+
+
+@pytest.mark.parametrize("head,classes", [("softmax", 3), ("sigmoid", 4)])
+def test_temperature_scaling_recovers_an_overconfident_model(head, classes):
+    rng = np.random.default_rng(1)
+    true_logits = rng.normal(0, 1.5, (4000, classes))
+    probabilities = activate(head, true_logits)
+    if head == "softmax":
+        targets = np.eye(classes)[[rng.choice(classes, p=p) for p in probabilities]]
+    else:
+        targets = (rng.random(probabilities.shape) < probabilities).astype(float)
+    overconfident = true_logits * 3.0
+    temperature = fit_temperature(head, overconfident, targets)
+    assert len(temperature) == (1 if head == "softmax" else classes)
+    np.testing.assert_allclose(temperature, 3.0, rtol=0.15)
+    before = expected_calibration_error(head, targets, activate(head, overconfident))
+    after = expected_calibration_error(head, targets, activate(head, overconfident, temperature))
+    assert after < before / 2

@@ -1,0 +1,217 @@
+"""Train one task's model from a real dataset folder or a phantom folder.
+
+    python -m train knee --data phantoms/knee --backbone compact --epochs 30 --seed 0
+    python -m train chest14 --data /data/nih --backbone densenet121 --weights imagenet --image-size 320
+    python -m train pneumonia --data /data/chest_xray --backbone small_cnn --out models/pneumonia
+
+Writes to --out (default models/<task>): model.keras (best validation epoch,
+temperature folded into its logits), card.json (labels, head, input, CAM
+layer, thresholds, temperature, the exact command, data provenance, test
+metrics, sha256 of the model file), config.json (every setting) and
+history.csv; and reports/<task>/ (metrics.json, ROC, confusion matrix,
+training curves).
+
+Method: the task's augmentation policy; class weights from counts (softmax
+heads) or the weighted binary cross-entropy (sigmoid heads); Adam with
+ReduceLROnPlateau and EarlyStopping on validation AUC, keeping the best
+epoch; with pretrained weights, a first phase trains the head on a frozen
+backbone at the learning rate, then everything at a tenth of it. On CPU a
+seed makes runs deterministic; with GPUs, mixed precision and
+MirroredStrategy are switched on automatically.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
+from train.backbones import BACKBONES, build_model  # noqa: E402
+from train.datasets import read_dataset  # noqa: E402
+from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
+from train.objectives import WeightedBinaryCrossentropy, class_weights, positive_fraction  # noqa: E402
+from train.phantoms import PROVENANCE_FILE  # noqa: E402
+from train.pipeline import image_dataset  # noqa: E402
+
+HEAD_LAYERS = ("pool", "dropout", "logits", "probabilities")
+DEMO_NOTICE = ("Demo model trained on synthetic phantom radiographs: its metrics describe phantoms, "
+               "not patients. Research software, not a medical device.")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (real layout or phantoms)")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the task's registry backbone")
+    parser.add_argument("--image-size", type=int, help="model input side (default: the task's)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--weights", default="none", help="none, imagenet (needs internet) or a weights file")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--warmup-epochs", type=int, default=3, help="frozen-backbone epochs with pretrained weights")
+    parser.add_argument("--patience", type=int, default=6, help="epochs without validation gain before stopping")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="patients carved for validation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="model folder (default models/<task>)")
+    parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
+    return parser.parse_args(argv)
+
+
+def provenance(data: Path, root: Path) -> dict:
+    """Where the images came from: a phantom set (its generator record) or a real dataset folder."""
+    for folder in (data, *data.parents[:2], root):
+        record = folder / PROVENANCE_FILE
+        if record.is_file():
+            return {"kind": "synthetic phantoms", **json.loads(record.read_text())}
+    return {"kind": "real dataset", "folder": str(data.resolve())}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fold_temperature(model: keras.Model, temperature: np.ndarray) -> None:
+    """Divide the logits by T inside the model: W/T and b/T, so exported models are calibrated."""
+    dense = model.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel / temperature, bias / temperature])
+
+
+def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
+    for layer in model.layers:
+        layer.trainable = trainable or layer.name in HEAD_LAYERS
+
+
+def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path) -> tuple[int, float]:
+    """Train with early stopping on validation AUC; leaves the best epoch's weights in the model."""
+    best = out / "best.weights.h5"
+    phases = [(args.epochs, args.learning_rate, True)]
+    if args.weights != "none":  # fine-tuning: head first on a frozen backbone, then everything, slower
+        phases = [(args.warmup_epochs, args.learning_rate, False), (args.epochs, args.learning_rate / 10, True)]
+    logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=False)
+    epochs_run, start = 0, time.perf_counter()
+    for index, (epochs, learning_rate, backbone_trainable) in enumerate(phases):
+        set_trainable_backbone(model, backbone_trainable)
+        model.compile(keras.optimizers.Adam(learning_rate), loss,
+                      metrics=[keras.metrics.AUC(name="auc", multi_label=spec.multi_label)], jit_compile=False)
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(str(best), monitor="val_auc", mode="max", save_best_only=True,
+                                            save_weights_only=True, initial_value_threshold=None),
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3,
+                                              patience=max(1, args.patience // 3), min_lr=1e-6),
+            logger,
+        ]
+        logger.append = index > 0
+        history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
+                            class_weight=weights_by_class, verbose=2)
+        epochs_run += len(history.history["loss"])
+    model.load_weights(str(best))
+    best.unlink()
+    return epochs_run, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    spec = get_task(args.task)
+    backbone = args.backbone or spec.backbone
+    size = args.image_size or spec.image_size
+    out = args.out or Path("models") / spec.id
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        tf.config.experimental.enable_op_determinism()
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+    index = read_dataset(spec.id, args.data, args.val_fraction, args.seed)
+    train_samples, val_samples, test_samples = (index.splits[k] for k in ("train", "val", "test"))
+    train_targets = targets_of(train_samples)
+    if spec.multi_label:
+        fractions = positive_fraction(train_targets)
+        loss, weights_by_class, balance = WeightedBinaryCrossentropy(fractions), None, {
+            "positive_fraction": dict(zip(spec.labels, fractions.tolist()))}
+    else:
+        weights_by_class = class_weights(train_targets.sum(0))
+        loss, balance = keras.losses.CategoricalCrossentropy(), {
+            "class_weight": {spec.labels[i]: w for i, w in weights_by_class.items()}}
+    batch = args.batch_size * strategy.num_replicas_in_sync
+    train_data = image_dataset(train_samples, size, batch, shuffle=True, seed=args.seed,
+                               augmentation=spec.augmentation, cache=True)
+    val_data = image_dataset(val_samples, size, batch, cache=True)
+    with strategy.scope():
+        model = build_model(spec, backbone, size, None if args.weights == "none" else args.weights)
+    print(f"{spec.id}: {backbone} at {size}px, {model.count_params():,} parameters; "
+          f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
+    epochs_run, seconds = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out)
+
+    val_logits = predict_logits(model, val_samples, size, batch)
+    test_logits = predict_logits(model, test_samples, size, batch)
+    result = calibrate_and_evaluate(spec, val_logits, val_samples, test_logits, test_samples)
+    fold_temperature(model, np.asarray(result["temperature"], np.float32))
+    model_path = out / "model.keras"
+    shipped = keras.models.clone_model(model)  # without the optimizer's state: a third of the size
+    shipped.set_weights(model.get_weights())
+    shipped.save(model_path)
+    report_folder = args.report or Path("reports") / spec.id
+    reports = write_report(spec, report_folder, result, test_samples, out / "history.csv")
+
+    source = provenance(args.data, index.root)
+    config = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "backbone": backbone, "image_size": size, "batch_size_global": batch, **balance,
+              "epochs_run": epochs_run, "training_seconds": round(seconds, 1),
+              "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+              "devices": [d.name for d in gpus] or ["CPU"]}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    card = {
+        "task": spec.id,
+        "title": spec.title,
+        "question": spec.question,
+        "model_version": f"{spec.id}-{backbone}-{datetime.now(timezone.utc):%Y%m%d}",
+        "notice": DEMO_NOTICE if source["kind"] == "synthetic phantoms" else
+                  "Research software, not a medical device.",
+        "labels": list(spec.labels),
+        "head": spec.head,
+        "input": {"name": "image", "shape": [None, size, size, 1], "dtype": "float32", "range": [0, 255],
+                  "size": size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
+        "backbone": backbone,
+        "cam_layer": "features",
+        "thresholds": result["thresholds"],
+        "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
+        "training": {"command": "python -m train " + shlex.join(argv), "seed": args.seed,
+                     "val_fraction": args.val_fraction, "weights": args.weights, "epochs_run": epochs_run,
+                     "training_seconds": round(seconds, 1)},
+        "data": {**source, "dataset": spec.dataset.name,
+                 "splits": {k: len(v) for k, v in index.splits.items()}},
+        "metrics": {"split": "test", **result["metrics"]},
+        "calibration": result["expected_calibration_error"],
+        "reports": [str(p) for p in reports],
+        "files": {"model.keras": {"sha256": sha256(model_path), "bytes": model_path.stat().st_size}},
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+    print(json.dumps(card["metrics"], indent=2))
+    print(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s of training; "
+          f"report in {report_folder}")
+
+
+if __name__ == "__main__":
+    main()

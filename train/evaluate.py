@@ -1,0 +1,330 @@
+"""Evaluation, operating thresholds, calibration and reports for a trained model.
+
+    python -m train.evaluate knee --data phantoms/knee --model models/knee
+    python -m train.evaluate chest14 --data /data/nih --model models/chest14 --split test
+
+Metrics are computed with scikit-learn on the held-out split (the official
+test split where the dataset has one) and are the ones the task's registry
+entry names (`TaskSpec.metrics`), looked up in `METRICS`. Thresholds (Youden's
+J per class, sigmoid heads) and the temperature are chosen on the validation
+split, never on test. Figures go to reports/<task>/ and a summary into the
+model's card.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn import metrics as skm
+
+from radiograph.registry import MURA_PARTS, TaskSpec, get_task
+from train.datasets import Sample
+
+ECE_BINS = 15
+
+
+# ----------------------------------------------------------------------------- per-task quantities
+
+def _abnormal(probabilities):
+    """MURA: P(abnormal) = sum over body parts of the part's abnormal column."""
+    return probabilities[:, 1::2].sum(axis=1)
+
+
+def _studies(samples, values):
+    """Mean of `values` over the views of each study; returns (study ids, means)."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for sample, value in zip(samples, values):
+        grouped[sample.study or str(sample.path)].append(value)
+    ids = sorted(grouped)
+    return ids, np.array([np.mean(grouped[i]) for i in ids])
+
+
+def _study_truth_and_score(targets, probabilities, samples):
+    _, truth = _studies(samples, _abnormal(targets))
+    _, score = _studies(samples, _abnormal(probabilities))
+    return truth.round().astype(int), score
+
+
+def _study_decisions(targets, probabilities, samples):
+    truth, score = _study_truth_and_score(targets, probabilities, samples)
+    return truth, (score >= 0.5).astype(int)
+
+
+def _per_class_auc(targets, probabilities, labels):
+    result = {}
+    for index, label in enumerate(labels):
+        column = targets[:, index]
+        result[label] = float(skm.roc_auc_score(column, probabilities[:, index])) if 0 < column.sum() < len(column) else None
+    return result
+
+
+def _mean_auc(targets, probabilities, labels, **_):
+    values = [v for v in _per_class_auc(targets, probabilities, labels).values() if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _binary(targets, probabilities, threshold=0.5):
+    truth = targets.argmax(1)
+    predicted = (probabilities[:, 1] >= threshold).astype(int)
+    return truth, predicted
+
+
+def _sensitivity(targets, probabilities, **_):
+    truth, predicted = _binary(targets, probabilities)
+    return float(skm.recall_score(truth, predicted, pos_label=1, zero_division=0))
+
+
+def _specificity(targets, probabilities, **_):
+    truth, predicted = _binary(targets, probabilities)
+    return float(skm.recall_score(truth, predicted, pos_label=0, zero_division=0))
+
+
+def _body_part_accuracy(targets, probabilities, samples, **_):
+    true_part = targets.reshape(len(targets), len(MURA_PARTS), 2).sum(2).argmax(1)
+    predicted_part = probabilities.reshape(len(probabilities), len(MURA_PARTS), 2).sum(2).argmax(1)
+    overall = float(np.mean(true_part == predicted_part))
+    truth, score = _study_truth_and_score(targets, probabilities, samples)
+    ids, parts = _studies(samples, true_part)
+    per_part = {part: float(np.mean((score[parts == i] >= 0.5) == truth[parts == i]))
+                for i, part in enumerate(MURA_PARTS) if np.any(parts == i)}
+    return {"image_body_part_accuracy": overall, "study_accuracy_per_part": per_part}
+
+
+def _f1_at_thresholds(targets, probabilities, labels, thresholds, **_):
+    return {label: float(skm.f1_score(targets[:, i], probabilities[:, i] >= thresholds[i], zero_division=0))
+            for i, label in enumerate(labels)}
+
+
+# name -> function(targets [N,C], probabilities [N,C], labels, samples, thresholds) -> JSON value
+METRICS = {
+    "accuracy": lambda t, p, **_: float(skm.accuracy_score(t.argmax(1), p.argmax(1))),
+    "balanced_accuracy": lambda t, p, **_: float(skm.balanced_accuracy_score(t.argmax(1), p.argmax(1))),
+    "macro_f1": lambda t, p, **_: float(skm.f1_score(t.argmax(1), p.argmax(1), average="macro")),
+    "quadratic_weighted_kappa": lambda t, p, **_: float(skm.cohen_kappa_score(t.argmax(1), p.argmax(1),
+                                                                               weights="quadratic")),
+    "mean_absolute_error": lambda t, p, **_: float(np.mean(np.abs(t.argmax(1) - p.argmax(1)))),
+    "confusion_matrix": lambda t, p, labels, **_: skm.confusion_matrix(t.argmax(1), p.argmax(1),
+                                                                       labels=range(len(labels))).tolist(),
+    "per_class_auc": lambda t, p, labels, **_: _per_class_auc(t, p, labels),
+    "mean_auc": _mean_auc,
+    "auc": lambda t, p, **_: float(skm.roc_auc_score(t[:, 1], p[:, 1])),
+    "sensitivity": _sensitivity,
+    "specificity": _specificity,
+    "f1": lambda t, p, **_: float(skm.f1_score(*_binary(t, p), zero_division=0)),
+    "image_auc": lambda t, p, **_: float(skm.roc_auc_score(_abnormal(t), _abnormal(p))),
+    "study_auc": lambda t, p, samples, **_: float(skm.roc_auc_score(*_study_truth_and_score(t, p, samples))),
+    "study_cohen_kappa": lambda t, p, samples, **_: float(skm.cohen_kappa_score(*_study_decisions(t, p, samples))),
+    "study_accuracy": lambda t, p, samples, **_: float(skm.accuracy_score(*_study_decisions(t, p, samples))),
+    "body_part_accuracy": _body_part_accuracy,
+    "per_class_f1_at_threshold": _f1_at_thresholds,
+}
+
+
+def evaluate(spec: TaskSpec, targets, probabilities, samples: list[Sample], thresholds=None) -> dict:
+    """The task's metrics (spec.metrics) on one split."""
+    targets, probabilities = np.asarray(targets, np.float64), np.asarray(probabilities, np.float64)
+    thresholds = thresholds if thresholds is not None else default_thresholds(spec)
+    return {name: METRICS[name](targets, probabilities, labels=spec.labels, samples=samples, thresholds=thresholds)
+            for name in spec.metrics}
+
+
+# ----------------------------------------------------------------------------- thresholds and calibration
+
+def default_thresholds(spec: TaskSpec) -> list[float]:
+    return [0.5] * spec.num_classes
+
+
+def youden_thresholds(targets, probabilities) -> list[float]:
+    """Per class, the threshold maximising sensitivity + specificity - 1 (Youden's J) on validation."""
+    thresholds = []
+    for index in range(targets.shape[1]):
+        column = targets[:, index]
+        if not 0 < column.sum() < len(column):
+            thresholds.append(0.5)
+            continue
+        fpr, tpr, cuts = skm.roc_curve(column, probabilities[:, index])
+        best = int(np.argmax(tpr - fpr))
+        thresholds.append(float(np.clip(cuts[best], 0.0, 1.0)))
+    return thresholds
+
+
+def _softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(logits):
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def activate(head: str, logits, temperature=1.0):
+    scaled = np.asarray(logits, np.float64) / np.asarray(temperature, np.float64)
+    return _softmax(scaled) if head == "softmax" else _sigmoid(scaled)
+
+
+def fit_temperature(head: str, logits, targets) -> np.ndarray:
+    """Temperature scaling on validation: one T for softmax, one per class for sigmoid (minimum NLL)."""
+    logits, targets = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
+
+    def nll(log_t, columns=slice(None)):
+        p = np.clip(activate(head, logits[:, columns], np.exp(log_t)), 1e-12, 1 - 1e-12)
+        y = targets[:, columns]
+        if head == "softmax":
+            return -np.mean(np.sum(y * np.log(p), axis=1))
+        return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    if head == "softmax":
+        return np.array([float(np.exp(minimize(nll, [0.0], method="L-BFGS-B", bounds=[(-3, 3)]).x[0]))])
+    return np.array([float(np.exp(minimize(lambda t: nll(t, [c]), [0.0], method="L-BFGS-B",
+                                           bounds=[(-3, 3)]).x[0])) for c in range(logits.shape[1])])
+
+
+def expected_calibration_error(head: str, targets, probabilities, bins: int = ECE_BINS) -> float:
+    """Softmax: top-label ECE; sigmoid: mean over classes of each class's ECE."""
+    targets, probabilities = np.asarray(targets), np.asarray(probabilities)
+    if head == "softmax":
+        pairs = [(probabilities.max(1), (probabilities.argmax(1) == targets.argmax(1)).astype(float))]
+    else:
+        pairs = [(probabilities[:, c], targets[:, c].astype(float)) for c in range(targets.shape[1])]
+    errors = []
+    for confidence, correct in pairs:
+        edges = np.linspace(0, 1, bins + 1)
+        which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+        errors.append(sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * np.mean(which == b)
+                          for b in range(bins) if np.any(which == b)))
+    return float(np.mean(errors))
+
+
+# ----------------------------------------------------------------------------- predictions and reports
+
+def predict_logits(model, samples: list[Sample], image_size: int, batch_size: int = 32):
+    """Pre-activation scores [N, C] of `samples` through the shared loader (no augmentation)."""
+    import keras
+
+    from train.pipeline import image_dataset
+
+    logits_model = keras.Model(model.input, model.get_layer("logits").output)
+    return np.asarray(logits_model.predict(image_dataset(samples, image_size, batch_size), verbose=0), np.float64)
+
+
+def targets_of(samples: list[Sample]) -> np.ndarray:
+    return np.asarray([s.target for s in samples], np.float64)
+
+
+def calibrate_and_evaluate(spec: TaskSpec, val_logits, val_samples, test_logits, test_samples) -> dict:
+    """Temperature and thresholds from validation; metrics and calibration error on test."""
+    val_targets, test_targets = targets_of(val_samples), targets_of(test_samples)
+    temperature = fit_temperature(spec.head, val_logits, val_targets)
+    val_probabilities = activate(spec.head, val_logits, temperature)
+    thresholds = youden_thresholds(val_targets, val_probabilities) if spec.multi_label else default_thresholds(spec)
+    raw, calibrated = activate(spec.head, test_logits), activate(spec.head, test_logits, temperature)
+    return {
+        "temperature": temperature.tolist(),
+        "thresholds": dict(zip(spec.labels, thresholds)),
+        "metrics": evaluate(spec, test_targets, calibrated, test_samples, thresholds),
+        "expected_calibration_error": {"before": expected_calibration_error(spec.head, test_targets, raw),
+                                       "after": expected_calibration_error(spec.head, test_targets, calibrated)},
+        "images": {"validation": len(val_samples), "test": len(test_samples)},
+        "probabilities": calibrated,
+    }
+
+
+def write_report(spec: TaskSpec, folder: Path, result: dict, test_samples: list[Sample],
+                 history_csv: Path | None = None) -> list[Path]:
+    """metrics.json plus ROC curves, confusion matrix and training curves as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    summary = {k: v for k, v in result.items() if k != "probabilities"}
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+    written.append(folder / "metrics.json")
+    targets, probabilities = targets_of(test_samples), result["probabilities"]
+
+    figure, axis = plt.subplots(figsize=(6, 6))
+    if spec.id == "mura":
+        curves = {"study (mean over views)": _study_truth_and_score(targets, probabilities, test_samples),
+                  "image": (_abnormal(targets).round(), _abnormal(probabilities))}
+    elif spec.num_classes == 2:
+        curves = {spec.labels[1]: (targets[:, 1], probabilities[:, 1])}
+    else:
+        curves = {label: (targets[:, i], probabilities[:, i]) for i, label in enumerate(spec.labels)}
+    for name, (truth, score) in curves.items():
+        if 0 < np.sum(truth) < len(truth):
+            fpr, tpr, _ = skm.roc_curve(truth, score)
+            axis.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(truth, score):.3f})")
+    axis.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{spec.title}: ROC on the test split")
+    axis.legend(fontsize=7, loc="lower right")
+    written.append(_save(figure, folder / "roc.png"))
+
+    if not spec.multi_label:
+        matrix = skm.confusion_matrix(targets.argmax(1), probabilities.argmax(1), labels=range(spec.num_classes))
+        figure, axis = plt.subplots(figsize=(1.2 + 0.5 * spec.num_classes,) * 2)
+        skm.ConfusionMatrixDisplay(matrix, display_labels=spec.labels).plot(ax=axis, colorbar=False,
+                                                                            xticks_rotation="vertical")
+        axis.set_title(f"{spec.title}: test confusion matrix", fontsize=9)
+        written.append(_save(figure, folder / "confusion_matrix.png"))
+
+    if history_csv is not None and history_csv.exists():
+        import csv
+
+        rows = list(csv.DictReader(history_csv.open()))
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for axis, metric in zip(axes, ("loss", "auc")):
+            for prefix in ("", "val_"):
+                if rows and prefix + metric in rows[0]:
+                    axis.plot([float(r[prefix + metric]) for r in rows], label=prefix + metric)
+            axis.set(xlabel="epoch", title=metric)
+            axis.legend()
+        written.append(_save(figure, folder / "training_curves.png"))
+    return written
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import keras
+
+    import train.objectives  # noqa: F401 - registers the custom loss for loading
+    from train.datasets import read_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("task")
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--model", type=Path, help="model folder (default models/<task>)")
+    parser.add_argument("--split", default="test", help="held-out split to score (default test)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
+    args = parser.parse_args(argv)
+    spec = get_task(args.task)
+    folder = args.model or Path("models") / spec.id
+    card = json.loads((folder / "card.json").read_text())
+    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
+    size = card["input"]["size"]
+    val_logits = predict_logits(model, index.splits["val"], size, args.batch_size)
+    test_logits = predict_logits(model, index.splits[args.split], size, args.batch_size)
+    result = calibrate_and_evaluate(spec, val_logits, index.splits["val"], test_logits, index.splits[args.split])
+    written = write_report(spec, args.report or Path("reports") / spec.id, result, index.splits[args.split])
+    print(json.dumps(result["metrics"], indent=2))
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()
