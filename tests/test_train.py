@@ -15,6 +15,11 @@ from train.datasets import read_dataset  # noqa: E402
 from train.evaluate import activate, predict_logits  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def trained_knee(tmp_path_factory, phantom_root):
+    return run(tmp_path_factory.mktemp("knee"), phantom_root, "knee")
+
+
 def run(tmp_path, phantom_root, task, *extra):
     out, report = tmp_path / "model", tmp_path / "report"
     main([task, "--data", str(phantom_root / task), "--backbone", "small_cnn", "--image-size", "64",
@@ -22,8 +27,8 @@ def run(tmp_path, phantom_root, task, *extra):
     return out, report, json.loads((out / "card.json").read_text())
 
 
-def test_train_knee_writes_a_self_describing_model(tmp_path, phantom_root):
-    out, report, card = run(tmp_path, phantom_root, "knee")
+def test_train_knee_writes_a_self_describing_model(trained_knee, phantom_root):
+    out, report, card = trained_knee
     spec = TASKS["knee"]
     assert card["labels"] == list(spec.labels) and card["head"] == "softmax" and card["cam_layer"] == "features"
     assert card["input"]["size"] == 64 and card["data"]["kind"] == "synthetic phantoms"
@@ -54,3 +59,18 @@ def test_train_chest14_fine_tunes_from_a_weights_file(tmp_path, phantom_root):
     assert set(card["thresholds"]) == set(TASKS["chest14"].labels)
     assert len(card["temperature"]["values"]) == 14
     assert 0 <= card["metrics"]["mean_auc"] <= 1
+
+
+def test_ensemble_command_from_trained_members(tmp_path, trained_knee, phantom_root):
+    from train.ensemble import main as ensemble
+
+    member = trained_knee[0]
+    out = tmp_path / "ensemble"
+    ensemble(["knee", "--members", str(member), str(member), "--method", "f1",
+              "--data", str(phantom_root / "knee"), "--out", str(out)])
+    card = json.loads((out / "card.json").read_text())
+    weights = np.asarray(card["ensemble"]["weights"])
+    assert weights.shape == (2, 5) and np.allclose(weights.sum(0), 1)
+    assert set(TASKS["knee"].metrics) <= set(card["metrics"]) and "F1" in card["ensemble"]["heatmap"]
+    single = json.loads((member / "card.json").read_text())["metrics"]
+    assert card["metrics"]["accuracy"] == pytest.approx(single["accuracy"])  # two copies: same decisions

@@ -22,7 +22,6 @@ MirroredStrategy are switched on automatically.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -37,6 +36,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, build_model  # noqa: E402
 from train.datasets import read_dataset  # noqa: E402
@@ -76,14 +76,6 @@ def provenance(data: Path, root: Path) -> dict:
         if record.is_file():
             return {"kind": "synthetic phantoms", **json.loads(record.read_text())}
     return {"kind": "real dataset", "folder": str(data.resolve())}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fold_temperature(model: keras.Model, temperature: np.ndarray) -> None:
@@ -205,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": {"split": "test", **result["metrics"]},
         "calibration": result["expected_calibration_error"],
         "reports": [str(p) for p in reports],
-        "files": {"model.keras": {"sha256": sha256(model_path), "bytes": model_path.stat().st_size}},
+        "files": {"model.keras": file_entry(model_path)},
     }
     (out / "card.json").write_text(json.dumps(card, indent=2))
     print(json.dumps(card["metrics"], indent=2))

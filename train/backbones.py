@@ -32,6 +32,7 @@ from radiograph.registry import TaskSpec
 # How each family normalises its RGB input (keras.applications' preprocess_input modes).
 # "caffe" also swaps RGB to BGR, a no-op here: the three channels are one gray image.
 Normalisation = Literal["tf", "torch", "caffe", "unit", "raw"]
+BATCH_NORM_MOMENTUM = 0.9
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -114,6 +115,9 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
         kwargs = {"include_preprocessing": True} if chosen.name == "compact" else {}
         network = chosen.constructor(include_top=False, weights=weights and str(weights), input_tensor=x, **kwargs)
         x = network.output
+        for layer in network.layers:  # keras.applications use momentum up to 0.999: tuned for ImageNet-length
+            if isinstance(layer, layers.BatchNormalization):  # runs; from scratch on a few thousand images
+                layer.momentum = min(layer.momentum, BATCH_NORM_MOMENTUM)  # validation would lag for dozens of epochs
     features = layers.Activation("linear", name="features")(x)  # the map that feeds the pooling
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout_rate, name="dropout")(pooled)
