@@ -4,7 +4,7 @@ import json
 import pytest
 
 from radiograph.registry import TASKS
-from train.datasets import DatasetLayoutError, carve_by_patient, main, read_dataset, Sample
+from train.datasets import DatasetLayoutError, Sample, carve_by_patient, kfold_by_patient, main, read_dataset
 
 NIH_HEADER_2017 = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
                    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n")
@@ -215,3 +215,16 @@ def test_carve_by_patient_has_no_overlap_and_is_deterministic():
     assert carve_by_patient(samples, 0.2, seed=5) == (kept, held)
     with pytest.raises(ValueError):
         carve_by_patient(samples, 1.5, seed=0)
+
+
+def test_kfold_by_patient_covers_everything_once():
+    samples = [Sample(f"{p}_{i}.png", (int(p % 4 == 0), int(p % 4 != 0)), str(p)) for p in range(60) for i in range(2)]
+    seen = []
+    for fold in range(3):
+        train, val = kfold_by_patient(samples, 3, fold, seed=1)
+        assert not {s.patient for s in train} & {s.patient for s in val}
+        assert len(train) + len(val) == len(samples)
+        seen += val
+    assert sorted(map(str, (s.path for s in seen))) == sorted(map(str, (s.path for s in samples)))
+    with pytest.raises(ValueError, match="fold 3 of 3"):
+        kfold_by_patient(samples, 3, 3, seed=1)

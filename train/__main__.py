@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, build_model  # noqa: E402
-from train.datasets import read_dataset  # noqa: E402
+from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
 from train.objectives import WeightedBinaryCrossentropy, class_weights, positive_fraction  # noqa: E402
 from train.phantoms import PROVENANCE_FILE  # noqa: E402
@@ -63,6 +63,8 @@ def parse(argv):
     parser.add_argument("--warmup-epochs", type=int, default=3, help="frozen-backbone epochs with pretrained weights")
     parser.add_argument("--patience", type=int, default=6, help="epochs without validation gain before stopping")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="patients carved for validation")
+    parser.add_argument("--folds", type=int, help="k-fold: pool train and val, split by patient into K folds")
+    parser.add_argument("--fold", type=int, default=0, help="with --folds: which fold validates (0..K-1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="model folder (default models/<task>)")
     parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
 
     index = read_dataset(spec.id, args.data, args.val_fraction, args.seed)
     train_samples, val_samples, test_samples = (index.splits[k] for k in ("train", "val", "test"))
+    if args.folds:
+        train_samples, val_samples = kfold_by_patient(train_samples + val_samples, args.folds, args.fold, args.seed)
     train_targets = targets_of(train_samples)
     if spec.multi_label:
         fractions = positive_fraction(train_targets)
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         "thresholds": result["thresholds"],
         "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
         "training": {"command": "python -m train " + shlex.join(argv), "seed": args.seed,
-                     "val_fraction": args.val_fraction, "weights": args.weights, "epochs_run": epochs_run,
+                     "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
+                     "weights": args.weights, "epochs_run": epochs_run,
                      "training_seconds": round(seconds, 1)},
         "data": {**source, "dataset": spec.dataset.name,
                  "splits": {k: len(v) for k, v in index.splits.items()}},

@@ -159,6 +159,18 @@ def carve_by_patient(samples: list[Sample], fraction: float, seed: int) -> tuple
     return kept, [s for s in samples if s.patient in held_out]
 
 
+def kfold_by_patient(samples: list[Sample], folds: int, fold: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Fold `fold` of `folds`: (train, validation), grouped by patient and stratified by label."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"need 2 or more folds and 0 <= fold < folds, got fold {fold} of {folds}")
+    strata = [s.target.index(1) if sum(s.target) == 1 else int(any(s.target)) for s in samples]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train, val = list(splitter.split(samples, strata, groups=[s.patient for s in samples]))[fold]
+    return [samples[i] for i in train], [samples[i] for i in val]
+
+
 def read_boxes_csv(root: Path, labels: tuple[str, ...]) -> list[Box]:
     """This project's box file for tasks whose public dataset has none (written by train.phantoms)."""
     path = root / BOXES_FILE

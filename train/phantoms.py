@@ -760,7 +760,7 @@ def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | Non
     WRITERS[task](root, jobs, findings, np.random.default_rng([seed, 99]))
     (root / PROVENANCE_FILE).write_text(json.dumps({
         "generator": "train.phantoms", "task": task, "count": count, "seed": seed,
-        "command": f"python -m train.phantoms {task} --out OUT --count {count} --seed {seed}"}, indent=2))
+        "command": f"python -m train.phantoms {task} --out {out} --count {count} --seed {seed}"}, indent=2))
     return root
 
 
