@@ -99,14 +99,14 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
     if args.weights != "none":  # fine-tuning: head first on a frozen backbone, then everything, slower
         phases = [(args.warmup_epochs, args.learning_rate, False), (args.epochs, args.learning_rate / 10, True)]
     logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=False)
-    epochs_run, start = 0, time.perf_counter()
+    epochs_run, best_auc, start = 0, None, time.perf_counter()
     for index, (epochs, learning_rate, backbone_trainable) in enumerate(phases):
         set_trainable_backbone(model, backbone_trainable)
         model.compile(keras.optimizers.Adam(learning_rate), loss,
                       metrics=[keras.metrics.AUC(name="auc", multi_label=spec.multi_label)], jit_compile=False)
         callbacks = [
             keras.callbacks.ModelCheckpoint(str(best), monitor="val_auc", mode="max", save_best_only=True,
-                                            save_weights_only=True, initial_value_threshold=None),
+                                            save_weights_only=True, initial_value_threshold=best_auc),
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience),
             keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3,
                                               patience=max(1, args.patience // 3), min_lr=1e-6),
@@ -116,6 +116,7 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
         history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
                             class_weight=weights_by_class, verbose=2)
         epochs_run += len(history.history["loss"])
+        best_auc = max(history.history["val_auc"] + ([best_auc] if best_auc is not None else []))
     model.load_weights(str(best))
     best.unlink()
     return epochs_run, time.perf_counter() - start
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(spec, backbone, size, None if args.weights == "none" else args.weights)
     print(f"{spec.id}: {backbone} at {size}px, {model.count_params():,} parameters; "
           f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
-    epochs_run, seconds = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out)
+    with strategy.scope():
+        epochs_run, seconds = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out)
 
     val_logits = predict_logits(model, val_samples, size, batch)
     test_logits = predict_logits(model, test_samples, size, batch)
