@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
-from train.backbones import BACKBONES, build_model  # noqa: E402
+from train.backbones import BACKBONES, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
 from train.objectives import WeightedBinaryCrossentropy, class_weights, positive_fraction  # noqa: E402
@@ -167,9 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     result = calibrate_and_evaluate(spec, val_logits, val_samples, test_logits, test_samples)
     fold_temperature(model, np.asarray(result["temperature"], np.float32))
     model_path = out / "model.keras"
-    shipped = keras.models.clone_model(model)  # without the optimizer's state: a third of the size
-    shipped.set_weights(model.get_weights())
-    shipped.save(model_path)
+    save_model(model, model_path)
     report_folder = args.report or Path("reports") / spec.id
     reports = write_report(spec, report_folder, result, test_samples, out / "history.csv")
 

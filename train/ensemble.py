@@ -34,6 +34,7 @@ import train.objectives  # noqa: F401 - registers the custom loss for loading me
 from radiograph.cards import file_entry
 from radiograph.layers import ENSEMBLE_METHODS, EnsembleCombine
 from radiograph.registry import TaskSpec, get_task
+from train.backbones import save_model
 from train.datasets import read_dataset
 from train.evaluate import activate, evaluate, predict_logits, targets_of
 from train.pipeline import image_dataset
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_ensemble(spec, members, args.method, weights)
     out = args.out or Path("models") / f"{spec.id}_ensemble"
     out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.keras")
+    save_model(model, out / "model.keras")
     card = {
         "task": spec.id, "title": f"{spec.title} ensemble ({args.method})", "labels": list(spec.labels),
         "head": spec.head, "input": cards[0]["input"], "thresholds": cards[0]["thresholds"],
