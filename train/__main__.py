@@ -26,6 +26,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,7 +95,8 @@ def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
 
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path) -> tuple[int, float]:
     """Train with early stopping on validation AUC; leaves the best epoch's weights in the model."""
-    best = out / "best.weights.h5"
+    checkpoints = tempfile.TemporaryDirectory(prefix="radiograph-train-")  # never beside the shipped files
+    best = Path(checkpoints.name) / "best.weights.h5"
     phases = [(args.epochs, args.learning_rate, True)]
     if args.weights != "none":  # fine-tuning: head first on a frozen backbone, then everything, slower
         phases = [(args.warmup_epochs, args.learning_rate, False), (args.epochs, args.learning_rate / 10, True)]
@@ -118,7 +120,7 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
         epochs_run += len(history.history["loss"])
         best_auc = max(history.history["val_auc"] + ([best_auc] if best_auc is not None else []))
     model.load_weights(str(best))
-    best.unlink()
+    checkpoints.cleanup()
     return epochs_run, time.perf_counter() - start
 
 
