@@ -461,10 +461,11 @@ def _box_of(center, radii, pad=1.2):
     return (float(center[0] - rx), float(center[1] - ry), float(2 * rx), float(2 * ry))
 
 
-def patchy_consolidation(mu, rng, chest: Chest, side: int, label: str, finding: str, density=0.35):
-    """Clusters of ill-defined blobs in one lung zone (pneumonia, infiltration)."""
+def patchy_consolidation(mu, rng, chest: Chest, side: int, label: str, finding: str, density=0.35,
+                         extent=(0.12, 0.22)):
+    """Clusters of ill-defined blobs in one lung zone (pneumonia, infiltration); extent: fraction of the half chest."""
     center = chest.point_in_lung(rng, side, zone=(0.35, 0.8), lateral=(0.35, 0.75))
-    spread = chest.half_width * rng.uniform(0.12, 0.22)
+    spread = chest.half_width * rng.uniform(*extent)
     layer = np.zeros_like(mu)
     points = center + rng.normal(0, 1, (int(rng.integers(5, 10)), 2)) * spread * 0.5
     for p in points:
@@ -484,10 +485,10 @@ def pneumonia(rng, h: int, w: int, positive: bool):
     mu += lung_markings(rng, chest, amount=0.8)
     findings = []
     if positive:
-        sides = [int(rng.choice([-1, 1]))] if rng.random() < 0.6 else [-1, 1]
-        for side in sides:
+        sides = [int(rng.choice([-1, 1]))] if rng.random() < 0.5 else [-1, 1]
+        for side in sides:  # pediatric pneumonia: often extensive, lobar or bilateral patchy
             findings.append(patchy_consolidation(mu, rng, chest, side, "PNEUMONIA", "consolidation",
-                                                 density=rng.uniform(0.25, 0.5)))
+                                                 density=rng.uniform(0.4, 0.7), extent=(0.2, 0.32)))
     return mu, findings
 
 
