@@ -88,7 +88,7 @@ def _body_part_accuracy(targets, probabilities, samples, **_):
     predicted_part = probabilities.reshape(len(probabilities), len(MURA_PARTS), 2).sum(2).argmax(1)
     overall = float(np.mean(true_part == predicted_part))
     truth, score = _study_truth_and_score(targets, probabilities, samples)
-    ids, parts = _studies(samples, true_part)
+    _, parts = _studies(samples, true_part)
     per_part = {part: float(np.mean((score[parts == i] >= 0.5) == truth[parts == i]))
                 for i, part in enumerate(MURA_PARTS) if np.any(parts == i)}
     return {"image_body_part_accuracy": overall, "study_accuracy_per_part": per_part}
