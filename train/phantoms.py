@@ -308,10 +308,15 @@ def mura(rng, h: int, w: int, part: str, abnormal: bool, finding: str, where: fl
         c = np.add(p0, np.subtract(p1, p0) * along)
         direction = np.subtract(p1, p0) / (np.linalg.norm(np.subtract(p1, p0)) + 1e-6)
         normal = np.array([-direction[1], direction[0]])
-        if finding == "fracture":  # a lucent, jagged line across the bone, slightly displaced
+        width = max(width, 0.09 * min(h, w))  # findings on slender bones (phalanges) stay visible at model size
+        if finding == "fracture":  # a lucent, jagged gap across the bone with soft-tissue swelling over it
             points = [c + normal * width * k + direction * rng.normal(0, 0.12) * width for k in np.linspace(-0.7, 0.7, 6)]
+            gap = max(3.0, width * rng.uniform(0.12, 0.2))
             for a, b in zip(points, points[1:]):
-                line(bones, a, b, 0.05, max(1.5, width * rng.uniform(0.05, 0.1)))
+                line(bones, a, b, 0.05, gap)
+            swelling = np.zeros_like(mu)
+            ellipse(swelling, c, (width * 1.5, width * 1.0), 0.4, math.degrees(math.atan2(direction[1], direction[0])))
+            add_layer(mu, swelling, max(2.0, width * 0.3))
             extent = max(width * 1.6, 8)
             findings.append(Finding(f"{part}_abnormal", finding, (c[0] - extent / 2, c[1] - extent / 2, extent, extent)))
         elif finding == "hardware":  # metal: a plate with screws, far denser than bone
@@ -328,7 +333,7 @@ def mura(rng, h: int, w: int, part: str, abnormal: bool, finding: str, where: fl
             findings.append(Finding(f"{part}_abnormal", finding, (min(xs) - pad, min(ys) - pad,
                                                                   max(xs) - min(xs) + 2 * pad, max(ys) - min(ys) + 2 * pad)))
         else:  # lesion: lytic focus with a sclerotic rim
-            radius = width * rng.uniform(0.25, 0.4)
+            radius = max(4.0, width * rng.uniform(0.35, 0.5))
             ellipse(bones, c, (radius * 1.25, radius * 1.25), 1.25)
             ellipse(bones, c, (radius, radius * rng.uniform(0.7, 1.0)), 0.15, rng.uniform(0, 180))
             findings.append(Finding(f"{part}_abnormal", finding, (c[0] - radius * 1.5, c[1] - radius * 1.5,

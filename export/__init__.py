@@ -1,0 +1,1 @@
+"""ONNX export stage: `python -m export <task|all>` (see export/__main__.py)."""

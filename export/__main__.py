@@ -1,0 +1,356 @@
+"""Export trained Keras models to ONNX, prove the export matches Keras, and write FP16, INT8 and Triton variants.
+
+    python -m export all
+    python -m export knee --fp16 --int8            # variants, measured on phantoms/knee's test split
+    python -m export chest14 --triton triton_models
+
+Reads models/<task>/model.keras (loaded with safe_mode=True) and writes
+models/<task>/model.onnx: input `image` float32 [N, H, W, 1] (0-255, dynamic
+batch), outputs `probabilities` and `features` (the map that feeds the
+pooling, for the class activation map). ONNX metadata carries the task,
+labels, input size, head, CAM layer, model version, commit and date;
+`onnx.checker` runs with full check.
+
+Parity: phantom images (generated afresh, read through the shared loader) go
+through Keras and ONNX Runtime; the export fails, and nothing is replaced, if
+any probability differs by more than 1e-4 or any decision differs (argmax, or
+a threshold crossing for sigmoid heads). The deltas and each file's sha256
+go into card.json.
+
+Variants: `--fp16` (float16 weights and arithmetic, float32 input and
+output; half the file) and `--int8` (ONNX Runtime static quantization, QDQ
+form, per-channel weights, calibrated on the validation split of --data).
+Each is checked on the same parity images and on the test split of --data,
+and its metric change and CPU latency against FP32 go into the card. A
+variant is `offered` on CPU only where it is faster and changes no headline
+metric by more than 0.01; FP16 is the GPU variant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from radiograph.cards import file_entry
+from radiograph.imaging import load_for_model
+from radiograph.inference import VARIANTS, decision_key, providers_for
+from radiograph.registry import TASKS, get_task
+
+PARITY_TOLERANCE = 1e-4
+VARIANT_TOLERANCE = {"fp16": 5e-3, "int8": 0.1}  # largest probability change accepted for a variant
+VARIANT_DECISIONS = {"fp16": 1.0, "int8": 0.95}  # share of parity images whose decision must not change
+METRIC_CHANGE_OFFERED = 0.01
+PARITY_IMAGES, PARITY_SEED = 24, 4242  # a seed no shipped model trained on
+HEADLINE = {"knee": ("balanced_accuracy", "quadratic_weighted_kappa"), "mura": ("study_auc",),
+            "pneumonia": ("auc",), "chest14": ("mean_auc",)}
+DEFAULT_OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """The export does not match the Keras model, or cannot be made."""
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def load_keras(folder: Path):
+    import keras
+
+    import radiograph.layers  # noqa: F401 - ensemble layer, registered for safe_mode loading
+
+    return keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+
+
+def convert(model, size: int, opset: int):
+    """The ONNX graph: `image` in, `probabilities` and (where the model has one) `features` out."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    outputs = {"probabilities": model.output}
+    if "features" in [layer.name for layer in model.layers]:
+        outputs["features"] = model.get_layer("features").output
+    signature = (tf.TensorSpec((None, size, size, 1), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_keras(keras.Model(model.input, outputs), input_signature=signature, opset=opset)
+    return proto
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def set_metadata(proto, card: dict, variant: str, commit: str, date: str) -> None:
+    import onnx
+
+    values = {"task": card["task"], "labels": json.dumps(card["labels"]), "input_size": str(card["input"]["size"]),
+              "head": card["head"], "cam_layer": card.get("cam_layer", "features"),
+              "model_version": card.get("model_version", ""), "variant": variant, "commit": commit,
+              "exported": date, "thresholds": json.dumps(card["thresholds"]), "notice": card.get("notice", "")}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, values)
+    proto.producer_name, proto.doc_string = "radiograph export (tf2onnx)", card.get("notice", "")
+
+
+def to_fp16(proto):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+
+
+def to_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"image": calibration[i:i + 1]} for i in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    prepared = out_path.with_suffix(".prepared.onnx")
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    try:
+        quantize_static(str(prepared), str(out_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def images_of(samples, size: int) -> np.ndarray:
+    return np.stack([load_for_model(s.path, size)[0] for s in samples]).astype(np.float32)
+
+
+def parity_images(task: str, size: int, workdir: Path) -> np.ndarray:
+    """Fresh phantom images (a seed no shipped model trained on), read through the shared loader."""
+    from train.datasets import read_dataset
+    from train.phantoms import generate
+
+    root = generate(task, workdir, PARITY_IMAGES, seed=PARITY_SEED, workers=1)
+    index = read_dataset(task, root)
+    return images_of([s for split in index.splits.values() for s in split], size)
+
+
+def onnx_probabilities(path: Path, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=providers_for())
+    return np.concatenate([session.run(["probabilities"], {"image": images[i:i + batch]})[0]
+                           for i in range(0, len(images), batch)])
+
+
+def keras_probabilities(model, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    return np.concatenate([np.asarray(model(images[i:i + batch], training=False))
+                           for i in range(0, len(images), batch)])
+
+
+def compare(card: dict, reference: np.ndarray, candidate: np.ndarray) -> dict:
+    delta = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    same = [decision_key(card, r) == decision_key(card, c) for r, c in zip(reference, candidate)]
+    return {"images": len(reference), "max_abs_diff": float(delta.max()), "mean_abs_diff": float(delta.mean()),
+            "decisions_equal": float(np.mean(same))}
+
+
+def latency(path: Path, size: int, repeats: int = 30) -> float:
+    """Median batch-1 CPU latency in seconds (a guide for `offered`; `python -m bench` is the measurement)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 1)).astype(np.float32)
+    session.run(None, {"image": image})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(["probabilities"], {"image": image})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def test_metrics(spec, card: dict, paths: dict[str, Path], data: Path) -> dict[str, dict]:
+    """Each file's task metrics on the test split of `data` (card thresholds), and the split's size."""
+    from train.datasets import read_dataset
+    from train.evaluate import evaluate, targets_of
+
+    index = read_dataset(spec.id, data, card["training"]["val_fraction"], card["training"]["seed"])
+    test = index.splits["test"]
+    images = images_of(test, card["input"]["size"])
+    thresholds = [card["thresholds"][label] for label in spec.labels]
+    return {name: evaluate(spec, targets_of(test), onnx_probabilities(path, images), test, thresholds)
+            for name, path in paths.items()}
+
+
+def headline_change(task: str, base: dict, variant: dict) -> dict:
+    return {name: float(variant[name] - base[name]) for name in HEADLINE[task]}
+
+
+# ----------------------------------------------------------------------------- Triton
+
+def triton_config(name: str, proto, labels_file: str = "labels.txt", max_batch_size: int = 32) -> str:
+    """A Triton model configuration (config.pbtxt) matching the ONNX file's own inputs and outputs."""
+    def dims(value_info):
+        shape = [d.dim_value for d in value_info.type.tensor_type.shape.dim][1:]  # batch is Triton's
+        return ", ".join(str(d) for d in shape)
+
+    def tensor(value_info, extra=""):
+        return f'  {{ name: "{value_info.name}" data_type: TYPE_FP32 dims: [ {dims(value_info)} ]{extra} }}'
+
+    outputs = [tensor(o, f' label_filename: "{labels_file}"' if o.name == "probabilities" else "")
+               for o in proto.graph.output]
+    return "\n".join([
+        f'name: "{name}"', 'platform: "onnxruntime_onnx"', f"max_batch_size: {max_batch_size}",
+        "input [", ",\n".join(tensor(i) for i in proto.graph.input), "]",
+        "output [", ",\n".join(outputs), "]",
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }", ""])
+
+
+def write_triton(root: Path, task: str, onnx_path: Path, card: dict) -> Path:
+    import onnx
+
+    folder = root / task
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "1" / "model.onnx").write_bytes(onnx_path.read_bytes())
+    (folder / "labels.txt").write_text("\n".join(card["labels"]) + "\n")
+    (folder / "config.pbtxt").write_text(triton_config(task, onnx.load(str(onnx_path))))
+    return folder
+
+
+# ----------------------------------------------------------------------------- one task
+
+def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, data: Path | None,
+                triton: Path | None) -> dict:
+    import onnx
+
+    spec = get_task(task)
+    folder = models / task
+    card_path = folder / "card.json"
+    if not (folder / "model.keras").is_file() or not card_path.is_file():
+        raise ExportError(f"{folder} has no model.keras and card.json; train first: python -m train {task} --data DIR")
+    card = json.loads(card_path.read_text())
+    size = int(card["input"]["size"])
+    if (fp16 or int8) and (data is None or not data.exists()):
+        raise ExportError(f"--fp16/--int8 need the phantom dataset the model was evaluated on, to measure the "
+                          f"variant's metric change; pass --data DIR (not found: {data}); it is made by: "
+                          f"{card.get('data', {}).get('command', 'python -m train.phantoms ' + task)}")
+    commit, date = git_commit(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    print(f"{task}: converting {folder / 'model.keras'} (opset {opset})", flush=True)
+    start = time.perf_counter()
+    model = load_keras(folder)
+    proto = convert(model, size, opset)
+    set_metadata(proto, card, "fp32", commit, date)
+    onnx.checker.check_model(proto, full_check=True)
+
+    with tempfile.TemporaryDirectory(prefix=f"export-{task}-") as tmp:
+        work = Path(tmp)
+        staged = {"model.onnx": work / "model.onnx"}
+        onnx.save(proto, str(staged["model.onnx"]))
+        images = parity_images(task, size, work / "parity")
+        reference = keras_probabilities(model, images)
+        parity = compare(card, reference, onnx_probabilities(staged["model.onnx"], images))
+        print(f"  parity fp32 on {parity['images']} phantom images: max |dp| {parity['max_abs_diff']:.2e}, "
+              f"decisions equal {parity['decisions_equal']:.0%}", flush=True)
+        if parity["max_abs_diff"] > PARITY_TOLERANCE or parity["decisions_equal"] < 1.0:
+            raise ExportError(f"{task}: ONNX differs from Keras (max |dp| {parity['max_abs_diff']:.2e} > "
+                              f"{PARITY_TOLERANCE:g} or a decision changed); nothing was written")
+        export = {"opset": opset, "commit": commit, "date": date, "seconds": None, "parity": parity,
+                  "tolerance": PARITY_TOLERANCE, "versions": versions(), "variants": {}}
+
+        wanted = [v for v, on in (("fp16", fp16), ("int8", int8)) if on]
+        if "fp16" in wanted:
+            onnx.save(to_fp16(proto), str(work / VARIANTS["fp16"]))
+        if "int8" in wanted:
+            from train.datasets import read_dataset
+            index = read_dataset(task, data, card["training"]["val_fraction"], card["training"]["seed"])
+            calibration = images_of(index.splits["val"][:128], size)
+            to_int8(staged["model.onnx"], work / VARIANTS["int8"], calibration)
+        for variant in wanted:
+            path = work / VARIANTS[variant]
+            written = onnx.load(str(path))
+            set_metadata(written, card, variant, commit, date)
+            onnx.save(written, str(path))
+            staged[VARIANTS[variant]] = path
+            check = compare(card, reference, onnx_probabilities(path, images))
+            print(f"  parity {variant}: max |dp| {check['max_abs_diff']:.2e}, "
+                  f"decisions equal {check['decisions_equal']:.0%}", flush=True)
+            if check["max_abs_diff"] > VARIANT_TOLERANCE[variant] or check["decisions_equal"] < VARIANT_DECISIONS[variant]:
+                raise ExportError(f"{task}: the {variant} variant drifts too far from Keras (max |dp| "
+                                  f"{check['max_abs_diff']:.2e}, decisions equal {check['decisions_equal']:.0%}); "
+                                  "nothing was written")
+            export["variants"][variant] = {"parity": check, "tolerance": VARIANT_TOLERANCE[variant]}
+        if wanted:
+            measured = test_metrics(spec, card, {name: staged[VARIANTS[name]] for name in ["fp32", *wanted]}, data)
+            base_latency = latency(staged["model.onnx"], size)
+            for variant in wanted:
+                change = headline_change(task, measured["fp32"], measured[variant])
+                ratio = latency(staged[VARIANTS[variant]], size) / base_latency
+                export["variants"][variant].update({
+                    "test_metrics": {name: measured[variant][name] for name in HEADLINE[task]},
+                    "metric_change_vs_fp32": change, "cpu_latency_vs_fp32": round(ratio, 3),
+                    "offered_on_cpu": bool(ratio < 1.0 and max(abs(v) for v in change.values()) <= METRIC_CHANGE_OFFERED)})
+                print(f"  {variant}: metric change {change}, CPU latency {ratio:.2f}x fp32", flush=True)
+
+        export["seconds"] = round(time.perf_counter() - start, 1)
+        for name, path in staged.items():  # all checks passed: now replace the shipped files
+            os.replace(path, folder / name)
+            card.setdefault("files", {})[name] = file_entry(folder / name)
+        for stale in set(VARIANTS.values()) - set(staged):  # variants of the previous export no longer match
+            (folder / stale).unlink(missing_ok=True)
+            card.get("files", {}).pop(stale, None)
+    card["export"] = export
+    card_path.write_text(json.dumps(card, indent=2))
+    if triton:
+        print(f"  triton: {write_triton(triton, task, folder / 'model.onnx', card)}")
+    for name in staged:
+        print(f"  wrote {folder / name} ({(folder / name).stat().st_size / 1e6:.1f} MB)")
+    return card
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
+    parser.add_argument("task", choices=[*TASKS, "all"])
+    parser.add_argument("--models", type=Path, default=Path("models"), help="folder of <task>/ model folders")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 13-18 (default 17)")
+    parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (static QDQ)")
+    parser.add_argument("--data", type=Path, help="phantom dataset for variant metrics (default phantoms/<task>; "
+                                                  "with `all`, a folder of <task>/ datasets, default phantoms)")
+    parser.add_argument("--triton", type=Path, help="also write a Triton model repository here")
+    args = parser.parse_args(argv)
+    if not 13 <= args.opset <= 18:
+        parser.error(f"--opset must be 13-18 (tf2onnx 1.17 supports up to 18), got {args.opset}")
+    tasks = list(TASKS) if args.task == "all" else [args.task]
+    if args.task == "all":
+        tasks = [t for t in tasks if (args.models / t / "model.keras").is_file()]
+    for task in tasks:
+        data = (args.data or Path("phantoms")) / task if args.task == "all" else args.data or Path("phantoms") / task
+        try:
+            export_task(task, args.models, args.opset, args.fp16, args.int8, data, args.triton)
+        except ExportError as error:
+            sys.exit(f"error: {error}")
+    print(f"next: python -m radiograph predict --task {tasks[0]} examples/{tasks[0]}")
+
+
+if __name__ == "__main__":
+    main()
