@@ -9,47 +9,18 @@ import pytest
 keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 
+from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
 from export.__main__ import ExportError, export_task, main as export_main  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.inference import ModelFileError, OnnxModel, decide  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
-from train.backbones import build_model, save_model  # noqa: E402
 
-SIZE = 32
-
-
-def tiny_model_folder(models, task, seed=0):
-    """An untrained small_cnn model folder with the card fields export and serving read."""
-    spec = TASKS[task]
-    keras.utils.set_random_seed(seed)
-    model = build_model(spec, "small_cnn", SIZE)
-    folder = models / task
-    folder.mkdir(parents=True)
-    save_model(model, folder / "model.keras")
-    card = {"task": task, "labels": list(spec.labels), "head": spec.head, "cam_layer": "features",
-            "model_version": f"{task}-tiny", "notice": "test model",
-            "input": {"name": "image", "shape": [None, SIZE, SIZE, 1], "size": SIZE},
-            "thresholds": dict.fromkeys(spec.labels, 0.5), "training": {"val_fraction": 0.1, "seed": 0},
-            "files": {"model.keras": file_entry(folder / "model.keras")}}
-    (folder / "card.json").write_text(json.dumps(card))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, phantom_root):
-    """Tiny models of the four head types (softmax 5, softmax 14, binary softmax 2, sigmoid 14), exported."""
-    models = tmp_path_factory.mktemp("models")
-    triton = tmp_path_factory.mktemp("triton")
-    for task in TASKS:
-        tiny_model_folder(models, task)
-        export_task(task, models, 17, fp16=task == "knee", int8=task == "knee", data=phantom_root / task,
-                    triton=triton if task == "chest14" else None)
-    return models, triton
+SIZE = TINY_SIZE
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_export_round_trips_within_1e_5(exported, task):
-    models, _ = exported
+def test_export_round_trips_within_1e_5(tiny_models, task):
+    models, _ = tiny_models
     folder = models / task
     card = json.loads((folder / "card.json").read_text())
     assert card["export"]["parity"]["max_abs_diff"] <= 1e-5 and card["export"]["parity"]["decisions_equal"] == 1.0
@@ -62,8 +33,8 @@ def test_export_round_trips_within_1e_5(exported, task):
     assert served.probabilities.shape == (3, len(TASKS[task].labels))
 
 
-def test_metadata_reads_back(exported):
-    models, _ = exported
+def test_metadata_reads_back(tiny_models):
+    models, _ = tiny_models
     proto = onnx.load(str(models / "chest14" / "model.onnx"))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["task"] == "chest14" and json.loads(meta["labels"]) == list(TASKS["chest14"].labels)
@@ -74,8 +45,8 @@ def test_metadata_reads_back(exported):
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 0  # dynamic batch
 
 
-def test_card_records_hashes_parity_and_variants(exported):
-    models, _ = exported
+def test_card_records_hashes_parity_and_variants(tiny_models):
+    models, _ = tiny_models
     card = json.loads((models / "knee" / "card.json").read_text())
     assert set(card["files"]) == {"model.keras", "model.onnx", "model.fp16.onnx", "model.int8.onnx"}
     for name, entry in card["files"].items():
@@ -92,8 +63,8 @@ def test_card_records_hashes_parity_and_variants(exported):
     assert model.describe()["variant"] == "int8"
 
 
-def test_triton_config_matches_the_onnx_file(exported):
-    _, triton = exported
+def test_triton_config_matches_the_onnx_file(tiny_models):
+    _, triton = tiny_models
     folder = triton / "chest14"
     config = (folder / "config.pbtxt").read_text()
     proto = onnx.load(str(folder / "1" / "model.onnx"))
@@ -107,8 +78,8 @@ def test_triton_config_matches_the_onnx_file(exported):
     assert (folder / "labels.txt").read_text().split() == list(TASKS["chest14"].labels)
 
 
-def test_a_tampered_or_missing_file_is_refused(exported, tmp_path):
-    models, _ = exported
+def test_a_tampered_or_missing_file_is_refused(tiny_models, tmp_path):
+    models, _ = tiny_models
     folder = tmp_path / "pneumonia"  # exported without variants
     folder.mkdir()
     for name in ("card.json", "model.onnx"):
@@ -126,10 +97,10 @@ def test_a_tampered_or_missing_file_is_refused(exported, tmp_path):
         OnnxModel(folder, variant="fp16")
 
 
-def test_provider_falls_back_to_cpu_and_reports_what_runs(exported, monkeypatch):
+def test_provider_falls_back_to_cpu_and_reports_what_runs(tiny_models, monkeypatch):
     import onnxruntime as ort
 
-    models, _ = exported
+    models, _ = tiny_models
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     model = OnnxModel(models / "pneumonia")  # asks for CUDA first
     assert model.provider == model.session.get_providers()[0]
@@ -147,8 +118,8 @@ def _cuda_works():
         return False
 
 
-def test_concurrent_predictions_equal_serial_ones(exported):
-    models, _ = exported
+def test_concurrent_predictions_equal_serial_ones(tiny_models):
+    models, _ = tiny_models
     model = OnnxModel(models / "mura", device="cpu")
     batches = [np.random.default_rng(i).uniform(0, 255, (2, SIZE, SIZE, 1)).astype(np.float32) for i in range(12)]
     serial = [model.run(b).probabilities for b in batches]

@@ -1,0 +1,96 @@
+"""The batch command: one row per file (errors included), MURA study rows, CAM overlays, CSV and JSON."""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from radiograph.cam import class_activation_map, dense_kernel, normalise, overlay
+from radiograph.predict import main
+from radiograph.registry import TASKS
+
+
+def corrupt_files(folder):
+    (folder / "notes.png").write_text("this is a text file, not an image")
+    (folder / "empty.png").write_bytes(b"")
+    png = cv2.imencode(".png", np.full((64, 64), 128, np.uint8))[1].tobytes()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 2])
+    return 3
+
+
+def test_batch_command_gives_one_row_per_file(tiny_models, phantom_root, tmp_path):
+    models, _ = tiny_models
+    folder = tmp_path / "in"
+    shutil.copytree(phantom_root / "knee" / "test", folder)
+    good = len(list(folder.rglob("*.png")))
+    bad = corrupt_files(folder)
+    out, cams = tmp_path / "results.csv", tmp_path / "cams"
+    assert main(["--task", "knee", str(folder), "--out", str(out), "--cam-dir", str(cams), "--models", str(models),
+                 "--batch-size", "4", "--quiet"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == good + bad
+    columns = set(rows[0])
+    assert {"file", "status", "error", "decision", "provider", "model_version", "decode_ms", "inference_ms", "cam"} <= columns
+    assert {f"p_{label}" for label in TASKS["knee"].labels} <= columns
+    errors = [r for r in rows if r["status"] == "error"]
+    assert sorted(r["file"].rsplit("/", 1)[1] for r in errors) == ["empty.png", "notes.png", "truncated.png"]
+    assert all("accepted" in r["error"] for r in errors)
+    ok = [r for r in rows if r["status"] == "ok"]
+    for row in ok:
+        total = sum(float(row[f"p_{label}"]) for label in TASKS["knee"].labels)
+        assert total == pytest.approx(1.0, abs=1e-4)
+        picture = cv2.imread(row["cam"])
+        original = cv2.imread(row["file"], cv2.IMREAD_GRAYSCALE)
+        assert picture.shape[:2] == original.shape  # the overlay lies on the original image
+
+
+def test_mura_rows_include_one_per_study(tiny_models, phantom_root, tmp_path):
+    models, _ = tiny_models
+    folder = phantom_root / "mura" / "MURA-v1.1" / "valid"
+    out = tmp_path / "mura.json"
+    main(["--task", "mura", str(folder), "--out", str(out), "--models", str(models), "--quiet"])
+    rows = json.loads(out.read_text())
+    images = [r for r in rows if r["kind"] == "image"]
+    studies = [r for r in rows if r["kind"] == "study"]
+    assert len(images) == len(list(folder.rglob("*.png")))
+    assert {s["file"] for s in studies} == {str(p.parent) for p in folder.rglob("*.png")}
+    study = studies[0]
+    views = [r for r in images if r["study"] == study["file"]]
+    assert study["views"] == len(views)
+    expected = np.mean([r["decision"]["abnormal_probability"] for r in views])
+    assert study["decision"]["abnormal_probability"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_module_command_runs(tiny_models, phantom_root):
+    models, _ = tiny_models
+    image = next((phantom_root / "pneumonia").rglob("*.jpeg"))
+    result = subprocess.run([sys.executable, "-m", "radiograph", "predict", "--task", "pneumonia", str(image),
+                             "--models", str(models), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["p_PNEUMONIA"]
+    assert "1 of 1 files predicted" in result.stderr
+    missing = subprocess.run([sys.executable, "-m", "radiograph", "predict", "--task", "knee", str(image),
+                              "--models", "/nonexistent"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "card.json is missing" in missing.stderr
+
+
+def test_onnx_cam_uses_the_dense_kernel(tiny_models):
+    keras = pytest.importorskip("keras")
+    models, _ = tiny_models
+    model = keras.saving.load_model(models / "chest14" / "model.keras", compile=False, safe_mode=True)
+    kernel = dense_kernel(models / "chest14" / "model.onnx", 14)
+    np.testing.assert_allclose(kernel, model.get_layer("logits").get_weights()[0], atol=1e-7)
+
+
+def test_flat_maps_stay_flat_and_overlays_keep_size():
+    heatmap, flat = normalise(class_activation_map(-np.ones((4, 4, 3)), np.ones((3, 2)), 1))
+    assert flat and not heatmap.any()
+    image = np.random.default_rng(0).uniform(0, 255, (50, 70)).astype(np.float32)
+    assert overlay(image, None).shape == (50, 70, 3)
+    warm = overlay(image, np.ones((50, 70)), opacity=1.0)
+    assert (warm[..., 2] < 10).all()  # full opacity, hottest value: the colour map's dark red, no blue
