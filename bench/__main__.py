@@ -1,0 +1,149 @@
+"""Benchmarks of the shipped models, measured in one run on this machine: one table, and bench/results.json.
+
+    python -m bench                      # every model folder with a model.onnx
+    python -m bench --tasks knee --repeats 100
+
+Per task, on phantom images read through the shared loader: batch-1 latency
+(median and p95) of Keras eager, Keras `tf.function`, and ONNX Runtime for
+each exported variant; ONNX Runtime batched throughput; and the batch command
+(`python -m radiograph predict`: decoding, inference, result rows) against raw
+ONNX Runtime batched throughput on the same, already decoded, images. Ratios
+are what to read: the machine is shared and absolute times drift, but every
+number in one table comes from the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from radiograph.imaging import load_for_model
+from radiograph.inference import VARIANTS, OnnxModel
+from radiograph.registry import TASKS
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+BENCH_SEED = 777
+
+
+def timings(call, repeats: int, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return {"median_ms": float(np.median(seconds) * 1e3), "p95_ms": float(np.percentile(seconds, 95) * 1e3),
+            "runs": repeats}
+
+
+def phantom_files(task: str, count: int, workdir: Path) -> list[Path]:
+    from train.datasets import read_dataset
+    from train.phantoms import generate
+
+    index = read_dataset(task, generate(task, workdir, count, seed=BENCH_SEED))
+    return [s.path for split in index.splits.values() for s in split][:count]
+
+
+def keras_latencies(folder: Path, image: np.ndarray, repeats: int) -> dict:
+    import keras
+    import tensorflow as tf
+
+    import radiograph.layers  # noqa: F401
+
+    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    tensor = tf.constant(image)
+    return {"keras_eager": timings(lambda: model(tensor, training=False), max(5, repeats // 5)),
+            "keras_tf_function": timings(lambda: compiled(tensor), repeats)}
+
+
+def bench_task(task: str, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path) -> dict:
+    from radiograph.predict import predict_files
+
+    folder = Path("models") / task
+    model = OnnxModel(folder)
+    files = phantom_files(task, count, workdir / task)
+    images = np.stack([load_for_model(path, model.size)[0] for path in files]).astype(np.float32)
+    one = images[:1]
+    result = {"task": task, "model_version": model.card.get("model_version"), "input_size": model.size,
+              "provider": model.provider, "images": len(files), "latency": {}}
+    if with_keras:
+        result["latency"].update(keras_latencies(folder, one, repeats))
+    for variant, name in VARIANTS.items():
+        if name in model.card.get("files", {}):
+            served = model if variant == "fp32" else OnnxModel(folder, variant=variant)
+            result["latency"][f"onnx_{variant}"] = timings(lambda: served.run(one), repeats)
+
+    def raw_batched():
+        for i in range(0, len(images), batch):
+            model.run(images[i:i + batch])
+
+    raw = timings(raw_batched, max(3, repeats // 10), warmup=1)
+    command = timings(lambda: predict_files(model, files, batch, progress=False), max(3, repeats // 10), warmup=1)
+    result["throughput"] = {"batch_size": batch,
+                            "onnx_fp32_images_per_s": len(images) / (raw["median_ms"] / 1e3),
+                            "batch_command_images_per_s": len(files) / (command["median_ms"] / 1e3)}
+    latency, throughput = result["latency"], result["throughput"]
+    result["ratios"] = {"batch_command_vs_raw_onnx": throughput["batch_command_images_per_s"] /
+                        throughput["onnx_fp32_images_per_s"]}
+    for variant in VARIANTS:
+        if f"onnx_{variant}" in latency and "keras_tf_function" in latency:
+            result["ratios"][f"onnx_{variant}_vs_keras_tf_function"] = (
+                latency[f"onnx_{variant}"]["median_ms"] / latency["keras_tf_function"]["median_ms"])
+        if variant != "fp32" and f"onnx_{variant}" in latency:
+            result["ratios"][f"onnx_{variant}_vs_fp32"] = latency[f"onnx_{variant}"]["median_ms"] / latency["onnx_fp32"]["median_ms"]
+    return result
+
+
+def table(results: list[dict]) -> str:
+    columns = ["keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8"]
+    lines = ["| task | size | " + " | ".join(f"{c} ms (p95)" for c in columns) +
+             " | ORT/tf.function | ORT batched img/s | batch command img/s | command/ORT |",
+             "|---" * (len(columns) + 6) + "|"]
+    for r in results:
+        cells = [f"{r['latency'][c]['median_ms']:.1f} ({r['latency'][c]['p95_ms']:.1f})" if c in r["latency"] else "-"
+                 for c in columns]
+        ratio = r["ratios"].get("onnx_fp32_vs_keras_tf_function")
+        lines.append(f"| {r['task']} | {r['input_size']} | " + " | ".join(cells) +
+                     f" | {'-' if ratio is None else f'{ratio:.2f}x'} | {r['throughput']['onnx_fp32_images_per_s']:.0f}"
+                     f" | {r['throughput']['batch_command_images_per_s']:.0f} | {r['ratios']['batch_command_vs_raw_onnx']:.2f}x |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every model with a model.onnx")
+    parser.add_argument("--images", type=int, default=48, help="phantom images per task")
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs per latency figure")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-keras", action="store_true", help="skip Keras (light install)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    tasks = args.tasks or [t for t in TASKS if (Path("models") / t / "model.onnx").is_file()]
+    if not tasks:
+        parser.exit(2, "error: no exported models under models/; run python -m export all first\n")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        results = [bench_task(t, args.images, args.repeats, args.batch_size, not args.no_keras, Path(tmp))
+                   for t in tasks]
+    report = {"machine": machine(), "command": "python -m bench", "tasks": results}
+    args.out.write_text(json.dumps(report, indent=2))
+    print(table(results))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

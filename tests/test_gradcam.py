@@ -1,0 +1,68 @@
+"""Grad-CAM on the Keras graph: equal to the ONNX CAM path, non-zero when saturated, Grad-CAM++ by hand."""
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from conftest import TINY_SIZE  # noqa: E402
+from radiograph.cam import class_activation_map, dense_kernel, normalise  # noqa: E402
+from radiograph.gradcam import GradCam  # noqa: E402
+from radiograph.inference import OnnxModel  # noqa: E402
+from radiograph.registry import TASKS  # noqa: E402
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_keras_gradcam_equals_the_onnx_path_for_every_class(tiny_models, task):
+    models, _ = tiny_models
+    folder = models / task
+    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    images = np.random.default_rng(2).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 1)).astype(np.float32)
+    features = OnnxModel(folder, device="cpu").run(images).features
+    kernel = dense_kernel(folder / "model.onnx", len(TASKS[task].labels))
+    gradcam = GradCam(model)
+    for c in range(len(TASKS[task].labels)):
+        keras_maps = gradcam(images, c)
+        for n in range(len(images)):
+            expected, flat = normalise(class_activation_map(features[n], kernel, c))
+            got, got_flat = normalise(keras_maps[n])
+            assert flat == got_flat
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def hand_model(logit_scale):
+    """features = the 2x2x2 input itself; logits = GAP(features) @ W; softmax."""
+    image = keras.Input((2, 2, 2))
+    features = keras.layers.ReLU(name="features")(image)  # the inputs are >= 0: features equal them
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    logits = keras.layers.Dense(2, use_bias=False, name="logits")(pooled)
+    model = keras.Model(image, keras.layers.Activation("softmax")(logits))
+    model.get_layer("logits").set_weights([np.array([[1.0, -2.0], [3.0, 0.5]], np.float32) * logit_scale])
+    return model
+
+
+def test_gradcam_plus_plus_matches_a_hand_computation():
+    x = np.array([[[[1.0, 0.0], [2.0, 1.0]], [[0.0, 3.0], [1.0, 1.0]]]], np.float32)  # [1, 2, 2, 2]
+    W = np.array([[1.0, -2.0], [3.0, 0.5]])
+    for c in (0, 1):
+        g = W[:, c] / 4.0  # d logit_c / d A_k(i, j), the same at every position
+        total = x[0].sum(axis=(0, 1))  # sum over positions of each channel
+        denominator = 2 * g ** 2 + total * g ** 3  # zero for class 1, channel 0: alpha is then taken as 0
+        alpha = np.divide(g ** 2, denominator, out=np.zeros_like(g), where=denominator != 0)
+        weights = 4 * alpha * np.maximum(g, 0)
+        expected = np.maximum(x[0] @ weights, 0)
+        got = GradCam(hand_model(1.0), method="gradcam++")(x, c)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+        plain = GradCam(hand_model(1.0))(x, c)[0]
+        np.testing.assert_allclose(plain, np.maximum(x[0] @ g, 0), rtol=1e-5, atol=1e-7)
+
+
+def test_a_saturated_logit_still_gives_a_map():
+    x = np.array([[[[1.0, 0.0], [2.0, 1.0]], [[0.0, 3.0], [1.0, 1.0]]]], np.float32)
+    model = hand_model(1000.0)  # softmax saturates: its gradient is exactly 0 in float32
+    assert float(np.asarray(model(x))[0].max()) == 1.0
+    assert GradCam(model)(x, 0)[0].max() > 0
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="gradcam"):
+        GradCam(hand_model(1.0), method="scorecam")
