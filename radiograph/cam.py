@@ -61,3 +61,45 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4)
                            cv2.COLOR_BGR2RGB)
     weight = (np.clip(opacity, 0, 1) * np.clip(heatmap, 0, 1))[..., None]  # cold regions keep the film visible
     return (rgb * (1 - weight) + colours * weight).round().astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- the hottest region, and localisation
+
+Box = tuple[float, float, float, float]  # x, y, width, height in original-image pixels
+
+
+def hottest_region(heatmap: np.ndarray, threshold: float = 0.5) -> tuple[Box, np.ndarray] | None:
+    """The connected region of heatmap >= threshold * max that holds the maximum: (bounding box, mask)."""
+    if not heatmap.size or heatmap.max() <= 0:
+        return None
+    binary = (heatmap >= threshold * heatmap.max()).astype(np.uint8)
+    _, components, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    label = components[y, x]
+    left, top, width, height = (float(v) for v in stats[label, :4])
+    return (left, top, width, height), components == label
+
+
+def outline(picture: np.ndarray, region: tuple[Box, np.ndarray], colour=(255, 255, 255)) -> np.ndarray:
+    """Draw the hottest region's contour and bounding box on an RGB picture (a copy)."""
+    (x, y, w, h), mask = region
+    drawn = picture.copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, round(max(picture.shape[:2]) / 300))
+    cv2.drawContours(drawn, contours, -1, colour, thickness)
+    cv2.rectangle(drawn, (int(x), int(y)), (int(x + w - 1), int(y + h - 1)), colour, thickness)
+    return drawn
+
+
+def pointing_hit(heatmap: np.ndarray, boxes: list[Box]) -> bool:
+    """Pointing game: the heatmap's maximum lies inside one of the true boxes."""
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return any(bx <= x + 0.5 <= bx + bw and by <= y + 0.5 <= by + bh for bx, by, bw, bh in boxes)
+
+
+def iobb(predicted: Box, truth: Box) -> float:
+    """Intersection over the detected box's area (ChestX-ray8, Wang et al. 2017)."""
+    px, py, pw, ph = predicted
+    tx, ty, tw, th = truth
+    inter = max(0.0, min(px + pw, tx + tw) - max(px, tx)) * max(0.0, min(py + ph, ty + th) - max(py, ty))
+    return inter / (pw * ph) if pw * ph > 0 else 0.0

@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--variant", choices=list(VARIANTS), default="fp32")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--tensorrt", action="store_true", help="try ONNX Runtime's TensorRT provider first")
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("RADIOGRAPH_MODELS", "models")))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out}")
     try:
-        model = OnnxModel(args.models / args.task, variant=args.variant, device=args.device)
+        model = OnnxModel(args.models / args.task, variant=args.variant, device=args.device, tensorrt=args.tensorrt)
     except ModelFileError as error:
         parser.exit(2, f"error: {error}\n")
     files = expand(args.paths)

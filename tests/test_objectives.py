@@ -36,3 +36,18 @@ def test_weighted_bce_balances_positives_and_negatives():
     positives = float(loss(targets[:10], half[:10])) * 10
     negatives = float(loss(targets[10:], half[10:])) * 90
     assert positives == pytest.approx(negatives, rel=1e-5)
+
+
+def test_mura_is_monitored_on_the_auc_of_its_abnormality():
+    from sklearn.metrics import roc_auc_score
+
+    from train.objectives import monitored_auc
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((40, 14), np.float32)
+    truth[np.arange(40), rng.integers(0, 14, 40)] = 1
+    predicted = rng.dirichlet(np.ones(14), 40).astype(np.float32)
+    metric = monitored_auc("mura", False)
+    metric.update_state(truth, predicted)
+    expected = roc_auc_score(truth[:, 1::2].sum(1), predicted[:, 1::2].sum(1))
+    assert float(metric.result()) == pytest.approx(expected, abs=0.01)  # keras AUC: 200 thresholds

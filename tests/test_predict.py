@@ -94,3 +94,47 @@ def test_flat_maps_stay_flat_and_overlays_keep_size():
     assert overlay(image, None).shape == (50, 70, 3)
     warm = overlay(image, np.ones((50, 70)), opacity=1.0)
     assert (warm[..., 2] < 10).all()  # full opacity, hottest value: the colour map's dark red, no blue
+
+
+def test_heatmap_peak_maps_back_to_the_same_corner_of_a_non_square_image():
+    from radiograph.cam import on_original
+    from radiograph.imaging import letterbox
+
+    original = np.zeros((120, 300), np.float32)  # wide: padded above and below in the square input
+    original[90:110, 250:290] = 255  # a "finding" in the lower right corner
+    boxed, geometry = letterbox(original, 64)
+    heatmap = cv2.resize(boxed, (8, 8), interpolation=cv2.INTER_AREA) / 255  # a map that sees the finding
+    back = on_original(heatmap / heatmap.max(), geometry)
+    assert back.shape == original.shape
+    y, x = np.unravel_index(np.argmax(back), back.shape)
+    assert 80 <= y < 120 and 230 <= x < 300
+
+
+def test_hottest_region_pointing_and_iobb():
+    from radiograph.cam import hottest_region, iobb, outline, pointing_hit
+
+    heatmap = np.zeros((50, 80), np.float32)
+    heatmap[10:20, 30:50] = 0.8
+    heatmap[15, 40] = 1.0
+    heatmap[40:45, 5:10] = 0.7  # a second warm blob, not connected to the maximum
+    (x, y, w, h), mask = hottest_region(heatmap)
+    assert (x, y, w, h) == (30, 10, 20, 10) and mask.sum() == 200
+    assert pointing_hit(heatmap, [(25, 5, 30, 20)]) and not pointing_hit(heatmap, [(0, 30, 20, 20)])
+    assert iobb((30, 10, 20, 10), (40, 10, 100, 100)) == pytest.approx(0.5)
+    assert hottest_region(np.zeros((5, 5))) is None
+    drawn = outline(np.zeros((50, 80, 3), np.uint8), ((x, y, w, h), mask))
+    assert drawn[10, 30:50].any() and not drawn[30, 60].any()
+
+
+def test_localisation_scores_every_boxed_finding(tiny_models, phantom_root):
+    from train.datasets import read_dataset
+    from train.evaluate import IOBB_THRESHOLDS, localisation
+
+    models, _ = tiny_models
+    index = read_dataset("chest14", phantom_root / "chest14")
+    test = {s.path for s in index.splits["test"]}
+    expected = len({(b.path, b.label) for b in index.boxes if b.path in test})
+    result = localisation(models / "chest14", index)
+    assert result["findings"] == expected > 0
+    assert sum(c["findings"] for c in result["per_class"].values()) == expected
+    assert 0 <= result["pointing_game"] <= 1 and set(result["iobb"]) == {str(t) for t in IOBB_THRESHOLDS}

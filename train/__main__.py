@@ -42,7 +42,7 @@ from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
-from train.objectives import WeightedBinaryCrossentropy, class_weights, positive_fraction  # noqa: E402
+from train.objectives import WeightedBinaryCrossentropy, class_weights, monitored_auc, positive_fraction  # noqa: E402
 from train.phantoms import PROVENANCE_FILE  # noqa: E402
 from train.pipeline import image_dataset  # noqa: E402
 
@@ -94,7 +94,7 @@ def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
 
 
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path) -> tuple[int, float]:
-    """Train with early stopping on validation AUC; leaves the best epoch's weights in the model."""
+    """Train with early stopping on validation AUC (MURA: of P(abnormal)); leaves the best epoch's weights."""
     checkpoints = tempfile.TemporaryDirectory(prefix="radiograph-train-")  # never beside the shipped files
     best = Path(checkpoints.name) / "best.weights.h5"
     phases = [(args.epochs, args.learning_rate, True)]
@@ -105,7 +105,7 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
     for index, (epochs, learning_rate, backbone_trainable) in enumerate(phases):
         set_trainable_backbone(model, backbone_trainable)
         model.compile(keras.optimizers.Adam(learning_rate), loss,
-                      metrics=[keras.metrics.AUC(name="auc", multi_label=spec.multi_label)], jit_compile=False)
+                      metrics=[monitored_auc(spec.id, spec.multi_label)], jit_compile=False)
         callbacks = [
             keras.callbacks.ModelCheckpoint(str(best), monitor="val_auc", mode="max", save_best_only=True,
                                             save_weights_only=True, initial_value_threshold=best_auc),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -298,6 +299,55 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
+# ----------------------------------------------------------------------------- localisation
+
+IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
+
+
+def localisation(folder: Path, index, split: str = "test") -> dict:
+    """Pointing game and IoBB of the class activation maps against the split's true boxes, per class.
+
+    For every (image, labelled class) with boxes: the CAM of that class (ONNX path, equal to Grad-CAM on
+    the logit) mapped onto the original image; a hit when its maximum lies in one of the class's boxes;
+    the hottest region (>= half the maximum, holding it) as the detected box, scored by IoBB against the
+    best-matching true box (the localisation table of the ChestX-ray8 paper).
+    """
+    from radiograph.cam import (class_activation_map, dense_kernel, hottest_region, iobb, normalise, on_original,
+                                pointing_hit)
+    from radiograph.imaging import load_for_model
+    from radiograph.inference import OnnxModel
+
+    model = OnnxModel(folder)
+    kernel = dense_kernel(model.folder / "model.onnx", len(model.labels))
+    in_split = {s.path for s in index.splits[split]}
+    groups: dict[tuple, list] = defaultdict(list)
+    for box in index.boxes:
+        if box.path in in_split and box.label in model.labels:
+            groups[(box.path, box.label)].append((box.x, box.y, box.w, box.h))
+    scores: dict[str, list] = defaultdict(list)
+    for (path, label), boxes in sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        image, geometry, _ = load_for_model(path, model.size)
+        heatmap, flat = normalise(class_activation_map(model.run(image[None]).features[0], kernel,
+                                                       model.labels.index(label)))
+        full = on_original(heatmap, geometry)
+        region = None if flat else hottest_region(full)
+        hit = region is not None and pointing_hit(full, boxes)
+        overlap = max(iobb(region[0], b) for b in boxes) if region else 0.0
+        scores[label].append((hit, overlap))
+
+    def summary(rows):
+        hits, overlaps = np.array([r[0] for r in rows], float), np.array([r[1] for r in rows])
+        return {"findings": len(rows), "pointing_game": float(hits.mean()),
+                "iobb": {str(t): float((overlaps > t).mean()) for t in IOBB_THRESHOLDS}}
+
+    per_class = {label: summary(rows) for label, rows in sorted(scores.items())}
+    every = [row for rows in scores.values() for row in rows]
+    return {"split": split, "cam": "ONNX features @ Dense kernel (equal to Grad-CAM on the logit)",
+            **(summary(every) if every else {"findings": 0}),
+            "pointing_game_mean_over_classes": float(np.mean([c["pointing_game"] for c in per_class.values()]))
+            if per_class else None, "per_class": per_class}
+
+
 def main(argv: list[str] | None = None) -> None:
     import keras
 
@@ -311,10 +361,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", help="held-out split to score (default test)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
+    parser.add_argument("--localisation", action="store_true",
+                        help="score class activation maps against the split's true boxes (needs model.onnx)")
     args = parser.parse_args(argv)
     spec = get_task(args.task)
     folder = args.model or Path("models") / spec.id
     card = json.loads((folder / "card.json").read_text())
+    if args.localisation:
+        index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
+        result = localisation(folder, index, args.split)
+        report = (args.report or Path("reports") / spec.id) / "localisation.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2))
+        card["localisation"] = {key: value for key, value in result.items() if key != "per_class"} | {
+            "per_class_pointing_game": {k: v["pointing_game"] for k, v in result["per_class"].items()},
+            "command": "python -m train.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "report": str(report)}
+        (folder / "card.json").write_text(json.dumps(card, indent=2))
+        print(json.dumps(card["localisation"], indent=2))
+        return
     model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
     index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
     size = card["input"]["size"]
