@@ -5,7 +5,8 @@
 
 Per task, on phantom images read through the shared loader: batch-1 latency
 (median and p95) of Keras eager, Keras `tf.function`, and ONNX Runtime for
-each exported variant; ONNX Runtime batched throughput; and the batch command
+each exported variant; Keras Grad-CAM (compiled) and the ONNX CAM path's extra
+work over inference; ONNX Runtime batched throughput; and the batch command
 (`python -m radiograph predict`: decoding, inference, result rows) against raw
 ONNX Runtime batched throughput on the same, already decoded, images. Ratios
 are what to read: the machine is shared and absolute times drift, but every
@@ -64,10 +65,28 @@ def keras_latencies(folder: Path, image: np.ndarray, repeats: int) -> dict:
             "keras_tf_function": timings(lambda: compiled(tensor), repeats)}
 
 
-def bench_task(task: str, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path) -> dict:
+def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: int, with_keras: bool) -> dict:
+    """Keras Grad-CAM (compiled) and the ONNX path's extra work on top of the inference it shares."""
+    from radiograph.cam import class_activation_map, dense_kernel, normalise
+
+    kernel = dense_kernel(folder / "model.onnx", len(model.labels))
+    features = model.run(image).features[0]
+    result = {"cam_onnx_extra": timings(lambda: normalise(class_activation_map(features, kernel, 0)), repeats)}
+    if with_keras:
+        import keras
+
+        import radiograph.layers  # noqa: F401
+        from radiograph.gradcam import GradCam
+
+        gradcam = GradCam(keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True))
+        result["gradcam_keras"] = timings(lambda: gradcam(image, 0), repeats)
+    return result
+
+
+def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path) -> dict:
     from radiograph.predict import predict_files
 
-    folder = Path("models") / task
+    task = folder.name
     model = OnnxModel(folder)
     files = phantom_files(task, count, workdir / task)
     images = np.stack([load_for_model(path, model.size)[0] for path in files]).astype(np.float32)
@@ -81,6 +100,8 @@ def bench_task(task: str, count: int, repeats: int, batch: int, with_keras: bool
             served = model if variant == "fp32" else OnnxModel(folder, variant=variant)
             result["latency"][f"onnx_{variant}"] = timings(lambda: served.run(one), repeats)
 
+    result["latency"].update(cam_latencies(folder, model, one, repeats, with_keras))
+
     def raw_batched():
         for i in range(0, len(images), batch):
             model.run(images[i:i + batch])
@@ -93,6 +114,9 @@ def bench_task(task: str, count: int, repeats: int, batch: int, with_keras: bool
     latency, throughput = result["latency"], result["throughput"]
     result["ratios"] = {"batch_command_vs_raw_onnx": throughput["batch_command_images_per_s"] /
                         throughput["onnx_fp32_images_per_s"]}
+    result["ratios"]["cam_onnx_extra_vs_inference"] = latency["cam_onnx_extra"]["median_ms"] / latency["onnx_fp32"]["median_ms"]
+    if "gradcam_keras" in latency:
+        result["ratios"]["gradcam_keras_vs_onnx_inference"] = latency["gradcam_keras"]["median_ms"] / latency["onnx_fp32"]["median_ms"]
     for variant in VARIANTS:
         if f"onnx_{variant}" in latency and "keras_tf_function" in latency:
             result["ratios"][f"onnx_{variant}_vs_keras_tf_function"] = (
@@ -103,16 +127,18 @@ def bench_task(task: str, count: int, repeats: int, batch: int, with_keras: bool
 
 
 def table(results: list[dict]) -> str:
-    columns = ["keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8"]
+    columns = ["keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8", "gradcam_keras",
+               "cam_onnx_extra"]
     lines = ["| task | size | " + " | ".join(f"{c} ms (p95)" for c in columns) +
-             " | ORT/tf.function | ORT batched img/s | batch command img/s | command/ORT |",
-             "|---" * (len(columns) + 6) + "|"]
+             " | ORT/tf.function | CAM extra/ORT | ORT batched img/s | batch command img/s | command/ORT |",
+             "|---" * (len(columns) + 7) + "|"]
     for r in results:
         cells = [f"{r['latency'][c]['median_ms']:.1f} ({r['latency'][c]['p95_ms']:.1f})" if c in r["latency"] else "-"
                  for c in columns]
         ratio = r["ratios"].get("onnx_fp32_vs_keras_tf_function")
         lines.append(f"| {r['task']} | {r['input_size']} | " + " | ".join(cells) +
-                     f" | {'-' if ratio is None else f'{ratio:.2f}x'} | {r['throughput']['onnx_fp32_images_per_s']:.0f}"
+                     f" | {'-' if ratio is None else f'{ratio:.2f}x'} | {r['ratios']['cam_onnx_extra_vs_inference']:.1%}"
+                     f" | {r['throughput']['onnx_fp32_images_per_s']:.0f}"
                      f" | {r['throughput']['batch_command_images_per_s']:.0f} | {r['ratios']['batch_command_vs_raw_onnx']:.2f}x |")
     return "\n".join(lines)
 
@@ -131,13 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per latency figure")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--no-keras", action="store_true", help="skip Keras (light install)")
+    parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    tasks = args.tasks or [t for t in TASKS if (Path("models") / t / "model.onnx").is_file()]
+    tasks = args.tasks or [t for t in TASKS if (args.models / t / "model.onnx").is_file()]
     if not tasks:
         parser.exit(2, "error: no exported models under models/; run python -m export all first\n")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        results = [bench_task(t, args.images, args.repeats, args.batch_size, not args.no_keras, Path(tmp))
+        results = [bench_task(args.models / t, args.images, args.repeats, args.batch_size, not args.no_keras, Path(tmp))
                    for t in tasks]
     report = {"machine": machine(), "command": "python -m bench", "tasks": results}
     args.out.write_text(json.dumps(report, indent=2))
