@@ -13,11 +13,14 @@ Chattopadhay et al. 2018 for an exponential score. The computation is one
 asking for another class does not retrace.
 
 Ensembles (layer `member_<i>` submodels with an EnsembleCombine head) get the
-rule recorded in their card: the mean of the members' maps, each member's map
-taken on its own logit for the class.
+rule of train.ensemble.HEATMAP_RULE: each member's map on its own logit for
+the class, scaled to [0, 1], then averaged (mean), weighted by the member's
+validation F1 for the class (f1), or averaged over the members that voted for
+the class, all of them when every member votes differently (mixvote).
 """
 from __future__ import annotations
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -25,8 +28,10 @@ import tensorflow as tf
 METHODS = ("gradcam", "gradcam++")
 
 
-def _single_maps(model: keras.Model, feature_layer: str = "features", logits_layer: str = "logits"):
-    return keras.Model(model.input, [model.get_layer(feature_layer).output, model.get_layer(logits_layer).output])
+def _branch(model: keras.Model) -> keras.Model:
+    """image -> (feature map, logits, probabilities) of one network."""
+    return keras.Model(model.input, [model.get_layer("features").output, model.get_layer("logits").output,
+                                     model.output])
 
 
 def members_of(model: keras.Model) -> list[keras.Model]:
@@ -35,20 +40,38 @@ def members_of(model: keras.Model) -> list[keras.Model]:
     return members or [model]
 
 
+def member_weights(combine, probabilities: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """[N, M] weight of each member's map for each image's class, by the ensemble's HEATMAP_RULE."""
+    members, images = probabilities.shape[:2]
+    if combine.method == "f1":
+        return np.asarray(combine.member_weights, np.float64)[:, classes].T
+    if combine.method == "mixvote":
+        votes = probabilities.argmax(axis=2).T  # [N, M]
+        voted = votes == classes[:, None]
+        all_disagree = np.array([len(set(row)) == members for row in votes])
+        return np.where((voted.any(axis=1) & ~all_disagree)[:, None], voted, True).astype(np.float64)
+    return np.ones((images, members))
+
+
 class GradCam:
+    """Class activation maps on the Keras graph; for an ensemble, the members' maps combined by its rule."""
+
     def __init__(self, model: keras.Model, method: str = "gradcam"):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method = method
-        self.branches = [_single_maps(member) for member in members_of(model)]
+        members = members_of(model)
+        self.combine = model.get_layer("probabilities") if len(members) > 1 else None
+        self.size = int(model.input.shape[1])
+        self.branches = [_branch(member) for member in members]
         self._compiled = tf.function(self._maps, reduce_retracing=True)
 
     def _maps(self, images, classes):
-        maps = []
+        maps, probabilities = [], []
         for branch in self.branches:
             with tf.GradientTape() as tape:
                 tape.watch(images)  # records the graph even where no variable lies before the feature map
-                features, logits = branch(images, training=False)
+                features, logits, member_probabilities = branch(images, training=False)
                 score = tf.gather(logits, classes, axis=1, batch_dims=1)  # [N]: each image's chosen class
             gradients = tape.gradient(score, features)  # [N, h, w, k]
             if self.method == "gradcam":
@@ -56,14 +79,20 @@ class GradCam:
             else:  # Grad-CAM++ with score exp(S): d2 = g^2, d3 = g^3 in the closed form
                 g2, g3 = tf.square(gradients), tf.pow(gradients, 3)
                 total = tf.reduce_sum(features, axis=(1, 2), keepdims=True)
-                denominator = 2.0 * g2 + total * g3
-                alphas = tf.math.divide_no_nan(g2, denominator)  # 0 where the denominator vanishes
+                alphas = tf.math.divide_no_nan(g2, 2.0 * g2 + total * g3)  # 0 where the denominator vanishes
                 weights = tf.reduce_sum(alphas * tf.nn.relu(gradients), axis=(1, 2))
-            cam = tf.nn.relu(tf.einsum("nhwk,nk->nhw", features, weights))
-            maps.append(cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-12) if len(self.branches) > 1 else cam)
-        return tf.add_n(maps) / len(maps)
+            maps.append(tf.nn.relu(tf.einsum("nhwk,nk->nhw", features, weights)))
+            probabilities.append(member_probabilities)
+        return maps, probabilities
 
     def __call__(self, images: np.ndarray, classes) -> np.ndarray:
+        """Maps [N, h, w] >= 0 (an ensemble's: [N, H, W] at input size, each member's map scaled to [0, 1])."""
         images = tf.convert_to_tensor(np.asarray(images, np.float32))
-        classes = tf.convert_to_tensor(np.broadcast_to(np.asarray(classes, np.int32), (images.shape[0],)))
-        return self._compiled(images, classes).numpy()
+        classes = np.broadcast_to(np.asarray(classes, np.int32), (images.shape[0],))
+        maps, probabilities = self._compiled(images, tf.convert_to_tensor(classes))
+        if self.combine is None:
+            return maps[0].numpy()
+        scaled = np.stack([[cv2.resize(m / (m.max() + 1e-12), (self.size, self.size)) for m in member.numpy()]
+                           for member in maps], axis=1)  # [N, M, H, W]
+        weights = member_weights(self.combine, np.stack([p.numpy() for p in probabilities]), classes)
+        return np.einsum("nmhw,nm->nhw", scaled, weights) / weights.sum(axis=1)[:, None, None]

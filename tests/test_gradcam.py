@@ -66,3 +66,35 @@ def test_a_saturated_logit_still_gives_a_map():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="gradcam"):
         GradCam(hand_model(1.0), method="scorecam")
+
+
+def test_ensemble_maps_follow_the_heatmap_rule():
+    from radiograph.gradcam import member_weights
+    from radiograph.layers import EnsembleCombine
+
+    # 3 members, 2 images, 3 classes; image 0: votes 0, 0, 2; image 1: votes 1, 0, 2 (all disagree)
+    p = np.array([[[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]],
+                  [[0.5, 0.4, 0.1], [0.7, 0.2, 0.1]],
+                  [[0.2, 0.2, 0.6], [0.1, 0.2, 0.7]]])
+    classes = np.array([0, 1])
+    mix = member_weights(EnsembleCombine("mixvote"), p, classes)
+    np.testing.assert_array_equal(mix, [[1, 1, 0], [1, 1, 1]])
+    np.testing.assert_array_equal(member_weights(EnsembleCombine("mixvote"), p, np.array([1, 1]))[0], [1, 1, 1])
+    f1 = EnsembleCombine("f1", [[0.5, 0.2, 0.1], [0.3, 0.3, 0.3], [0.2, 0.5, 0.6]])
+    np.testing.assert_allclose(member_weights(f1, p, classes), [[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    np.testing.assert_array_equal(member_weights(EnsembleCombine("mean"), p, classes), np.ones((2, 3)))
+
+
+def test_gradcam_runs_on_an_ensemble_model(tiny_models):
+    from radiograph.registry import TASKS
+    from train.ensemble import build_ensemble
+
+    models, _ = tiny_models
+    member = keras.saving.load_model(models / "knee" / "model.keras", compile=False, safe_mode=True)
+    ensemble = build_ensemble(TASKS["knee"], [member, member], "mixvote")
+    images = np.random.default_rng(3).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 1)).astype(np.float32)
+    maps = GradCam(ensemble)(images, [0, 3])
+    single, _ = normalise(GradCam(member)(images, [0, 3])[0])
+    assert maps.shape == (2, TINY_SIZE, TINY_SIZE) and 0 <= maps.min() and maps.max() <= 1 + 1e-6
+    import cv2
+    np.testing.assert_allclose(maps[0], cv2.resize(single, (TINY_SIZE, TINY_SIZE)), atol=1e-5)  # two equal members
