@@ -4,7 +4,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from radiograph.registry import get_task  # noqa: E402
+from radiograph.registry import TASKS, get_task  # noqa: E402
 from train.backbones import BACKBONES, build_model  # noqa: E402
 
 
@@ -42,3 +42,19 @@ def test_bad_requests_are_clear_errors(tmp_path):
         build_model(get_task("knee"), "densenet121", weights=tmp_path / "missing.h5")
     with pytest.raises(ValueError, match="no pretrained weights"):
         build_model(get_task("pneumonia"), "small_cnn", weights="imagenet")
+
+
+def test_transfer_copies_the_backbone_of_another_task_model(tmp_path):
+    from train.backbones import save_model
+
+    keras.utils.set_random_seed(1)
+    donor = build_model(TASKS["pneumonia"], "compact", image_size=32)
+    save_model(donor, tmp_path / "donor.keras")
+    model = build_model(TASKS["chest14"], "compact", image_size=48, weights=tmp_path / "donor.keras")
+    layer = next(l for l in donor.layers if l.weights and l.name.startswith("expanded_conv"))
+    for mine, theirs in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert model.get_layer("logits").get_weights()[0].shape[1] == 14  # the head is chest14's own
+    save_model(build_model(TASKS["pneumonia"], "small_cnn", image_size=32), tmp_path / "other.keras")
+    with pytest.raises(ValueError, match="does not share this backbone"):
+        build_model(TASKS["chest14"], "compact", image_size=48, weights=tmp_path / "other.keras")

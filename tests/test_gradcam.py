@@ -98,3 +98,21 @@ def test_gradcam_runs_on_an_ensemble_model(tiny_models):
     assert maps.shape == (2, TINY_SIZE, TINY_SIZE) and 0 <= maps.min() and maps.max() <= 1 + 1e-6
     import cv2
     np.testing.assert_allclose(maps[0], cv2.resize(single, (TINY_SIZE, TINY_SIZE)), atol=1e-5)  # two equal members
+
+
+def test_explainer_paths_agree_and_say_which_ran(tiny_models):
+    from radiograph.explain import Explainer
+
+    models, _ = tiny_models
+    model = OnnxModel(models / "mura", device="cpu")
+    image = np.random.default_rng(4).uniform(0, 255, (1, TINY_SIZE, TINY_SIZE, 1)).astype(np.float32)
+    features = model.run(image).features[0]
+    keras_path, onnx_path = Explainer(model, "keras"), Explainer(model, "onnx")
+    assert (keras_path.path, onnx_path.path) == ("keras-gradcam", "onnx-cam")
+    assert Explainer(model).path == "keras-gradcam"  # TensorFlow is installed here
+    a, flat_a = keras_path.heatmap(image, features, 5)
+    b, flat_b = onnx_path.heatmap(image, features, 5)
+    assert flat_a == flat_b
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="needs TensorFlow"):
+        Explainer(model, "onnx", method="gradcam++")

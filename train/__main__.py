@@ -39,14 +39,13 @@ import tensorflow as tf  # noqa: E402
 
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
-from train.backbones import BACKBONES, build_model, save_model  # noqa: E402
+from train.backbones import BACKBONES, HEAD, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
 from train.objectives import WeightedBinaryCrossentropy, class_weights, monitored_auc, positive_fraction  # noqa: E402
 from train.phantoms import PROVENANCE_FILE  # noqa: E402
 from train.pipeline import image_dataset  # noqa: E402
 
-HEAD_LAYERS = ("pool", "dropout", "logits", "probabilities")
 DEMO_NOTICE = ("Demo model trained on synthetic phantom radiographs: its metrics describe phantoms, "
                "not patients. Research software, not a medical device.")
 
@@ -59,7 +58,9 @@ def parse(argv):
     parser.add_argument("--image-size", type=int, help="model input side (default: the task's)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--weights", default="none", help="none, imagenet (needs internet) or a weights file")
+    parser.add_argument("--weights", default="none",
+                        help="none, imagenet (needs internet), a backbone weights file, or a trained .keras model "
+                             "of this project with the same backbone (transfer)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-epochs", type=int, default=3, help="frozen-backbone epochs with pretrained weights")
     parser.add_argument("--patience", type=int, default=6, help="epochs without validation gain before stopping")
@@ -81,6 +82,12 @@ def provenance(data: Path, root: Path) -> dict:
     return {"kind": "real dataset", "folder": str(data.resolve())}
 
 
+def weights_provenance(weights: str) -> dict:
+    """The sha256 of a local weights file or donor model, so a card pins what it started from."""
+    path = Path(weights)
+    return {"weights_sha256": file_entry(path)["sha256"]} if weights not in ("none", "imagenet") and path.is_file() else {}
+
+
 def fold_temperature(model: keras.Model, temperature: np.ndarray) -> None:
     """Divide the logits by T inside the model: W/T and b/T, so exported models are calibrated."""
     dense = model.get_layer("logits")
@@ -90,7 +97,7 @@ def fold_temperature(model: keras.Model, temperature: np.ndarray) -> None:
 
 def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
     for layer in model.layers:
-        layer.trainable = trainable or layer.name in HEAD_LAYERS
+        layer.trainable = trainable or layer.name in HEAD
 
 
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path) -> tuple[int, float]:
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
         "training": {"command": "python -m train " + shlex.join(argv), "seed": args.seed,
                      "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
-                     "weights": args.weights, "epochs_run": epochs_run,
+                     "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
                      "training_seconds": round(seconds, 1)},
         "data": {**source, "dataset": spec.dataset.name,
                  "splits": {k: len(v) for k, v in index.splits.items()}},

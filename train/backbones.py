@@ -15,8 +15,10 @@ and InceptionResNetV2 from the knee project; DenseNet121, InceptionV3 and
 ResNet152 from the MURA and chest projects), plus the pneumonia project's
 small four-block CNN and `compact`, a MobileNetV3-Small sized for CPU demo
 models (files under 10 MB). Weights: None (random; nothing is downloaded),
-"imagenet" (downloaded by Keras, needs internet) or a path to a local
-weights file for the backbone without its top.
+"imagenet" (downloaded by Keras, needs internet), a path to a local
+weights file for the backbone without its top, or a trained `.keras` model of
+this project with the same backbone (its backbone is copied by layer name,
+the head is new: transfer between tasks, e.g. chest14 from pneumonia).
 """
 from __future__ import annotations
 
@@ -105,6 +107,11 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
         raise ValueError(f"{chosen.name} needs an input of at least {chosen.min_size} pixels, got {size}")
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ValueError(f"weights must be none, imagenet or an existing file; {weights} does not exist")
+    donor = Path(weights) if weights not in (None, "imagenet") and str(weights).endswith(".keras") else None
+    if donor is not None:  # another trained model of this project: built empty, then its backbone copied
+        model = build_model(spec, chosen.name, size, None, dropout_rate)
+        transfer_backbone(model, donor)
+        return model
     if chosen.constructor is None and weights is not None:
         raise ValueError(f"{chosen.name} has no pretrained weights; train it with --weights none")
 
@@ -125,6 +132,34 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
     logits = layers.Dense(spec.num_classes, name="logits", dtype="float32")(pooled)  # float32 under mixed precision
     probabilities = layers.Activation(spec.head, name="probabilities", dtype="float32")(logits)
     return keras.Model(image, probabilities, name=f"{spec.id}_{chosen.name}")
+
+
+HEAD = ("pool", "dropout", "logits", "probabilities")
+
+
+def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
+    """Copy every backbone layer's weights from a trained .keras model of the same backbone (by layer name).
+
+    The head is left as built (the donor's task has other classes). Refuses a donor of another architecture.
+    """
+    import radiograph.layers  # noqa: F401 - registered layers
+
+    donor = keras.saving.load_model(donor_path, compile=False, safe_mode=True)
+    theirs = {layer.name: layer for layer in donor.layers}
+    copied = missing = 0
+    for layer in model.layers:
+        if layer.name in HEAD or not layer.weights:
+            continue
+        source = theirs.get(layer.name)
+        if source is None or [w.shape for w in source.weights] != [w.shape for w in layer.weights]:
+            missing += 1
+            continue
+        layer.set_weights(source.get_weights())
+        copied += 1
+    if missing or not copied:
+        raise ValueError(f"{donor_path} does not share this backbone: {missing} of {missing + copied} weighted "
+                         f"layers have no same-named, same-shaped layer in it")
+    return copied
 
 
 def save_model(model: keras.Model, path: Path) -> Path:

@@ -1,0 +1,56 @@
+"""Heatmaps for served predictions: Keras Grad-CAM where TensorFlow is installed, the ONNX CAM path otherwise.
+
+    explainer = Explainer(OnnxModel("models/knee"))      # path "auto": keras if importable, else onnx
+    heatmap, flat = explainer.heatmap(batch, output.features[0], class_index)
+    explainer.path                                        # "keras-gradcam", "keras-gradcam++" or "onnx-cam"
+
+Both give the same map for Grad-CAM (tests/test_gradcam.py proves it within
+1e-4 after normalisation), so the light install (onnxruntime, no TensorFlow)
+loses nothing but Grad-CAM++. The Keras model file is verified against the
+card like the ONNX file, and loaded with safe_mode=True.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from radiograph.cam import class_activation_map, dense_kernel, normalise
+from radiograph.inference import OnnxModel, verified_file
+
+CAM_PATHS = ("auto", "keras", "onnx")
+
+
+def tensorflow_available() -> bool:
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Explainer:
+    def __init__(self, model: OnnxModel, path: str = "auto", method: str = "gradcam"):
+        if path not in CAM_PATHS:
+            raise ValueError(f"path must be one of {', '.join(CAM_PATHS)}, got {path!r}")
+        self.model = model
+        self.kernel = dense_kernel(verified_file(model.folder, model.card, "model.onnx"), len(model.labels))
+        self.gradcam = None
+        if path == "keras" or (path == "auto" and tensorflow_available()):
+            import keras
+
+            import radiograph.layers  # noqa: F401 - registered layers of ensembles
+            from radiograph.gradcam import GradCam
+
+            keras_file = verified_file(model.folder, model.card, "model.keras")
+            self.gradcam = GradCam(keras.saving.load_model(keras_file, compile=False, safe_mode=True), method)
+        elif method != "gradcam":
+            raise ValueError(f"{method} needs TensorFlow (the Keras path); the ONNX path computes Grad-CAM")
+        self.path = f"keras-{method}" if self.gradcam else "onnx-cam"
+
+    def heatmap(self, image: np.ndarray, features: np.ndarray | None, class_index: int) -> tuple[np.ndarray, bool]:
+        """The [0, 1] map over the model input's grid for one image ([1, H, W, 1]); flat maps stay zero."""
+        if self.gradcam is not None:
+            return normalise(self.gradcam(image, class_index)[0])
+        if features is None:
+            raise ValueError("the ONNX path needs the `features` output of the same image")
+        return normalise(class_activation_map(features, self.kernel, class_index))
