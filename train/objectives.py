@@ -49,6 +49,7 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "positive_fraction": self.positive_fraction, "epsilon": self.epsilon}
 
 
+@keras.saving.register_keras_serializable(package="radiograph")
 class AbnormalityAUC(keras.metrics.AUC):
     """MURA's validation score: AUC of P(abnormal), the sum of the part x abnormal columns (the odd ones).
 
