@@ -20,8 +20,11 @@ go into card.json.
 Variants: `--fp16` (float16 weights and arithmetic, float32 input and
 output; half the file) and `--int8` (ONNX Runtime static quantization, QDQ
 form, per-channel weights, calibrated on the validation split of --data).
-Each is checked on the same parity images and on the test split of --data,
-and its metric change and CPU latency against FP32 go into the card. A
+Each is checked on the same parity images (largest probability change 0.01
+for FP16, 0.1 for INT8; decisions equal on all, resp. 95%, of them; a variant
+that misses is recorded in the card as rejected and not written) and on the
+test split of --data; its metric change and CPU latency against FP32 go into
+the card. A
 variant is `offered` on CPU only where it is faster and changes no headline
 metric by more than 0.01; FP16 is the GPU variant.
 """
@@ -41,11 +44,11 @@ import numpy as np
 
 from radiograph.cards import file_entry
 from radiograph.imaging import load_for_model
-from radiograph.inference import VARIANTS, decision_key, providers_for
+from radiograph.inference import VARIANTS, create_session, decision_key
 from radiograph.registry import TASKS, get_task
 
 PARITY_TOLERANCE = 1e-4
-VARIANT_TOLERANCE = {"fp16": 5e-3, "int8": 0.1}  # largest probability change accepted for a variant
+VARIANT_TOLERANCE = {"fp16": 1e-2, "int8": 0.1}  # largest probability change accepted for a variant
 VARIANT_DECISIONS = {"fp16": 1.0, "int8": 0.95}  # share of parity images whose decision must not change
 METRIC_CHANGE_OFFERED = 0.01
 PARITY_IMAGES, PARITY_SEED = 24, 4242  # a seed no shipped model trained on
@@ -123,7 +126,8 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     try:
         quantize_static(str(prepared), str(out_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "MatMul"])  # activations such as hard-swish stay float
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -145,9 +149,7 @@ def parity_images(task: str, size: int, workdir: Path) -> np.ndarray:
 
 
 def onnx_probabilities(path: Path, images: np.ndarray, batch: int = 16) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=providers_for())
+    session = create_session(path)
     return np.concatenate([session.run(["probabilities"], {"image": images[i:i + batch]})[0]
                            for i in range(0, len(images), batch)])
 
@@ -166,9 +168,7 @@ def compare(card: dict, reference: np.ndarray, candidate: np.ndarray) -> dict:
 
 def latency(path: Path, size: int, repeats: int = 30) -> float:
     """Median batch-1 CPU latency in seconds (a guide for `offered`; `python -m bench` is the measurement)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = create_session(path, "cpu")
     image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 1)).astype(np.float32)
     session.run(None, {"image": image})
     times = []
@@ -275,20 +275,22 @@ def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, dat
             index = read_dataset(task, data, card["training"]["val_fraction"], card["training"]["seed"])
             calibration = images_of(index.splits["val"][:128], size)
             to_int8(staged["model.onnx"], work / VARIANTS["int8"], calibration)
-        for variant in wanted:
+        for variant in list(wanted):
             path = work / VARIANTS[variant]
             written = onnx.load(str(path))
             set_metadata(written, card, variant, commit, date)
             onnx.save(written, str(path))
-            staged[VARIANTS[variant]] = path
             check = compare(card, reference, onnx_probabilities(path, images))
-            print(f"  parity {variant}: max |dp| {check['max_abs_diff']:.2e}, "
-                  f"decisions equal {check['decisions_equal']:.0%}", flush=True)
-            if check["max_abs_diff"] > VARIANT_TOLERANCE[variant] or check["decisions_equal"] < VARIANT_DECISIONS[variant]:
-                raise ExportError(f"{task}: the {variant} variant drifts too far from Keras (max |dp| "
-                                  f"{check['max_abs_diff']:.2e}, decisions equal {check['decisions_equal']:.0%}); "
-                                  "nothing was written")
-            export["variants"][variant] = {"parity": check, "tolerance": VARIANT_TOLERANCE[variant]}
+            passed = (check["max_abs_diff"] <= VARIANT_TOLERANCE[variant]
+                      and check["decisions_equal"] >= VARIANT_DECISIONS[variant])
+            print(f"  parity {variant}: max |dp| {check['max_abs_diff']:.2e}, decisions equal "
+                  f"{check['decisions_equal']:.0%}" + ("" if passed else " - rejected, not shipped"), flush=True)
+            export["variants"][variant] = {"parity": check, "tolerance": VARIANT_TOLERANCE[variant],
+                                           "decisions_required": VARIANT_DECISIONS[variant], "shipped": passed}
+            if passed:
+                staged[VARIANTS[variant]] = path
+            else:
+                wanted.remove(variant)
         if wanted:
             measured = test_metrics(spec, card, {name: staged[VARIANTS[name]] for name in ["fp32", *wanted]}, data)
             base_latency = latency(staged["model.onnx"], size)
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
             export_task(task, args.models, args.opset, args.fp16, args.int8, data, args.triton)
         except ExportError as error:
             sys.exit(f"error: {error}")
-    print(f"next: python -m radiograph predict --task {tasks[0]} examples/{tasks[0]}")
+    print(f"next: python -m radiograph predict --task {tasks[0]} PATH_OR_DIR --out results.csv")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     output = model.run(batch)                      # batch: float32 [N, H, W, 1], intensities 0-255
     decide(model.card, output.probabilities[0])    # the decision at the card's thresholds
 
-Providers are tried in the order CUDA, then CPU (TensorRT first with `tensorrt=True`);
+Providers are tried in the order CUDA, then CPU (TensorRT first with `tensorrt=True`),
+CUDA only where an NVIDIA device shows (or with device="gpu");
 `OnnxModel.provider` is the one the session actually uses, read back from the
 session (onnxruntime-gpu silently falls back to CPU when no GPU works).
 `OnnxModel.run` is safe to call from several threads at once: ONNX Runtime
@@ -56,13 +57,29 @@ def verified_file(folder: Path, card: dict, name: str) -> Path:
     return path
 
 
+def nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver shows a device (without one, asking for CUDA only logs a load error)."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def providers_for(device: str = "auto", tensorrt: bool = False) -> list[str]:
     """Execution providers to request, best first; only those this onnxruntime build has."""
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"device must be auto, cpu or gpu, got {device!r}")
-    wanted = [] if device == "cpu" else (["TensorrtExecutionProvider"] if tensorrt else []) + list(GPU_PROVIDERS)
+    gpu = device == "gpu" or (device == "auto" and nvidia_gpu_present())
+    wanted = ((["TensorrtExecutionProvider"] if tensorrt else []) + list(GPU_PROVIDERS)) if gpu else []
     available = ort.get_available_providers()
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+
+
+def create_session(path: Path, device: str = "auto", tensorrt: bool = False, threads: int | None = None):
+    """An ONNX Runtime session on the best provider that works; a GPU provider that cannot start is not logged
+    as an error (the session falls back to CPU, and `session.get_providers()[0]` says so)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=providers_for(device, tensorrt))
 
 
 @dataclass
@@ -83,11 +100,7 @@ class OnnxModel:
         self.card = read_card(self.folder)
         self.variant = variant
         self.path = verified_file(self.folder, self.card, VARIANTS[variant])
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # a CUDA provider that cannot start is reported by `provider`, not logged
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device, tensorrt))
+        self.session = create_session(self.path, device, tensorrt, threads)
         self.provider = self.session.get_providers()[0]
         self.labels: list[str] = list(self.card["labels"])
         self.size: int = int(self.card["input"]["size"])

@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
 from export.__main__ import ExportError, export_task, main as export_main  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
-from radiograph.inference import ModelFileError, OnnxModel, decide  # noqa: E402
+from radiograph.inference import ModelFileError, OnnxModel, decide, providers_for  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 
 SIZE = TINY_SIZE
@@ -102,7 +102,8 @@ def test_provider_falls_back_to_cpu_and_reports_what_runs(tiny_models, monkeypat
 
     models, _ = tiny_models
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    model = OnnxModel(models / "pneumonia")  # asks for CUDA first
+    assert providers_for("gpu") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    model = OnnxModel(models / "pneumonia", device="gpu")  # asks for CUDA first
     assert model.provider == model.session.get_providers()[0]
     if not _cuda_works():
         assert model.provider == "CPUExecutionProvider"

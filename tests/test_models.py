@@ -55,3 +55,31 @@ def test_model_loads_safely_and_predicts(task):
     probabilities = model.predict(np.zeros((2, size, size, 1), np.float32), verbose=0)
     assert probabilities.shape == (2, len(card["labels"])) and np.all(np.isfinite(probabilities))
     assert model.get_layer(card["cam_layer"]).output is model.get_layer("pool").input
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+def test_onnx_export_is_shipped_with_parity(task):
+    export = card_of(task).get("export")
+    assert export is not None and "model.onnx" in card_of(task)["files"], f"run: python -m export {task}"
+    assert export["parity"]["max_abs_diff"] <= 1e-4 and export["parity"]["decisions_equal"] == 1.0
+
+
+@pytest.mark.parametrize("task", SHIPPED)
+def test_onnx_cam_equals_keras_gradcam_for_every_class(task, phantom_root):
+    keras = pytest.importorskip("keras")
+    from radiograph.cam import class_activation_map, dense_kernel, normalise
+    from radiograph.gradcam import GradCam
+    from radiograph.imaging import load_for_model
+    from radiograph.inference import OnnxModel
+
+    folder = ROOT / "models" / task
+    served = OnnxModel(folder, device="cpu")
+    image = next(p for p in sorted((phantom_root / task).rglob("*")) if p.suffix in (".png", ".jpeg"))
+    batch = load_for_model(image, served.size)[0][None]
+    features = served.run(batch).features[0]
+    kernel = dense_kernel(folder / "model.onnx", len(served.labels))
+    gradcam = GradCam(keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True))
+    for c in range(len(served.labels)):
+        expected, _ = normalise(class_activation_map(features, kernel, c))
+        got, _ = normalise(gradcam(batch, c)[0])
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{task} class {served.labels[c]}")
