@@ -398,7 +398,7 @@ def chest_anatomy(rng, h, w, pediatric, cardiomegaly=False, emphysema=False, her
     add_layer(mu, body * (1 + smooth_noise(rng, mu.shape, 40, 0.05)), w * 0.03)
     air = np.zeros_like(mu)
     for side in (-1, 1):
-        polygon(air, chest.lung(side), 0.75 * (1.15 if emphysema else 1.0))
+        polygon(air, chest.lung(side), 0.75 * (1.25 if emphysema else 1.0))
     mu -= soft(air, w * 0.008)
     mediastinum = np.zeros_like(mu)
     polygon(mediastinum, [(cx - 0.1 * half_width, top - 0.1 * h), (cx + 0.1 * half_width, top - 0.1 * h),
@@ -527,9 +527,9 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         polygon(rim, lung, 1.0)
         polygon(rim, collapsed_lung, 0.0)
         collapsed += rim
-        mu -= soft(rim, 1.5) * 0.18
+        mu -= soft(rim, 1.5) * 0.3
         pleura = np.zeros((h, w), np.float32)
-        cv2.polylines(pleura, [np.round(collapsed_lung[1:5]).astype(np.int32)], False, 0.35, max(1, int(0.003 * w)))
+        cv2.polylines(pleura, [np.round(collapsed_lung[1:5]).astype(np.int32)], False, 0.4, max(2, int(0.006 * w)))
         add_layer(mu, pleura, 0.6)
         x0, y0, bw, bh = chest.lung_box(side)
         add("Pneumothorax", (x0, y0, bw, bh * 0.75))
@@ -550,12 +550,12 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         center = chest.point_in_lung(rng, side, zone=(0.65, 0.82), lateral=(0.3, 0.6))
         layer = np.zeros((h, w), np.float32)
         length = chest.half_width * rng.uniform(0.3, 0.5)
-        line(layer, center - (length / 2, -0.02 * h), center + (length / 2, 0.02 * h), 0.45, 0.018 * h)
+        line(layer, center - (length / 2, -0.02 * h), center + (length / 2, 0.02 * h), 0.55, 0.022 * h)
         add_layer(mu, layer, 0.004 * w)
         add("Atelectasis", (center[0] - length / 2 - 0.02 * w, center[1] - 0.04 * h, length + 0.04 * w, 0.08 * h))
     if "Infiltration" in labels:
         findings.append(patchy_consolidation(mu, rng, chest, int(rng.choice([-1, 1])), "Infiltration", "Infiltration",
-                                             density=rng.uniform(0.15, 0.25)))
+                                             density=rng.uniform(0.25, 0.35)))
     if "Pneumonia" in labels:
         findings.append(patchy_consolidation(mu, rng, chest, int(rng.choice([-1, 1])), "Pneumonia", "Pneumonia",
                                              density=rng.uniform(0.35, 0.5)))
@@ -572,14 +572,14 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         add("Mass", _box_of(center, (radius, radius), 1.5))
     if "Nodule" in labels:  # small round opacity
         center = chest.point_in_lung(rng, int(rng.choice([-1, 1])), zone=(0.15, 0.8))
-        radius = chest.half_width * rng.uniform(0.035, 0.06)
-        opacity(mu, rng, center, (radius, radius), 0.6, 0.002 * w)
+        radius = chest.half_width * rng.uniform(0.055, 0.08)
+        opacity(mu, rng, center, (radius, radius), 0.75, 0.002 * w)
         add("Nodule", _box_of(center, (radius, radius), 2.0))
     if "Edema" in labels:  # bilateral perihilar haze (bat wing) with septal lines
         layer = np.zeros((h, w), np.float32)
         for side in (-1, 1):
             ellipse(layer, (chest.cx + side * 0.35 * chest.half_width, chest.top + 0.5 * lung_height),
-                    (0.3 * chest.half_width, 0.25 * lung_height), 0.25)
+                    (0.3 * chest.half_width, 0.25 * lung_height), 0.35)
             for k in range(5):  # Kerley B lines at the lateral bases
                 y = chest.base - (0.05 + 0.04 * k) * lung_height
                 x = chest.cx + side * 0.95 * chest.half_width
@@ -595,7 +595,7 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         layer = np.zeros((h, w), np.float32)
         for _ in range(18):
             a = (x0 + rng.uniform(0, bw), y0 + rng.uniform(0, bh))
-            line(layer, a, (a[0] + rng.normal(0, 0.05) * w, a[1] + rng.normal(0, 0.05) * h), 0.3, max(1, 0.003 * w))
+            line(layer, a, (a[0] + rng.normal(0, 0.05) * w, a[1] + rng.normal(0, 0.05) * h), 0.35, max(2, 0.004 * w))
         layer[:, :max(0, int(x0))] = 0  # keep the net inside its zone
         layer[:, int(x0 + bw):] = 0
         add_layer(mu, layer, 0.002 * w)
