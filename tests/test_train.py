@@ -74,3 +74,10 @@ def test_ensemble_command_from_trained_members(tmp_path, trained_knee, phantom_r
     assert set(TASKS["knee"].metrics) <= set(card["metrics"]) and "F1" in card["ensemble"]["heatmap"]
     single = json.loads((member / "card.json").read_text())["metrics"]
     assert card["metrics"]["accuracy"] == pytest.approx(single["accuracy"])  # two copies: same decisions
+
+
+def test_train_mura_saves_with_its_abnormality_monitor(tmp_path, phantom_root):
+    out, _, card = run(tmp_path, phantom_root, "mura", "--epochs", "1")
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert "val_auc" in history[0] and (out / "model.keras").exists()
+    assert {"study_auc", "body_part_accuracy"} <= set(card["metrics"])
