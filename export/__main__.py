@@ -180,7 +180,7 @@ def latency(path: Path, size: int, repeats: int = 30) -> float:
 
 
 def test_metrics(spec, card: dict, paths: dict[str, Path], data: Path) -> dict[str, dict]:
-    """Each file's task metrics on the test split of `data` (card thresholds), and the split's size."""
+    """Each file's task metrics on the test split of `data`, at the card's thresholds."""
     from train.datasets import read_dataset
     from train.evaluate import evaluate, targets_of
 
