@@ -2,6 +2,7 @@
 
     explainer = Explainer(OnnxModel("models/knee"))      # path "auto": keras if importable, else onnx
     heatmap, flat = explainer.heatmap(batch, output.features[0], class_index)
+    heatmaps, flat = explainer.heatmaps(batch, output.features[0])   # every class at once: [C, h, w]
     explainer.path                                        # "keras-gradcam", "keras-gradcam++" or "onnx-cam"
 
 Both give the same map for Grad-CAM (tests/test_gradcam.py proves it within
@@ -54,3 +55,15 @@ class Explainer:
         if features is None:
             raise ValueError("the ONNX path needs the `features` output of the same image")
         return normalise(class_activation_map(features, self.kernel, class_index))
+
+    def heatmaps(self, image: np.ndarray, features: np.ndarray | None) -> tuple[np.ndarray, list[bool]]:
+        """Every class's [0, 1] map for one image ([1, H, W, 1]) in one call: [C, h, w] and which are flat."""
+        classes = np.arange(len(self.model.labels))
+        if self.gradcam is not None:
+            maps = self.gradcam(np.repeat(image, len(classes), axis=0), classes)
+        elif features is None:
+            raise ValueError("the ONNX path needs the `features` output of the same image")
+        else:
+            maps = np.moveaxis(np.maximum(features.astype(np.float32) @ self.kernel, 0.0), -1, 0)
+        scaled = [normalise(m) for m in maps]
+        return np.stack([m for m, _ in scaled]), [flat for _, flat in scaled]

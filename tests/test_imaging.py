@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
 from radiograph.imaging import MAX_PIXELS, ImageLoadError, letterbox, load_for_model, read_image
+from train.phantoms import dicom_bytes
 
 
 def gradient(height=64, width=96, maximum=255):
@@ -101,37 +101,21 @@ def test_multiframe_png_uses_first_frame(tmp_path):
 
 # ----------------------------------------------------------------------------- DICOM
 
-def dicom(pixels, photometric="MONOCHROME2", bits_stored=12, window=None, frames=False, **tags):
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", generate_uid()
-    ds.Modality = "CR"
-    ds.set_pixel_data(pixels, photometric, bits_stored)
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def test_dicom_monochrome1_is_inverted():
     pixels = gradient(maximum=4000).astype(np.uint16)
-    normal = read_image(dicom(pixels, "MONOCHROME2"))
-    inverted = read_image(dicom(pixels, "MONOCHROME1"))
+    normal = read_image(dicom_bytes(pixels, "MONOCHROME2"))
+    inverted = read_image(dicom_bytes(pixels, "MONOCHROME1"))
     np.testing.assert_allclose(normal + inverted, 255, atol=1e-3)
     assert normal[10, 10] > 250 and inverted[10, 10] < 5  # the bright square
 
 
 def test_dicom_window_and_rescale():
     pixels = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (20, 1))  # 0..3960
-    image = read_image(dicom(pixels, window=(1000, 1000)))  # shows 500..1500
+    image = read_image(dicom_bytes(pixels, window=(1000, 1000)))  # shows 500..1500
     values = pixels[0].astype(float)
     assert np.all(image[0][values <= 480] == 0) and np.all(image[0][values >= 1520] == 255)
     assert 0 < image[0][values == 1000][0] < 255
-    shifted = read_image(dicom(pixels, window=(0, 1000), RescaleIntercept=-1000, RescaleSlope=1))
+    shifted = read_image(dicom_bytes(pixels, window=(0, 1000), RescaleIntercept=-1000, RescaleSlope=1))
     np.testing.assert_allclose(shifted, image, atol=1e-3)  # the window applies after the rescale
 
 
@@ -142,7 +126,7 @@ def test_dicom_voi_lut_sequence():
     lut = Dataset()
     lut.add_new("LUTDescriptor", "US", [4096, 0, 16])
     lut.add_new("LUTData", "OW", ((4095 - np.arange(4096)) * 16).astype("<u2").tobytes())  # an inverting LUT
-    ds = pydicom.dcmread(io.BytesIO(dicom(pixels)))
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(pixels)))
     ds.VOILUTSequence = Sequence([lut])
     buffer = io.BytesIO()
     ds.save_as(buffer)
@@ -152,7 +136,7 @@ def test_dicom_voi_lut_sequence():
 
 def test_dicom_signed_pixels_and_multiframe():
     frames = np.stack([gradient().astype(np.int16) - 100, np.zeros((64, 96), np.int16)])
-    image = read_image(dicom(frames, bits_stored=16, NumberOfFrames=2))
+    image = read_image(dicom_bytes(frames, bits_stored=16, NumberOfFrames=2))
     assert image.shape == (64, 96) and image.max() == 255  # first frame, full range
 
 

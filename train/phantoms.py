@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -834,6 +835,27 @@ def write_chest14(root, jobs, findings, rng):
             for f in boxes:
                 label = "Infiltrate" if f.label == "Infiltration" else f.label  # NIH's spelling in this file
                 handle.write(f"{job.path.split('/')[-1]},{label},{','.join(f'{v:.6f}' for v in f.box)},,,\n")
+
+
+def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+                window: tuple[float, float] | None = None, **tags) -> bytes:
+    """A minimal computed-radiography DICOM file (explicit VR little endian) holding `pixels`."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", generate_uid()
+    ds.Modality = "CR"
+    ds.set_pixel_data(pixels, photometric, bits_stored)
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 WRITERS = {"knee": write_knee, "mura": write_mura, "pneumonia": write_pneumonia, "chest14": write_chest14}
