@@ -31,13 +31,13 @@ from typing import Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 Source = Union[str, os.PathLike, bytes]
 
 MAX_PIXELS = 100_000_000  # per frame; a header claiming more is refused before decoding
 MIN_SIDE = 16
-PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "MPO")  # MPO: multi-picture JPEG from cameras
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # JPEG also opens multi-picture (MPO) files from cameras
 ACCEPTED = (
     "accepted: PNG (8/16-bit), JPEG, BMP, TIFF (8/16-bit) or DICOM, "
     f"at least {MIN_SIDE}x{MIN_SIDE} pixels and at most {MAX_PIXELS // 1_000_000} megapixels"
@@ -89,8 +89,11 @@ def _check_size(width: int, height: int, name: str) -> None:
 def _decode_pil(data: bytes, name: str) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
-    except Exception as error:  # UnidentifiedImageError, truncated header, ...
-        raise ImageLoadError(f"not a recognised image ({error})", name) from error
+    except UnidentifiedImageError:
+        raise ImageLoadError("not a recognised image: its content is none of PNG, JPEG, BMP, TIFF or DICOM "
+                             "(whatever its name says)", name) from None
+    except Exception as error:  # truncated header, ...
+        raise ImageLoadError(f"not a readable image ({type(error).__name__}: {error})", name) from error
     _check_size(*image.size, name)
     image = ImageOps.exif_transpose(image)  # decodes the first frame; raises on truncated data
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):

@@ -78,7 +78,7 @@ class Analysis:
             "task": self.card["task"], "file": self.name, "image": {"width": width, "height": height},
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
             "decision": decide(self.card, self.probabilities),
-            "heatmap": {"class": self.labels[class_index], "path": self.model["cam_path"],
+            "heatmap": {"class": self.labels[class_index], "method": self.model["cam_path"],
                         "flat": self.flat[class_index], "hottest_region_xywh": self.region(class_index),
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
             "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.get("notice"),
@@ -125,6 +125,6 @@ class Service:
         study = {"task": "mura", "views": len(views), "files": names,
                  "probabilities": dict(zip(card["labels"], mean.tolist())), "decision": decide(card, mean),
                  "per_view": [view.result() for view in views], "model": views[0].model,
-                 "timings_ms": {"total": round(sum(view.timings_ms["total"] for view in views), 2)},
+                 "timings_ms": {key: round(sum(view.timings_ms[key] for view in views), 2) for key in views[0].timings_ms},
                  "notice": card.get("notice")}
         return views, study

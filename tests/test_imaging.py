@@ -1,7 +1,5 @@
 """The shared image loader: every accepted format, 16-bit range, DICOM handling, bad input, letterbox."""
 import io
-import struct
-import zlib
 
 import numpy as np
 import pydicom
@@ -14,6 +12,8 @@ from pydicom.dataset import Dataset
 
 from radiograph.imaging import MAX_PIXELS, ImageLoadError, letterbox, load_for_model, read_image
 from train.phantoms import dicom_bytes
+
+from conftest import png_header  # noqa: E402
 
 
 def gradient(height=64, width=96, maximum=255):
@@ -156,13 +156,6 @@ def test_dicom_compressed_without_decoder_and_without_pixels():
 
 
 # ----------------------------------------------------------------------------- bad input
-
-def png_header(width, height):
-    """A PNG whose IHDR claims width x height, with a tiny (wrong) image body."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
-
 
 VALID_PNG = encode(gradient().astype(np.uint8), "PNG")
 VALID_JPEG = encode(gradient().astype(np.uint8), "JPEG")

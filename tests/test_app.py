@@ -1,0 +1,173 @@
+"""The app end to end through gradio_client: every endpoint, DICOM and 16-bit input, bad files, the light install."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radiograph.registry import TASKS
+
+from conftest import png_header  # noqa: E402
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The app on the shipped models, on a free loopback port (shared by the client and browser tests)."""
+    import app
+
+    demo, url = app.serve(app.settings(["--port", str(free_port()), "--max-file-size", "5mb"]), block=False)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def examples(task):
+    return json.loads((EXAMPLES / task / "examples.json").read_text())
+
+
+def assert_overlay_of(path, original):
+    with Image.open(path) as overlay, Image.open(original) as source:
+        assert overlay.format == "PNG" and overlay.size == source.size
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if t != "mura"])
+def test_every_single_image_endpoint_gives_the_examples_truth(client, task):
+    for example in examples(task):
+        path = EXAMPLES / task / example["files"][0]
+        result, overlay = client.predict(handle_file(str(path)), api_name=f"/{task}")
+        decision = result["decision"]
+        if TASKS[task].multi_label:
+            assert set(example["truth"]) <= set(decision["positive"]), example["caption"]
+        else:
+            assert decision["label"] == example["truth"][0], example["caption"]
+        assert result["model"]["provider"] and result["model"]["cam_path"] in ("keras-gradcam", "onnx-cam")
+        assert set(result["probabilities"]) == set(TASKS[task].labels)
+        assert result["timings_ms"]["total"] > 0 and "not a medical device" in result["notice"]
+        if path.suffix != ".dcm":  # Pillow cannot open DICOM; its size is checked from the result
+            assert_overlay_of(overlay, path)
+        assert Image.open(overlay).size == (result["image"]["width"], result["image"]["height"])
+
+
+def test_mura_study_and_single_view_endpoints(client):
+    for example in examples("mura"):
+        files = [EXAMPLES / "mura" / name for name in example["files"]]
+        study, gallery = client.predict([handle_file(str(f)) for f in files], api_name="/mura_study")
+        part, status = example["truth"][0].split("_")
+        assert study["views"] == len(files) and study["decision"]["body_part"] == part
+        assert study["decision"]["abnormal"] == (status == "abnormal"), example["caption"]
+        assert len(study["per_view"]) == len(gallery) == len(files)
+        for item, source in zip(gallery, files):
+            assert_overlay_of(item["image"], source)
+    result, overlay = client.predict(handle_file(str(files[0])), api_name="/mura")
+    assert result["decision"]["body_part"] == part
+    assert_overlay_of(overlay, files[0])
+
+
+def test_dicom_and_16bit_inputs_match_their_8bit_sources(client):
+    dicom = next(e for e in examples("chest14") if "DICOM" in e["caption"])
+    deep = next(e for e in examples("knee") if "16-bit" in e["caption"])
+    from_dicom, _ = client.predict(handle_file(str(EXAMPLES / "chest14" / dicom["files"][0])), api_name="/chest14")
+    assert set(dicom["truth"]) <= set(from_dicom["decision"]["positive"])
+    from_16bit, _ = client.predict(handle_file(str(EXAMPLES / "knee" / deep["files"][0])), api_name="/knee")
+    assert from_16bit["decision"]["label"] == deep["truth"][0]
+
+
+BAD_FILES = {  # name: (content, words the error message must contain)
+    "notes.png": (b"this is text, not an image\n" * 10, "not a recognised image"),
+    "empty.png": (b"", "empty"),
+    "huge.png": (png_header(30000, 30000), "30000x30000"),
+    "scan.txt": (b"hello", "Invalid file type"),
+}
+
+
+@pytest.mark.parametrize("name", [*BAD_FILES, "truncated.png"])
+def test_bad_files_get_clear_errors_and_the_app_keeps_serving(client, tmp_path, name):
+    if name == "truncated.png":
+        content, words = (EXAMPLES / "knee" / examples("knee")[0]["files"][0]).read_bytes()[:400], "decoded"
+    else:
+        content, words = BAD_FILES[name]
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    with pytest.raises(AppError, match=words) as raised:
+        client.predict(handle_file(str(bad)), api_name="/knee")
+    if name != "scan.txt":  # the loader's messages also say what is accepted
+        assert "accepted: PNG" in str(raised.value)
+    good = EXAMPLES / "knee" / examples("knee")[0]["files"][0]
+    result, _ = client.predict(handle_file(str(good)), api_name="/knee")
+    assert result["decision"]["label"] == examples("knee")[0]["truth"][0]
+
+
+def test_upload_size_limit_is_enforced(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 6_000_000)  # the fixture's limit is 5 MB
+    with pytest.raises(Exception, match="(?i)size|413|large"):
+        client.predict(handle_file(str(big)), api_name="/knee")
+
+
+def test_api_names_and_parameters_are_meaningful(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/knee", "/mura", "/mura_study", "/pneumonia", "/chest14"} <= set(info)
+    for name in ("/knee", "/mura", "/pneumonia", "/chest14"):
+        assert [p["parameter_name"] for p in info[name]["parameters"]] == ["radiograph"]
+        assert [r["label"] for r in info[name]["returns"]] == ["Result (JSON)", "Grad-CAM overlay"]
+    assert [p["parameter_name"] for p in info["/mura_study"]["parameters"]] == ["views"]
+    assert not any(name.startswith("/lambda") or name.startswith("/run") for name in info)
+
+
+def test_the_app_runs_without_tensorflow(tmp_path):
+    """The light install: no TensorFlow, the ONNX CAM path; checked in a process where TensorFlow cannot import."""
+    script = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "import app\n"
+        "from radiograph.service import Service\n"
+        "service = Service(app.ROOT / 'models', ['knee'])\n"
+        "app.App(service).build()\n"
+        "result = service.analyse('knee', sorted((app.ROOT / 'examples' / 'knee').glob('*.png'))[0]).result()\n"
+        "assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None\n"
+        "print(result['model']['cam_path'], result['heatmap']['flat'])\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["onnx-cam", "False"]
+
+
+def test_model_cards_for_people_name_their_provenance():
+    from radiograph.cards import card_markdown
+
+    for task in TASKS:
+        card = json.loads((ROOT / "models" / task / "card.json").read_text())
+        text = card_markdown(card)
+        assert card["model_version"] in text and "phantom" in text and card["training"]["command"] in text
+
+
+def test_threshold_bars_mark_every_class_and_its_threshold():
+    import app
+
+    labels = list(TASKS["chest14"].labels)
+    probabilities = np.linspace(0.05, 0.95, len(labels))
+    thresholds = {label: 0.5 for label in labels}
+    html = app.threshold_bars(labels, probabilities, thresholds)
+    assert html.count('class="bar-threshold"') == len(labels)
+    assert html.count("bar-row positive") == int((probabilities >= 0.5).sum())
