@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import html  # noqa: E402
+import threading  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -186,11 +187,19 @@ class App:
                     self.models_tab()
         return demo
 
-    def heatmap_controls(self, labels: list[str]):
+    @staticmethod
+    def examples(task: str, upload):
+        values, captions = examples_of(task)
+        if not values:
+            return None
+        return gr.Examples(values, inputs=[upload], example_labels=captions, api_visibility="private",
+                           label="Phantom examples, never used in training (the caption is the truth)")
+
+    def heatmap_controls(self, task: str, labels: list[str]):
         with gr.Row():
-            selector = gr.Dropdown(choices=labels, label="Heatmap class", interactive=True)
-            opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity")
-            region = gr.Checkbox(label="Outline the hottest region", value=False)
+            selector = gr.Dropdown(choices=labels, label="Heatmap class", interactive=True, elem_id=f"{task}-class")
+            opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", elem_id=f"{task}-opacity")
+            region = gr.Checkbox(label="Outline the hottest region", value=False, elem_id=f"{task}-region")
         return selector, opacity, region
 
     def image_tab(self, task: str):
@@ -201,6 +210,7 @@ class App:
                 upload = gr.File(label=f"Radiograph: {UPLOAD_HELP}", file_types=FILE_TYPES, type="filepath",
                                  elem_id=f"{task}-upload")
                 button = gr.Button("Analyse", variant="primary", elem_id=f"{task}-analyse")
+                examples = self.examples(task, upload)
                 preview = gr.Image(label="Decoded image", interactive=False, format="png", height=320)
             with gr.Column(scale=1):
                 decision = gr.Markdown(elem_id=f"{task}-decision")
@@ -208,12 +218,9 @@ class App:
                 bars = gr.HTML(elem_id=f"{task}-bars") if task == "chest14" else None
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="numpy",
                                    elem_id=f"{task}-overlay")
-                selector, opacity, region = self.heatmap_controls(labels)
+                selector, opacity, region = self.heatmap_controls(task, labels)
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 result = gr.JSON(label="Result (JSON)", open=False)
-        values, captions = examples_of(task)
-        examples = gr.Examples(values, inputs=[upload], example_labels=captions, label="Phantom examples (truth in "
-                               "the caption)", api_visibility="private") if values else None
         shown = [decision, label, preview, selector, timing] + ([bars] if bars else [])
 
         def run(radiograph):
@@ -244,16 +251,15 @@ class App:
                 upload = gr.File(label=f"The views of one study: {UPLOAD_HELP}", file_types=FILE_TYPES,
                                  file_count="multiple", type="filepath", elem_id="mura-upload")
                 button = gr.Button("Analyse study", variant="primary", elem_id="mura-analyse")
+                examples = self.examples("mura", upload)
             with gr.Column(scale=1):
                 decision = gr.Markdown(elem_id="mura-decision")
                 label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id="mura-label")
                 timing = gr.Markdown(elem_id="mura-timing")
-        gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height=360, format="png", elem_id="mura-gallery")
-        selector, opacity, region = self.heatmap_controls(labels)
+        gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height=360, format="png", object_fit="contain",
+                             elem_id="mura-gallery")
+        selector, opacity, region = self.heatmap_controls("mura", labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
-        values, captions = examples_of("mura")
-        examples = gr.Examples(values, inputs=[upload], example_labels=captions, label="Phantom studies (truth in "
-                               "the caption)", api_visibility="private") if values else None
         shown = [decision, label, selector, timing]
 
         def rerender(state, class_name, alpha, outline):
@@ -289,12 +295,15 @@ class App:
     def models_tab(self):
         gr.Markdown(f"> {NOT_A_DEVICE}")
         for task, model in self.service.models.items():
-            with gr.Accordion(f"{TASKS[task].title}: {model.card['model_version']}", open=False):
+            trained_on = ("demo model trained on synthetic phantoms" if model.card.get("data", {}).get("kind")
+                          == "synthetic phantoms" else model.card.get("data", {}).get("dataset", ""))
+            with gr.Accordion(f"{TASKS[task].title}: {model.card['model_version']} ({trained_on})", open=False):
                 gr.Markdown(card_markdown(model.card, self.service.describe(task)))
                 pictures = [str(ROOT / p) for p in model.card.get("reports", []) if p.endswith(".png")
                             and (ROOT / p).exists()]
                 if pictures:
-                    gr.Gallery(pictures, columns=len(pictures), height=260, label="Report figures (phantom test set)",
+                    gr.Gallery(pictures, columns=len(pictures), height=320, object_fit="contain",
+                               label="Report figures (phantom test set)",
                                interactive=False)
 
 
@@ -324,6 +333,7 @@ def serve(args: argparse.Namespace, block: bool = True):
                             max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
                             allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,
                             footer_links=["api"], css=CSS, quiet=True)
+    threading.Thread(target=service.warm_up, daemon=True).start()  # traces Grad-CAM while the page loads
     providers = ", ".join(f"{task}: {model.provider}" for task, model in service.models.items())
     print(f"ready in {time.perf_counter() - STARTED:.1f} s at {url} ({providers}; heatmaps by "
           f"{next(iter(service.explainers.values())).path})", flush=True)

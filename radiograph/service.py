@@ -96,6 +96,12 @@ class Service:
         self.models = {task: OnnxModel(Path(models) / task, variant=variant, device=device) for task in tasks}
         self.explainers = {task: Explainer(model, cam_path) for task, model in self.models.items()}
 
+    def warm_up(self) -> None:
+        """Run every model's heatmaps once (the Keras path traces its graph on the first call)."""
+        for task, model in self.models.items():
+            blank = np.zeros((1, model.size, model.size, 1), np.float32)
+            self.explainers[task].heatmaps(blank, model.run(blank).features[0])
+
     def describe(self, task: str) -> dict:
         return {**self.models[task].describe(), "cam_path": self.explainers[task].path}
 

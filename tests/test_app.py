@@ -1,7 +1,5 @@
 """The app end to end through gradio_client: every endpoint, DICOM and 16-bit input, bad files, the light install."""
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,29 +12,11 @@ from radiograph.registry import TASKS
 
 from conftest import png_header  # noqa: E402
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402 - after conftest turned telemetry off
 from gradio_client.exceptions import AppError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def app_url():
-    """The app on the shipped models, on a free loopback port (shared by the client and browser tests)."""
-    import app
-
-    demo, url = app.serve(app.settings(["--port", str(free_port()), "--max-file-size", "5mb"]), block=False)
-    yield url
-    demo.close()
 
 
 @pytest.fixture(scope="session")

@@ -24,3 +24,14 @@ def test_space_front_matter_matches_requirements():
     assert front["sdk"] == "gradio" and front["sdk_version"] == pins["gradio"]
     assert front["app_file"] == "app.py" and front["python_version"].strip('"') == "3.11"
     assert len(front["short_description"]) <= 60
+
+
+def test_readme_app_command_and_client_example_point_at_real_things():
+    text = (ROOT / "README.md").read_text()
+    app_command = re.search(r"Install and run the app.*?```bash\n(.+?)\n```", text, re.S)
+    assert app_command and app_command.group(1).strip().endswith("python app.py")
+    assert (ROOT / "app.py").exists()
+    files = re.findall(r'handle_file\("([^"]+)"\)', text)
+    assert files and all((ROOT / f).exists() for f in files), [f for f in files if not (ROOT / f).exists()]
+    endpoints = set(re.findall(r'api_name="(/\w+)"', text))
+    assert endpoints == {"/knee", "/mura", "/mura_study", "/pneumonia", "/chest14"}

@@ -1,0 +1,81 @@
+"""The app in a real browser: Debian's chromium driven by Playwright uploads an example in every tab.
+
+Screenshots go to $RADIOGRAPH_ARTIFACTS (default test-artifacts/). Without chromium
+the test skips, except where RADIOGRAPH_REQUIRE_BROWSER=1 (.ci/run sets it): there it fails.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from radiograph.registry import TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("RADIOGRAPH_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+WAIT_MS = 90_000
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("RADIOGRAPH_REQUIRE_BROWSER") == "1":
+        pytest.fail("chromium is not installed (apt-get install chromium) and RADIOGRAPH_REQUIRE_BROWSER=1")
+    pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def first_example(task):
+    entry = json.loads((ROOT / "examples" / task / "examples.json").read_text())[0]
+    return entry, [str(ROOT / "examples" / task / name) for name in entry["files"]]
+
+
+def overlay_css(task):
+    return f"#{task}-gallery img" if task == "mura" else f"#{task}-overlay img"
+
+
+def overlay_sources(page, task):
+    return page.locator(overlay_css(task)).evaluate_all("images => images.map(i => i.src)")
+
+
+def test_every_tab_in_a_real_browser(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             env={**os.environ, "HOME": str(tmp_path)})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load")
+        expect(page.get_by_text("not a medical device").first).to_be_visible(timeout=WAIT_MS)
+        for task, spec in TASKS.items():
+            entry, files = first_example(task)
+            page.get_by_role("tab", name=spec.title).click()
+            page.locator(f"#{task}-upload input[type=file]").set_input_files(files)
+            decision = page.locator(f"#{task}-decision")
+            expected = entry["truth"][0].split("_")[0] if task == "mura" else entry["truth"][0]
+            expect(decision).to_contain_text(expected, ignore_case=True, timeout=WAIT_MS)
+            expect(page.locator(f"#{task}-label")).to_be_visible()
+            page.wait_for_function(f"document.querySelectorAll('{overlay_css(task)}').length >= {len(files)}",
+                                   timeout=WAIT_MS)
+            before = overlay_sources(page, task)
+            page.screenshot(path=str(ARTIFACTS / f"{task}.png"), full_page=True)
+
+            page.locator(f"#{task}-class input").click()  # another heatmap class re-renders the overlay
+            other = [label for label in spec.labels if label != page.locator(f"#{task}-class input").input_value()][0]
+            page.get_by_role("option", name=other, exact=True).click()
+            page.wait_for_function(
+                f"JSON.stringify(Array.from(document.querySelectorAll('{overlay_css(task)}')).map(i => i.src))"
+                f" !== {json.dumps(json.dumps(before))}", timeout=WAIT_MS)
+            page.screenshot(path=str(ARTIFACTS / f"{task}_class_{other}.png"), full_page=True)
+        page.get_by_role("tab", name="Models").click()
+        page.get_by_role("button", name=TASKS["knee"].title, exact=False).click()
+        expect(page.get_by_text("pointing game").first).to_be_visible(timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True)
+        browser.close()
+    assert len(list(ARTIFACTS.glob("*.png"))) >= 2 * len(TASKS) + 1
+
