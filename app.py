@@ -28,10 +28,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import html  # noqa: E402
-import threading  # noqa: E402
 import json  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -44,6 +47,7 @@ ROOT = Path(__file__).resolve().parent
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"]
 UPLOAD_HELP = "PNG, JPEG, BMP, TIFF (8/16-bit) or DICOM (.dcm)"
 MAX_FILE_SIZE = "50mb"
+OVERLAY_AGE_S = 600
 NOT_A_DEVICE = ("**Research demo, not a medical device.** Do not use it to diagnose, treat or triage anyone; "
                 "the heatmap shows where the model looked, not where disease is.")
 
@@ -119,6 +123,7 @@ class App:
 
     def __init__(self, service: Service):
         self.service = service
+        self.overlays = Path(tempfile.mkdtemp(prefix="radiograph-overlays-"))
 
     # ------------------------------------------------------------------ handlers (plain functions of values)
 
@@ -130,7 +135,7 @@ class App:
             analysis = self.service.analyse(task, radiograph, Path(radiograph).name)
         except ImageLoadError as error:
             raise gr.Error(str(error)) from None
-        return analysis.result(), analysis.overlay(), analysis
+        return analysis.result(), self.png(analysis.overlay()), analysis
 
     def analyse_study(self, views: list[str] | None):
         """API: the views of one MURA study -> (study JSON, gallery of overlays, state)."""
@@ -142,9 +147,19 @@ class App:
             raise gr.Error(str(error)) from None
         return study, self.gallery(views), (views, study)
 
-    @staticmethod
-    def gallery(views, class_index=None, opacity=0.4, region=False):
-        return [(view.overlay(class_index, opacity, region),
+    def png(self, picture: np.ndarray) -> str:
+        """Write an RGB overlay as PNG with OpenCV (several times faster than Gradio's Pillow encoder on large
+        films); files older than OVERLAY_AGE_S are removed as new ones are written, so the folder stays small."""
+        now = time.time()
+        for old in self.overlays.glob("*.png"):
+            if now - old.stat().st_mtime > OVERLAY_AGE_S:
+                old.unlink(missing_ok=True)
+        target = self.overlays / f"{uuid.uuid4().hex}.png"
+        cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        return str(target)
+
+    def gallery(self, views, class_index=None, opacity=0.4, region=False):
+        return [(self.png(view.overlay(class_index, opacity, region)),
                  f"{view.name}: P(abnormal) {view.result()['decision']['abnormal_probability']:.2f}") for view in views]
 
     def present(self, task: str, analysis):
@@ -172,7 +187,7 @@ class App:
     # ------------------------------------------------------------------ layout
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="Radiograph classifier (research demo)") as demo:
+        with gr.Blocks(title="Radiograph classifier (research demo)", delete_cache=(600, 1800)) as demo:
             gr.Markdown("# Radiograph classifier\nKnee osteoarthritis grade, MURA musculoskeletal studies, "
                         "pediatric pneumonia and 14 chest findings, served by ONNX Runtime with Grad-CAM heatmaps.")
             with gr.Tabs():
@@ -216,7 +231,7 @@ class App:
                 decision = gr.Markdown(elem_id=f"{task}-decision")
                 label = gr.Label(num_top_classes=min(5, len(labels)), label="Top probabilities", elem_id=f"{task}-label")
                 bars = gr.HTML(elem_id=f"{task}-bars") if task == "chest14" else None
-                overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="numpy",
+                overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
                 selector, opacity, region = self.heatmap_controls(task, labels)
                 timing = gr.Markdown(elem_id=f"{task}-timing")
@@ -232,7 +247,7 @@ class App:
         def rerender(analysis, class_name, alpha, outline):
             if analysis is None or class_name not in analysis.labels:
                 return gr.skip()
-            return analysis.overlay(analysis.labels.index(class_name), alpha, outline)
+            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline))
 
         gr.on([button.click, upload.upload], run, [upload], [result, overlay, state], api_name=task,
               api_description=f"{TASKS[task].question}. Returns (result JSON, Grad-CAM overlay PNG at the input's "
@@ -282,7 +297,7 @@ class App:
         with gr.Group(visible=False):
             single = gr.File(file_types=FILE_TYPES, type="filepath")
             single_result = gr.JSON(label="Result (JSON)")
-            single_overlay = gr.Image(label="Grad-CAM overlay", format="png", type="numpy")
+            single_overlay = gr.Image(label="Grad-CAM overlay", format="png", type="filepath")
             trigger = gr.Button()
 
         def run_view(radiograph):
