@@ -90,8 +90,8 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
     except UnidentifiedImageError:
-        raise ImageLoadError("not a recognised image: its content is none of PNG, JPEG, BMP, TIFF or DICOM "
-                             "(whatever its name says)", name) from None
+        raise ImageLoadError("not a recognised image: no complete PNG, JPEG, BMP, TIFF or DICOM header in it "
+                             "(the file name does not matter)", name) from None
     except Exception as error:  # truncated header, ...
         raise ImageLoadError(f"not a readable image ({type(error).__name__}: {error})", name) from error
     _check_size(*image.size, name)

@@ -1,8 +1,6 @@
 import json
 import os
 import socket
-import struct
-import zlib
 
 import pytest
 
@@ -64,13 +62,6 @@ def tiny_models(tmp_path_factory, phantom_root):
         export_task(task, models, 17, fp16=task == "knee", int8=task == "knee", data=phantom_root / task,
                     triton=triton if task == "chest14" else None)
     return models, triton
-
-
-def png_header(width, height):
-    """A PNG whose IHDR claims width x height, with a tiny (wrong) image body."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
 
 
 def free_port() -> int:

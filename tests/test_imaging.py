@@ -13,20 +13,7 @@ from pydicom.dataset import Dataset
 from radiograph.imaging import MAX_PIXELS, ImageLoadError, letterbox, load_for_model, read_image
 from train.phantoms import dicom_bytes
 
-from conftest import png_header  # noqa: E402
-
-
-def gradient(height=64, width=96, maximum=255):
-    """A horizontal ramp with a bright square in the top-left corner (to check orientation)."""
-    image = np.tile(np.linspace(0, maximum * 0.6, width), (height, 1))
-    image[4:16, 4:16] = maximum
-    return image
-
-
-def encode(array, fmt, mode=None, **save):
-    buffer = io.BytesIO()
-    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buffer, fmt, **save)
-    return buffer.getvalue()
+from corpus import ACCEPTED, REFUSED, VALID_PNG, encode, gradient  # noqa: E402
 
 
 def write(tmp_path, name, data):
@@ -157,34 +144,29 @@ def test_dicom_compressed_without_decoder_and_without_pixels():
 
 # ----------------------------------------------------------------------------- bad input
 
-VALID_PNG = encode(gradient().astype(np.uint8), "PNG")
-VALID_JPEG = encode(gradient().astype(np.uint8), "JPEG")
-BAD_INPUTS = {
-    "empty.png": b"",
-    "random.png": bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)),
-    "text.jpg": b"this is not an image at all\n" * 20,
-    "huge.png": png_header(30000, 30000),
-    "one_pixel.png": encode(np.zeros((1, 1), np.uint8), "PNG"),
-    "thin.png": encode(np.zeros((1, 500), np.uint8), "PNG"),
-    "gif.png": encode(gradient().astype(np.uint8), "GIF"),
-    "not_dicom.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 50,
-    **{f"truncated_{n}.png": VALID_PNG[:n] for n in (8, 30, 60, len(VALID_PNG) // 2)},
-    **{f"truncated_{n}.jpg": VALID_JPEG[:n] for n in (2, 100, len(VALID_JPEG) // 2)},
-}
-
-
-@pytest.mark.parametrize("name", list(BAD_INPUTS))
+@pytest.mark.parametrize("name", list(REFUSED))
 def test_bad_input_raises_the_typed_error(tmp_path, name):
     with pytest.raises(ImageLoadError) as raised:
-        read_image(write(tmp_path, name, BAD_INPUTS[name]))
+        read_image(write(tmp_path, name, REFUSED[name]))
     message = str(raised.value)
     assert message.startswith(name) and "accepted: PNG" in message
+
+
+@pytest.mark.parametrize("name", list(ACCEPTED))
+def test_odd_but_valid_input_is_read(tmp_path, name):
+    image = read_image(write(tmp_path, name, ACCEPTED[name]))
+    assert image.ndim == 2 and image.dtype == np.float32 and np.isfinite(image).all()
+    assert 0 <= image.min() and image.max() <= 255 and image.max() > image.min()
+
+
+def test_the_corpus_is_large_enough():
+    assert len(REFUSED) + len(ACCEPTED) >= 40
 
 
 def test_messages_say_what_was_wrong(tmp_path):
     for name, fragment in [("empty.png", "empty"), ("huge.png", "30000x30000"), ("one_pixel.png", "1x1")]:
         with pytest.raises(ImageLoadError, match=fragment):
-            read_image(write(tmp_path, name, BAD_INPUTS[name]))
+            read_image(write(tmp_path, name, REFUSED[name]))
     assert 30000 * 30000 > MAX_PIXELS
 
 

@@ -3,11 +3,14 @@
 * every shipped demo model retrains from the command in its card, on phantoms regenerated from the
   card's provenance, to within 0.02 of each recorded metric;
 * a shuffled-label control: the training command on phantoms whose labels were shuffled must end at
-  chance level (if it does not, something other than the finding carries the label).
+  chance level (if it does not, something other than the finding carries the label);
+* a soak: 1,000 sequential requests through gradio_client to `app.py` in its own process, resident
+  memory growing 10% or less after the first 50.
 """
 import json
 import random
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,26 @@ def test_shuffled_labels_end_at_chance(tmp_path):
     card = json.loads((tmp_path / "model" / "card.json").read_text())
     print(f"shuffled-label control: test AUC {card['metrics']['auc']:.3f}")
     assert abs(card["metrics"]["auc"] - 0.5) < 0.1
+
+
+def test_app_memory_stays_flat_over_a_thousand_requests():
+    from gradio_client import Client
+
+    from bench.endpoints import ENDPOINTS, example_input, free_port, rss_mb, start_app
+
+    port = free_port()
+    process, _, _ = start_app(sys.executable, port, [])
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        inputs = [(endpoint, example_input(endpoint)) for endpoint in ENDPOINTS]
+        for request in range(1000):
+            endpoint, value = inputs[request % len(inputs)]
+            client.predict(value, api_name=f"/{endpoint}")
+            if request == 49:
+                baseline = rss_mb(process.pid)
+        final = rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    print(f"soak: RSS {baseline:.0f} MB after 50 requests, {final:.0f} MB after 1000 ({final / baseline - 1:+.1%})")
+    assert final <= 1.10 * baseline

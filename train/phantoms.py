@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import math
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -759,7 +760,8 @@ def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | Non
     jobs = PLANS[task](count, np.random.default_rng([seed, list(TASKS).index(task), 10**9]))
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 8:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: a caller with threads (a running app, TensorFlow, ONNX Runtime) can deadlock forked children
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             findings = list(pool.map(_render_and_write, [task] * len(jobs), jobs, [seed] * len(jobs),
                                      [str(root)] * len(jobs), chunksize=8))
     else:
