@@ -1,14 +1,20 @@
 """Benchmarks of the shipped models, measured in one run on this machine: one table, and bench/results.json.
 
     python -m bench                      # every model folder with a model.onnx
-    python -m bench --tasks knee --repeats 100
+    python -m bench --tasks knee --repeats 100 --no-app
+    python -m bench --light-python .venv-light/bin/python     # the light install's app too
 
 Per task, on phantom images read through the shared loader: batch-1 latency
 (median and p95) of Keras eager, Keras `tf.function`, and ONNX Runtime for
 each exported variant; Keras Grad-CAM (compiled) and the ONNX CAM path's extra
 work over inference; ONNX Runtime batched throughput; and the batch command
 (`python -m radiograph predict`: decoding, inference, result rows) against raw
-ONNX Runtime batched throughput on the same, already decoded, images. Ratios
+ONNX Runtime batched throughput on the same, already decoded, images. Also: each
+model's floating-point work per image and the GFLOP/s ONNX Runtime achieves
+against this CPU's measured matrix-multiply rate (the ceiling); and the app
+(bench/endpoints.py): start-up time, resident memory, and one request per
+endpoint end to end through gradio_client, for this install and optionally a
+light one (--light-python). Ratios
 are what to read: the machine is shared and absolute times drift, but every
 number in one table comes from the same run.
 """
@@ -18,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +90,38 @@ def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: in
     return result
 
 
+def model_flops(onnx_path: Path) -> float:
+    """Floating-point operations of one image through the model: 2 x multiply-adds of every Conv, MatMul and Gemm."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # batch of one
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.value_info, *graph.input, *graph.output]}
+    shapes.update({i.name: list(i.dims) for i in graph.initializer})
+    total = 0
+    for node in graph.node:
+        if node.op_type == "Conv":
+            out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
+            if out and weight:  # NCHW out, weight [M, C/group, kh, kw]: each output element takes C/group*kh*kw MACs
+                total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("MatMul", "Gemm"):
+            left, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if left and out:
+                total += int(np.prod(out)) * left[-1]
+    return 2.0 * total
+
+
+def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """This CPU's float32 matrix-multiply rate through numpy's BLAS on all cores: the ceiling for a CNN."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
+    best = timings(lambda: a @ b, repeats)["median_ms"] / 1e3
+    return 2.0 * n ** 3 / best / 1e9
+
+
 def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path) -> dict:
     from radiograph.predict import predict_files
 
@@ -114,6 +153,10 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
     latency, throughput = result["latency"], result["throughput"]
     result["ratios"] = {"batch_command_vs_raw_onnx": throughput["batch_command_images_per_s"] /
                         throughput["onnx_fp32_images_per_s"]}
+    result["onnx_fp32_gflop_per_image"] = model_flops(folder / "model.onnx") / 1e9
+    result["onnx_fp32_gflops_achieved"] = result["onnx_fp32_gflop_per_image"] / (latency["onnx_fp32"]["median_ms"] / 1e3)
+    result["onnx_fp32_batched_gflops_achieved"] = (result["onnx_fp32_gflop_per_image"]
+                                                   * throughput["onnx_fp32_images_per_s"])
     result["ratios"]["cam_onnx_extra_vs_inference"] = latency["cam_onnx_extra"]["median_ms"] / latency["onnx_fp32"]["median_ms"]
     if "gradcam_keras" in latency:
         result["ratios"]["gradcam_keras_vs_onnx_inference"] = latency["gradcam_keras"]["median_ms"] / latency["onnx_fp32"]["median_ms"]
@@ -126,12 +169,14 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
     return result
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
     columns = ["keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8", "gradcam_keras",
                "cam_onnx_extra"]
     lines = ["| task | size | " + " | ".join(f"{c} ms (p95)" for c in columns) +
-             " | ORT/tf.function | CAM extra/ORT | ORT batched img/s | batch command img/s | command/ORT |",
-             "|---" * (len(columns) + 7) + "|"]
+             " | ORT/tf.function | CAM extra/ORT | ORT batched img/s | batch command img/s | command/ORT"
+             " | GFLOP/image | ORT GFLOP/s batch 1 (batched) | of matmul ceiling | app end to end ms | "
+             "end to end/(inference+CAM) |",
+             "|---" * (len(columns) + 12) + "|"]
     for r in results:
         cells = [f"{r['latency'][c]['median_ms']:.1f} ({r['latency'][c]['p95_ms']:.1f})" if c in r["latency"] else "-"
                  for c in columns]
@@ -139,8 +184,25 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {r['task']} | {r['input_size']} | " + " | ".join(cells) +
                      f" | {'-' if ratio is None else f'{ratio:.2f}x'} | {r['ratios']['cam_onnx_extra_vs_inference']:.1%}"
                      f" | {r['throughput']['onnx_fp32_images_per_s']:.0f}"
-                     f" | {r['throughput']['batch_command_images_per_s']:.0f} | {r['ratios']['batch_command_vs_raw_onnx']:.2f}x |")
+                     f" | {r['throughput']['batch_command_images_per_s']:.0f} | {r['ratios']['batch_command_vs_raw_onnx']:.2f}x"
+                     f" | {r['onnx_fp32_gflop_per_image']:.3f} | {r['onnx_fp32_gflops_achieved']:.1f} "
+                     f"({r['onnx_fp32_batched_gflops_achieved']:.1f}) | {r['onnx_fp32_gflops_achieved'] / ceiling:.0%} "
+                     f"({r['onnx_fp32_batched_gflops_achieved'] / ceiling:.0%}) | " + app_cells(app, r["task"]) + " |")
+    lines.append(f"\nmatmul ceiling (numpy float32 1024x1024 @ 1024x1024, {os.cpu_count()} cores): {ceiling:.1f} GFLOP/s")
+    for install in (app or {}).values():
+        start, memory = install["cold_start_s"], install["rss_mb"]
+        lines.append(f"app, {install['install']} install: ready in {start['ready']:.1f} s, first answer at "
+                     f"{start['first_answer']:.1f} s, resident memory {memory['after_start']:.0f} MB after start-up, "
+                     f"{memory['after_requests']:.0f} MB after {memory['requests']} requests; heatmaps by "
+                     f"{next(iter(install['endpoints'].values()))['cam_path']}")
     return "\n".join(lines)
+
+
+def app_cells(app: dict | None, task: str) -> str:
+    endpoint = (app or {}).get("full", {}).get("endpoints", {}).get(task)
+    if endpoint is None:
+        return "- | -"
+    return f"{endpoint['end_to_end_ms']['median']:.0f} | {endpoint['overhead_ratio']:.1f}x"
 
 
 def machine() -> dict:
@@ -159,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-keras", action="store_true", help="skip Keras (light install)")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-app", action="store_true", help="skip the app (start-up, memory, gradio_client)")
+    parser.add_argument("--light-python", help="interpreter of a light install (requirements-light.txt) to measure too")
+    parser.add_argument("--app-repeats", type=int, default=20, help="requests per endpoint through gradio_client")
     args = parser.parse_args(argv)
     tasks = args.tasks or [t for t in TASKS if (args.models / t / "model.onnx").is_file()]
     if not tasks:
@@ -166,9 +231,18 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         results = [bench_task(args.models / t, args.images, args.repeats, args.batch_size, not args.no_keras, Path(tmp))
                    for t in tasks]
-    report = {"machine": machine(), "command": "python -m bench", "tasks": results}
+    ceiling = matmul_ceiling_gflops()
+    app = {}
+    if not args.no_app:
+        from bench.endpoints import measure_app
+
+        app["full"] = measure_app(sys.executable, "full", args.app_repeats)
+        if args.light_python:
+            app["light"] = measure_app(args.light_python, "light", args.app_repeats)
+    report = {"machine": machine(), "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "matmul_ceiling_gflops": ceiling, "tasks": results, "app": app}
     args.out.write_text(json.dumps(report, indent=2))
-    print(table(results))
+    print(table(results, ceiling, app))
     print(f"wrote {args.out}")
 
 

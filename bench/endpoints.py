@@ -86,6 +86,46 @@ def measure(client, endpoint: str, repeats: int) -> dict:
             "requests": repeats}
 
 
+def measure_app(python: str, label: str, repeats: int, app_args: str = "") -> dict:
+    """Start app.py with `python`, time it, send every endpoint `repeats` requests; the results as a dict."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from gradio_client import Client
+
+    port = free_port()
+    process, ready_s, ready_line = start_app(python, port, app_args.split())
+    try:
+        memory_start = rss_mb(process.pid)
+        client_start = time.perf_counter()
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict(example_input("knee"), api_name="/knee")
+        first_answer_s = ready_s + time.perf_counter() - client_start
+        endpoints = {endpoint: measure(client, endpoint, repeats) for endpoint in ENDPOINTS}
+        memory_after = rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {"install": label, "python": python, "app_args": app_args, "app_said": ready_line,
+            "cold_start_s": {"ready": ready_s, "first_answer": first_answer_s},
+            "rss_mb": {"after_start": memory_start, "after_requests": memory_after,
+                       "requests": len(ENDPOINTS) * (repeats + 1) + 1},
+            "endpoints": endpoints, "cpu_count": os.cpu_count()}
+
+
+def app_table(results: dict) -> str:
+    start, memory = results["cold_start_s"], results["rss_mb"]
+    lines = [f"{results['install']} install: ready in {start['ready']:.1f} s, first answer at "
+             f"{start['first_answer']:.1f} s, RSS {memory['after_start']:.0f} MB after start, "
+             f"{memory['after_requests']:.0f} MB after {memory['requests']} requests", "",
+             "| endpoint | end to end median ms | p95 ms | server: inference + heatmap ms | server total ms | "
+             "end to end / (inference + heatmap) | heatmap |", "|---|---|---|---|---|---|---|"]
+    for endpoint, r in results["endpoints"].items():
+        lines.append(f"| /{endpoint} | {r['end_to_end_ms']['median']:.0f} | {r['end_to_end_ms']['p95']:.0f} | "
+                     f"{r['inference_plus_heatmap_ms']:.1f} | {r['server_total_ms']:.1f} | "
+                     f"{r['overhead_ratio']:.1f}x | {r['cam_path']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.endpoints", description=__doc__.split("\n")[0])
     parser.add_argument("--python", default=sys.executable, help="interpreter of the install to measure")
@@ -94,38 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app-args", default="", help="extra app.py flags, e.g. '--cam onnx'")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "endpoints.json")
     args = parser.parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from gradio_client import Client
-
-    port = free_port()
-    process, ready_s, ready_line = start_app(args.python, port, args.app_args.split())
-    try:
-        memory_start = rss_mb(process.pid)
-        client_start = time.perf_counter()
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        client.predict(example_input("knee"), api_name="/knee")
-        first_answer_s = ready_s + time.perf_counter() - client_start
-        endpoints = {endpoint: measure(client, endpoint, args.repeats) for endpoint in ENDPOINTS}
-        memory_after = rss_mb(process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    results = {"install": args.label, "python": args.python, "app_args": args.app_args, "app_said": ready_line,
-               "cold_start_s": {"ready": ready_s, "first_answer": first_answer_s},
-               "rss_mb": {"after_start": memory_start, f"after_{len(ENDPOINTS) * (args.repeats + 1) + 1}_requests":
-                          memory_after},
-               "endpoints": endpoints, "cpu_count": os.cpu_count()}
+    results = measure_app(args.python, args.label, args.repeats, args.app_args)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"{args.label} install: ready in {ready_s:.1f} s, first answer at {first_answer_s:.1f} s, "
-          f"RSS {memory_start:.0f} MB after start, {memory_after:.0f} MB after the requests")
-    print("| endpoint | end to end median ms | p95 ms | server: inference + heatmap ms | server total ms | "
-          "end to end / (inference + heatmap) | heatmap |")
-    print("|---|---|---|---|---|---|---|")
-    for endpoint, r in endpoints.items():
-        print(f"| /{endpoint} | {r['end_to_end_ms']['median']:.0f} | {r['end_to_end_ms']['p95']:.0f} | "
-              f"{r['inference_plus_heatmap_ms']:.1f} | {r['server_total_ms']:.1f} | {r['overhead_ratio']:.1f}x | "
-              f"{r['cam_path']} |")
+    print(app_table(results))
     print(f"results in {args.out}")
 
 
