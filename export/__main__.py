@@ -25,8 +25,9 @@ for FP16, 0.1 for INT8; decisions equal on all, resp. 95%, of them; a variant
 that misses is recorded in the card as rejected and not written) and on the
 test split of --data; its metric change and CPU latency against FP32 go into
 the card. A
-variant is `offered` on CPU only where it is faster and changes no headline
-metric by more than 0.01; FP16 is the GPU variant.
+variant is `offered` on CPU only where it is at least 5% faster (timed
+alternately with FP32, so that other load on the machine falls on both) and
+changes no headline metric by more than 0.01; FP16 is the GPU variant.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ PARITY_TOLERANCE = 1e-4
 VARIANT_TOLERANCE = {"fp16": 1e-2, "int8": 0.1}  # largest probability change accepted for a variant
 VARIANT_DECISIONS = {"fp16": 1.0, "int8": 0.95}  # share of parity images whose decision must not change
 METRIC_CHANGE_OFFERED = 0.01
+OFFERED_SPEED = 0.95  # a variant is offered on CPU only when clearly faster than FP32, not within timing noise
 PARITY_IMAGES, PARITY_SEED = 24, 4242  # a seed no shipped model trained on
 HEADLINE = {"knee": ("balanced_accuracy", "quadratic_weighted_kappa"), "mura": ("study_auc",),
             "pneumonia": ("auc",), "chest14": ("mean_auc",)}
@@ -166,17 +168,19 @@ def compare(card: dict, reference: np.ndarray, candidate: np.ndarray) -> dict:
             "decisions_equal": float(np.mean(same))}
 
 
-def latency(path: Path, size: int, repeats: int = 30) -> float:
-    """Median batch-1 CPU latency in seconds (a guide for `offered`; `python -m bench` is the measurement)."""
-    session = create_session(path, "cpu")
+def latency_ratio(path: Path, base: Path, size: int, rounds: int = 60) -> float:
+    """Median batch-1 CPU latency of `path` over that of `base`, timed alternately round by round so that load
+    from other work on a shared machine falls on both alike (a guide for `offered`; `python -m bench` measures)."""
+    sessions = [create_session(p, "cpu") for p in (path, base)]
     image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 1)).astype(np.float32)
-    session.run(None, {"image": image})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(["probabilities"], {"image": image})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    times: list[list[float]] = [[], []]
+    for round_ in range(rounds + 3):
+        for which, session in enumerate(sessions):
+            start = time.perf_counter()
+            session.run(["probabilities"], {"image": image})
+            if round_ >= 3:  # the first rounds warm up
+                times[which].append(time.perf_counter() - start)
+    return float(np.median(times[0]) / np.median(times[1]))
 
 
 def test_metrics(spec, card: dict, paths: dict[str, Path], data: Path) -> dict[str, dict]:
@@ -293,14 +297,13 @@ def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, dat
                 wanted.remove(variant)
         if wanted:
             measured = test_metrics(spec, card, {name: staged[VARIANTS[name]] for name in ["fp32", *wanted]}, data)
-            base_latency = latency(staged["model.onnx"], size)
             for variant in wanted:
                 change = headline_change(task, measured["fp32"], measured[variant])
-                ratio = latency(staged[VARIANTS[variant]], size) / base_latency
+                ratio = latency_ratio(staged[VARIANTS[variant]], staged["model.onnx"], size)
                 export["variants"][variant].update({
                     "test_metrics": {name: measured[variant][name] for name in HEADLINE[task]},
                     "metric_change_vs_fp32": change, "cpu_latency_vs_fp32": round(ratio, 3),
-                    "offered_on_cpu": bool(ratio < 1.0 and max(abs(v) for v in change.values()) <= METRIC_CHANGE_OFFERED)})
+                    "offered_on_cpu": bool(ratio < OFFERED_SPEED and max(abs(v) for v in change.values()) <= METRIC_CHANGE_OFFERED)})
                 print(f"  {variant}: metric change {change}, CPU latency {ratio:.2f}x fp32", flush=True)
 
         export["seconds"] = round(time.perf_counter() - start, 1)
