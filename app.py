@@ -221,20 +221,21 @@ class App:
         labels = self.service.models[task].labels
         state = gr.State()
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=1):  # what goes in, and where the model looked
                 upload = gr.File(label=f"Radiograph: {UPLOAD_HELP}", file_types=FILE_TYPES, type="filepath",
                                  elem_id=f"{task}-upload")
                 button = gr.Button("Analyse", variant="primary", elem_id=f"{task}-analyse")
                 examples = self.examples(task, upload)
-                preview = gr.Image(label="Decoded image", interactive=False, format="png", height=320)
-            with gr.Column(scale=1):
-                decision = gr.Markdown(elem_id=f"{task}-decision")
-                label = gr.Label(num_top_classes=min(5, len(labels)), label="Top probabilities", elem_id=f"{task}-label")
-                bars = gr.HTML(elem_id=f"{task}-bars") if task == "chest14" else None
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
                 selector, opacity, region = self.heatmap_controls(task, labels)
+            with gr.Column(scale=1):  # what the model said
+                decision = gr.Markdown(elem_id=f"{task}-decision")
+                label = gr.Label(num_top_classes=min(5, len(labels)), label="Top probabilities", elem_id=f"{task}-label")
+                bars = gr.HTML(elem_id=f"{task}-bars") if task == "chest14" else None
                 timing = gr.Markdown(elem_id=f"{task}-timing")
+                preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
+                                   height=260)
                 result = gr.JSON(label="Result (JSON)", open=False)
         shown = [decision, label, preview, selector, timing] + ([bars] if bars else [])
 
