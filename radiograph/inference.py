@@ -132,6 +132,13 @@ def mura_summary(probabilities: np.ndarray) -> dict:
             "body_part_probability": float(p[part].sum())}
 
 
+def default_class(card: dict, probabilities: np.ndarray) -> int:
+    """The class whose heatmap is shown: MURA's abnormal column of the decided body part, else the top class."""
+    if card["task"] == "mura":
+        return 2 * MURA_PARTS.index(mura_summary(probabilities)["body_part"]) + 1
+    return int(np.argmax(probabilities))
+
+
 def decide(card: dict, probabilities: np.ndarray) -> dict:
     """The decision for one image at the card's operating thresholds, in labels and words."""
     labels, p = card["labels"], np.asarray(probabilities, np.float64)

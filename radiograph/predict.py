@@ -28,8 +28,8 @@ import numpy as np
 
 from radiograph.cam import class_activation_map, dense_kernel, normalise, on_original, overlay
 from radiograph.imaging import ImageLoadError, load_for_model
-from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, mura_summary
-from radiograph.registry import MURA_PARTS, TASKS
+from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, default_class
+from radiograph.registry import TASKS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
 
@@ -53,12 +53,6 @@ def _decode(path: Path, size: int):
         return image, geometry, original, None, time.perf_counter() - start
     except (ImageLoadError, OSError) as error:
         return None, None, None, str(error), time.perf_counter() - start
-
-
-def class_for_map(card: dict, probabilities: np.ndarray) -> int:
-    if card["task"] == "mura":  # the abnormal column of the decided body part
-        return 2 * MURA_PARTS.index(mura_summary(probabilities)["body_part"]) + 1
-    return int(np.argmax(probabilities))
 
 
 def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam_dir: Path | None = None,
@@ -96,7 +90,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                     row["study"] = str(path.parent)
                 if cam_dir is not None:
                     row["cam"] = write_cam(cam_dir, path, len(rows), original, geometry, output.features[k], kernel,
-                                           class_for_map(card, probabilities), model.labels)
+                                           default_class(card, probabilities), model.labels)
                 rows.append(row)
             bar.update(len(batch))
     bar.close()

@@ -1,7 +1,7 @@
 """One analysis of one radiograph (or one MURA study): what the app and its API return.
 
     service = Service(Path("models"))                     # every task with a model folder; loads once
-    analysis = service.analyse("knee", "examples/knee/kl3_9102417R.png")
+    analysis = service.analyse("knee", "examples/knee/9143052L.png")
     analysis.result()                                     # JSON-serialisable: probabilities, decision, model, timings
     analysis.overlay(class_index=3, opacity=0.5)          # RGB uint8 at the original image's size
 
@@ -20,15 +20,8 @@ import numpy as np
 from radiograph.cam import hottest_region, on_original, outline, overlay
 from radiograph.explain import Explainer
 from radiograph.imaging import Letterbox, load_for_model
-from radiograph.inference import OnnxModel, decide, mura_summary
-from radiograph.registry import MURA_PARTS, TASKS
-
-
-def default_class(card: dict, probabilities: np.ndarray) -> int:
-    """The class whose map is shown first: MURA's abnormal column of the decided body part, else the top class."""
-    if card["task"] == "mura":
-        return 2 * MURA_PARTS.index(mura_summary(probabilities)["body_part"]) + 1
-    return int(np.argmax(probabilities))
+from radiograph.inference import OnnxModel, decide, default_class
+from radiograph.registry import TASKS
 
 
 @dataclass
