@@ -178,8 +178,8 @@ def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
              "end to end/(inference+CAM) |",
              "|---" * (len(columns) + 12) + "|"]
     for r in results:
-        cells = [f"{r['latency'][c]['median_ms']:.1f} ({r['latency'][c]['p95_ms']:.1f})" if c in r["latency"] else "-"
-                 for c in columns]
+        cells = [f"{_ms(r['latency'][c]['median_ms'])} ({_ms(r['latency'][c]['p95_ms'])})" if c in r["latency"]
+                 else "-" for c in columns]
         ratio = r["ratios"].get("onnx_fp32_vs_keras_tf_function")
         lines.append(f"| {r['task']} | {r['input_size']} | " + " | ".join(cells) +
                      f" | {'-' if ratio is None else f'{ratio:.2f}x'} | {r['ratios']['cam_onnx_extra_vs_inference']:.1%}"
@@ -196,6 +196,10 @@ def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
                      f"{memory['after_requests']:.0f} MB after {memory['requests']} requests; heatmaps by "
                      f"{next(iter(install['endpoints'].values()))['cam_path']}")
     return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
 
 
 def app_cells(app: dict | None, task: str) -> str:
