@@ -13,8 +13,9 @@ Graph (DESIGN.md contract 3 and 4):
 The seed projects' backbones come from `keras.applications` (Xception, ResNet50
 and InceptionResNetV2 from the knee project; DenseNet121, InceptionV3 and
 ResNet152 from the MURA and chest projects), plus the pneumonia project's
-small four-block CNN and `compact`, a MobileNetV3-Small sized for CPU demo
-models (files under 10 MB). Weights: None (random; nothing is downloaded),
+small four-block CNN, `compact`, a MobileNetV3-Small sized for CPU demo
+models (files under 10 MB), and `compact16`, the same cut after its stride-16 stage
+(a twice finer Grad-CAM map). Weights: None (random; nothing is downloaded),
 "imagenet" (downloaded by Keras, needs internet), a path to a local
 weights file for the backbone without its top, or a trained `.keras` model of
 this project with the same backbone (its backbone is copied by layer name,
@@ -48,6 +49,7 @@ class Backbone:
     normalisation: Normalisation
     min_size: int  # smallest input side the architecture accepts
     channels: int = 3  # the ImageNet architectures take RGB: the gray image is replicated
+    cut: str | None = None  # end the network at this layer (a finer feature map for Grad-CAM), then a 1x1 conv
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -61,6 +63,7 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("resnet152", keras.applications.ResNet152, "caffe", 32),
         Backbone("small_cnn", None, "unit", 32, channels=1),
         Backbone("compact", keras.applications.MobileNetV3Small, "raw", 32),
+        Backbone("compact16", keras.applications.MobileNetV3Small, "raw", 32, cut="expanded_conv_7_add"),
     )
 }
 
@@ -120,9 +123,14 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
     if chosen.constructor is None:
         x = small_cnn(x)
     else:
-        kwargs = {"include_preprocessing": True} if chosen.name == "compact" else {}
+        kwargs = {"include_preprocessing": True} if chosen.constructor is keras.applications.MobileNetV3Small else {}
         network = chosen.constructor(include_top=False, weights=weights and str(weights), input_tensor=x, **kwargs)
         x = network.output
+        if chosen.cut:  # stride 16 instead of 32: twice the heatmap resolution
+            x = network.get_layer(chosen.cut).output
+            x = layers.Conv2D(256, 1, use_bias=False, name=CUT_LAYERS[0])(x)
+            x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=CUT_LAYERS[1])(x)
+            x = layers.Activation("hard_swish", name=CUT_LAYERS[2])(x)
         for layer in network.layers:  # keras.applications use momentum up to 0.999: tuned for ImageNet-length
             if isinstance(layer, layers.BatchNormalization):  # runs; from scratch on a few thousand images
                 layer.momentum = min(layer.momentum, BATCH_NORM_MOMENTUM)  # validation would lag for dozens of epochs
@@ -135,6 +143,7 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
 
 
 HEAD = ("pool", "dropout", "logits", "probabilities")
+CUT_LAYERS = ("cut_conv", "cut_bn", "cut_act")  # added after a cut backbone: new, so trained with the head
 
 
 def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
