@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import ImageLoadError  # noqa: E402
+from radiograph.inference import decide, mura_summary  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 from radiograph.service import Service  # noqa: E402
 
@@ -52,9 +53,13 @@ NOT_A_DEVICE = ("**Research demo, not a medical device.** Do not use it to diagn
                 "the heatmap shows where the model looked, not where disease is.")
 
 
+def trained_on_phantoms(card: dict) -> bool:
+    return card.get("data", {}).get("kind") == "synthetic phantoms"
+
+
 def notice(card: dict) -> str:
     provenance = card.get("data", {})
-    if provenance.get("kind") == "synthetic phantoms":
+    if trained_on_phantoms(card):
         trained = (f"This tab's model (`{card['model_version']}`) is a **demo model trained on synthetic phantom "
                    "radiographs**: it has never seen a patient, and its figures describe phantoms.")
     else:
@@ -114,10 +119,6 @@ def preview_of(original: np.ndarray) -> np.ndarray:
     return np.clip(original, 0, 255).astype(np.uint8)
 
 
-def top_probabilities(result: dict) -> dict:
-    return {label: round(p, 4) for label, p in result["probabilities"].items()}
-
-
 class App:
     """The Blocks UI and API over one Service."""
 
@@ -160,16 +161,16 @@ class App:
 
     def gallery(self, views, class_index=None, opacity=0.4, region=False):
         return [(self.png(view.overlay(class_index, opacity, region)),
-                 f"{view.name}: P(abnormal) {view.result()['decision']['abnormal_probability']:.2f}") for view in views]
+                 f"{view.name}: P(abnormal) {mura_summary(view.probabilities)['abnormal_probability']:.2f}")
+                for view in views]
 
     def present(self, task: str, analysis):
         """UI: the rest of the page from the state of the last analysis."""
-        result = analysis.result()
-        decision = f"### {result['decision']['text']}"
-        label_value = top_probabilities(result)
+        decision = f"### {decide(analysis.card, analysis.probabilities)['text']}"
+        label_value = {label: round(float(p), 4) for label, p in zip(analysis.labels, analysis.probabilities)}
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
         outputs = [decision, label_value, preview_of(analysis.original), selector,
-                   timing_text(result["timings_ms"], result["model"])]
+                   timing_text(analysis.timings_ms, analysis.model)]
         if task == "chest14":
             outputs.append(threshold_bars(analysis.labels, analysis.probabilities, analysis.card["thresholds"]))
         return outputs
@@ -311,8 +312,8 @@ class App:
     def models_tab(self):
         gr.Markdown(f"> {NOT_A_DEVICE}")
         for task, model in self.service.models.items():
-            trained_on = ("demo model trained on synthetic phantoms" if model.card.get("data", {}).get("kind")
-                          == "synthetic phantoms" else model.card.get("data", {}).get("dataset", ""))
+            trained_on = ("demo model trained on synthetic phantoms" if trained_on_phantoms(model.card)
+                          else model.card.get("data", {}).get("dataset", ""))
             with gr.Accordion(f"{TASKS[task].title}: {model.card['model_version']} ({trained_on})", open=False):
                 gr.Markdown(card_markdown(model.card, self.service.describe(task)))
                 pictures = [str(ROOT / p) for p in model.card.get("reports", []) if p.endswith(".png")

@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def start_app(python: str, port: int, extra: list[str]) -> tuple[subprocess.Pope
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in process.stdout:
         if line.startswith("ready in"):
-            return process, time.perf_counter() - started, line.strip()
+            ready = time.perf_counter() - started
+            # keep reading what the app prints, or a full pipe would block it mid-benchmark
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return process, ready, line.strip()
     raise RuntimeError(f"app.py exited with {process.wait()} before it was ready")
 
 

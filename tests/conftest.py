@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 
 import pytest
 
@@ -64,16 +63,11 @@ def tiny_models(tmp_path_factory, phantom_root):
     return models, triton
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url():
     """The app on the shipped models, on a free loopback port (shared by the client and browser tests)."""
     import app
+    from bench.endpoints import free_port
 
     demo, url = app.serve(app.settings(["--port", str(free_port()), "--max-file-size", "5mb"]), block=False)
     yield url
