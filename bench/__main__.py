@@ -74,9 +74,9 @@ def keras_latencies(folder: Path, image: np.ndarray, repeats: int) -> dict:
 
 def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: int, with_keras: bool) -> dict:
     """Keras Grad-CAM (compiled) and the ONNX path's extra work on top of the inference it shares."""
-    from radiograph.cam import class_activation_map, dense_kernel, normalise
+    from radiograph.cam import cam_kernel, class_activation_map, normalise, score_matrix
 
-    kernel = dense_kernel(folder / "model.onnx", len(model.labels))
+    kernel = cam_kernel(folder / "model.onnx", model.card)
     features = model.run(image).features[0]
     result = {"cam_onnx_extra": timings(lambda: normalise(class_activation_map(features, kernel, 0)), repeats)}
     if with_keras:
@@ -85,7 +85,8 @@ def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: in
         import radiograph.layers  # noqa: F401
         from radiograph.gradcam import GradCam
 
-        gradcam = GradCam(keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True))
+        gradcam = GradCam(keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True),
+                          scores=score_matrix(model.card["task"], list(model.labels)))
         result["gradcam_keras"] = timings(lambda: gradcam(image, 0), repeats)
     return result
 

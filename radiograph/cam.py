@@ -4,7 +4,9 @@ With the head feature map -> GlobalAveragePooling -> Dense, Grad-CAM on a
 class's logit equals ReLU(features @ W[:, c]) up to a positive scale (the
 gradient of the logit with respect to each feature-map cell is W[:, c] / (h*w)),
 so serving computes it from one matrix product on the features ONNX Runtime
-already returned. W is the Dense kernel, read from the fp32 ONNX file.
+already returned. W is the Dense kernel, read from the fp32 ONNX file. A class
+scored against an alternative (TaskSpec.heatmap_versus: logit_c - logit_a) is
+the same product with W[:, c] - W[:, a]: `cam_kernel` folds the scores in.
 """
 from __future__ import annotations
 
@@ -31,6 +33,27 @@ def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
                     if kernel.ndim == 2 and kernel.shape[1] == num_classes:
                         return kernel.astype(np.float32)
     raise ValueError(f"{onnx_path} has no MatMul with a [K, {num_classes}] kernel: not a GAP -> Dense head")
+
+
+def score_matrix(task: str, labels: list[str]) -> np.ndarray:
+    """[C, C]: column c combines the logits into class c's heatmap score (its logit, minus its alternative's)."""
+    from radiograph.registry import get_task
+
+    scores = np.eye(len(labels), dtype=np.float32)
+    for label, alternative in get_task(task).heatmap_versus:
+        scores[labels.index(alternative), labels.index(label)] = -1.0
+    return scores
+
+
+def score_names(task: str, labels: list[str]) -> list[str]:
+    """What each class's heatmap explains, in words: "logit(c)" or "logit(c) - logit(a)"."""
+    scores = score_matrix(task, labels)
+    return [" - ".join(f"logit({labels[i]})" for i in [c, *np.flatnonzero(scores[:, c] < 0)]) for c in range(len(labels))]
+
+
+def cam_kernel(onnx_path: Path, card: dict) -> np.ndarray:
+    """[K, C]: the Dense kernel with each class's score folded in; ReLU(features @ it[:, c]) is class c's map."""
+    return dense_kernel(onnx_path, len(card["labels"])) @ score_matrix(card["task"], list(card["labels"]))
 
 
 def class_activation_map(features: np.ndarray, kernel: np.ndarray, class_index: int) -> np.ndarray:

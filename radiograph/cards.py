@@ -54,7 +54,8 @@ def card_markdown(card: dict, served: dict | None = None) -> str:
     localisation = card.get("localisation")
     if localisation:
         iobb = ", ".join(f"IoBB>{t}: {_figure(v)}" for t, v in localisation.get("iobb", {}).items())
-        lines += ["", f"Localisation ({localisation.get('findings')} findings, {localisation.get('cam', '')}): "
+        lines += ["", f"Localisation ({localisation.get('findings')} findings, {localisation.get('cam', '')}"
+                      f"{'; score: ' + localisation['score'] if localisation.get('score') else ''}): "
                       f"pointing game {_figure(localisation.get('pointing_game'))}, mean over classes "
                       f"{_figure(localisation.get('pointing_game_mean_over_classes'))}; {iobb}."]
     if export:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radiograph.cam import class_activation_map, dense_kernel, normalise
+from radiograph.cam import cam_kernel, class_activation_map, normalise, score_matrix
 from radiograph.inference import OnnxModel, verified_file
 
 CAM_PATHS = ("auto", "keras", "onnx")
@@ -34,7 +34,7 @@ class Explainer:
         if path not in CAM_PATHS:
             raise ValueError(f"path must be one of {', '.join(CAM_PATHS)}, got {path!r}")
         self.model = model
-        self.kernel = dense_kernel(verified_file(model.folder, model.card, "model.onnx"), len(model.labels))
+        self.kernel = cam_kernel(verified_file(model.folder, model.card, "model.onnx"), model.card)
         self.gradcam = None
         if path == "keras" or (path == "auto" and tensorflow_available()):
             import keras
@@ -43,7 +43,8 @@ class Explainer:
             from radiograph.gradcam import GradCam
 
             keras_file = verified_file(model.folder, model.card, "model.keras")
-            self.gradcam = GradCam(keras.saving.load_model(keras_file, compile=False, safe_mode=True), method)
+            self.gradcam = GradCam(keras.saving.load_model(keras_file, compile=False, safe_mode=True), method,
+                                   score_matrix(model.card["task"], list(model.labels)))
         elif method != "gradcam":
             raise ValueError(f"{method} needs TensorFlow (the Keras path); the ONNX path computes Grad-CAM")
         self.path = f"keras-{method}" if self.gradcam else "onnx-cam"

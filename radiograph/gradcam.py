@@ -4,8 +4,9 @@
     maps = cam(images, classes)          # images [N, H, W, 1] 0-255, classes [N] -> [N, h, w] >= 0
 
 The score is the class's pre-activation logit (on a probability, a saturated
-softmax or sigmoid has an all-zero gradient), differentiated with respect to
-the `features` layer, the map that feeds the pooling. Grad-CAM weights each
+softmax or sigmoid has an all-zero gradient), or with `scores`
+(radiograph.cam.score_matrix) its logit minus an alternative's, differentiated
+with respect to the `features` layer, the map that feeds the pooling. Grad-CAM weights each
 channel by the spatial mean of its gradient (Selvaraju et al. 2017);
 Grad-CAM++ by the positive gradients weighted with the closed-form alphas of
 Chattopadhay et al. 2018 for an exponential score. The computation is one
@@ -56,10 +57,12 @@ def member_weights(combine, probabilities: np.ndarray, classes: np.ndarray) -> n
 class GradCam:
     """Class activation maps on the Keras graph; for an ensemble, the members' maps combined by its rule."""
 
-    def __init__(self, model: keras.Model, method: str = "gradcam"):
+    def __init__(self, model: keras.Model, method: str = "gradcam", scores: np.ndarray | None = None):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method = method
+        classes = int(model.output.shape[-1])
+        self.scores = tf.constant(np.eye(classes) if scores is None else scores, tf.float32)  # logits -> scores
         members = members_of(model)
         self.combine = model.get_layer("probabilities") if len(members) > 1 else None
         self.size = int(model.input.shape[1])
@@ -72,7 +75,7 @@ class GradCam:
             with tf.GradientTape() as tape:
                 tape.watch(images)  # records the graph even where no variable lies before the feature map
                 features, logits, member_probabilities = branch(images, training=False)
-                score = tf.gather(logits, classes, axis=1, batch_dims=1)  # [N]: each image's chosen class
+                score = tf.gather(logits @ self.scores, classes, axis=1, batch_dims=1)  # [N]: each image's class
             gradients = tape.gradient(score, features)  # [N, h, w, k]
             if self.method == "gradcam":
                 weights = tf.reduce_mean(gradients, axis=(1, 2))

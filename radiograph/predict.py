@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from radiograph.cam import class_activation_map, dense_kernel, normalise, on_original, overlay
+from radiograph.cam import cam_kernel, class_activation_map, normalise, on_original, overlay
 from radiograph.imaging import ImageLoadError, load_for_model
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, default_class
 from radiograph.registry import TASKS
@@ -59,7 +59,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                   workers: int = 2, progress: bool = True) -> list[dict]:
     """One row per file (status ok or error), in input order."""
     card, size = model.card, model.size
-    kernel = dense_kernel(model.folder / "model.onnx", len(model.labels)) if cam_dir else None
+    kernel = cam_kernel(model.folder / "model.onnx", card) if cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     base = {"task": card["task"], "model_version": card.get("model_version"), "variant": model.variant,

@@ -54,6 +54,10 @@ class TaskSpec:
     imbalance: ImbalancePolicy
     metrics: tuple[str, ...]  # the figures that matter for this task, first = model selection
     dataset: Dataset
+    # (class, alternative): the class's heatmap score is its logit minus the alternative's. A softmax logit is
+    # defined only up to a shift shared by all classes, so where the decision is one class against another
+    # (pneumonia or not; a MURA part abnormal or normal), that log-odds is the pre-activation score to explain.
+    heatmap_versus: tuple[tuple[str, str], ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -109,6 +113,8 @@ TASKS: dict[str, TaskSpec] = {
             augmentation=Augmentation(horizontal_flip=True, rotation_degrees=15.0),
             imbalance="class_weight",
             metrics=("study_cohen_kappa", "study_auc", "study_accuracy", "image_auc", "body_part_accuracy"),
+            heatmap_versus=tuple(pair for part in MURA_PARTS for pair in (
+                (f"{part}_abnormal", f"{part}_normal"), (f"{part}_normal", f"{part}_abnormal"))),
             dataset=Dataset(
                 name="MURA v1.1 (Stanford ML Group)",
                 reference="https://stanfordmlgroup.github.io/competitions/mura/",
@@ -128,6 +134,7 @@ TASKS: dict[str, TaskSpec] = {
             augmentation=Augmentation(horizontal_flip=False, rotation_degrees=7.0),
             imbalance="class_weight",
             metrics=("auc", "sensitivity", "specificity", "accuracy", "f1", "confusion_matrix"),
+            heatmap_versus=(("PNEUMONIA", "NORMAL"), ("NORMAL", "PNEUMONIA")),
             dataset=Dataset(
                 name="Labeled Optical Coherence Tomography and Chest X-Ray Images (Kermany 2018)",
                 reference="https://doi.org/10.17632/rscbjbr9sj.2",

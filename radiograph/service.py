@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiograph.cam import hottest_region, on_original, outline, overlay
+from radiograph.cam import hottest_region, on_original, outline, overlay, score_names
 from radiograph.explain import Explainer
 from radiograph.imaging import Letterbox, load_for_model
 from radiograph.inference import OnnxModel, decide, default_class
@@ -72,6 +72,7 @@ class Analysis:
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
             "decision": decide(self.card, self.probabilities),
             "heatmap": {"class": self.labels[class_index], "method": self.model["cam_path"],
+                        "score": score_names(self.card["task"], self.labels)[class_index],
                         "flat": self.flat[class_index], "hottest_region_xywh": self.region(class_index),
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
             "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.get("notice"),

@@ -58,3 +58,14 @@ def test_transfer_copies_the_backbone_of_another_task_model(tmp_path):
     save_model(build_model(TASKS["pneumonia"], "small_cnn", image_size=32), tmp_path / "other.keras")
     with pytest.raises(ValueError, match="does not share this backbone"):
         build_model(TASKS["chest14"], "compact", image_size=48, weights=tmp_path / "other.keras")
+
+
+def test_compact16_starts_from_a_compact_donor(tmp_path):
+    from train.backbones import CUT_LAYERS, save_model
+
+    donor = build_model(TASKS["pneumonia"], "compact", image_size=32)
+    save_model(donor, tmp_path / "donor.keras")
+    model = build_model(TASKS["chest14"], "compact16", image_size=32, weights=tmp_path / "donor.keras")
+    np.testing.assert_array_equal(model.get_layer("expanded_conv_7_project").get_weights()[0],
+                                  donor.get_layer("expanded_conv_7_project").get_weights()[0])
+    assert all(model.get_layer(name) is not None for name in CUT_LAYERS)  # new layers, trained with the head

@@ -149,7 +149,9 @@ CUT_LAYERS = ("cut_conv", "cut_bn", "cut_act")  # added after a cut backbone: ne
 def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
     """Copy every backbone layer's weights from a trained .keras model of the same backbone (by layer name).
 
-    The head is left as built (the donor's task has other classes). Refuses a donor of another architecture.
+    The head is left as built (the donor's task has other classes), and so are the layers added after a cut
+    (CUT_LAYERS) when the donor is the uncut network: `compact16` starts from a `compact` donor.
+    Refuses a donor of another architecture.
     """
     import radiograph.layers  # noqa: F401 - registered layers
 
@@ -160,6 +162,8 @@ def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
         if layer.name in HEAD or not layer.weights:
             continue
         source = theirs.get(layer.name)
+        if source is None and layer.name in CUT_LAYERS:
+            continue
         if source is None or [w.shape for w in source.weights] != [w.shape for w in layer.weights]:
             missing += 1
             continue

@@ -312,13 +312,13 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
     the hottest region (>= half the maximum, holding it) as the detected box, scored by IoBB against the
     best-matching true box (the localisation table of the ChestX-ray8 paper).
     """
-    from radiograph.cam import (class_activation_map, dense_kernel, hottest_region, iobb, normalise, on_original,
-                                pointing_hit)
+    from radiograph.cam import (cam_kernel, class_activation_map, hottest_region, iobb, normalise, on_original,
+                                pointing_hit, score_names)
     from radiograph.imaging import load_for_model
     from radiograph.inference import OnnxModel
 
     model = OnnxModel(folder)
-    kernel = dense_kernel(model.folder / "model.onnx", len(model.labels))
+    kernel = cam_kernel(model.folder / "model.onnx", model.card)
     in_split = {s.path for s in index.splits[split]}
     groups: dict[tuple, list] = defaultdict(list)
     for box in index.boxes:
@@ -342,7 +342,10 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
 
     per_class = {label: summary(rows) for label, rows in sorted(scores.items())}
     every = [row for rows in scores.values() for row in rows]
-    return {"split": split, "cam": "ONNX features @ Dense kernel (equal to Grad-CAM on the logit)",
+    names = score_names(model.card["task"], list(model.labels))
+    explained = sorted(names[model.labels.index(label)] for label in scores)
+    return {"split": split, "cam": "ONNX features @ Dense kernel (equal to Grad-CAM on each class's score)",
+            "score": "each class's logit" if all(" - " not in n for n in explained) else "; ".join(explained),
             **(summary(every) if every else {"findings": 0}),
             "pointing_game_mean_over_classes": float(np.mean([c["pointing_game"] for c in per_class.values()]))
             if per_class else None, "per_class": per_class}

@@ -317,10 +317,11 @@ def mura(rng, h: int, w: int, part: str, abnormal: bool, finding: str, where: fl
             for a, b in zip(points, points[1:]):
                 line(bones, a, b, 0.05, gap)
             swelling = np.zeros_like(mu)
-            ellipse(swelling, c, (width * 1.5, width * 1.0), 0.4, math.degrees(math.atan2(direction[1], direction[0])))
+            along, across = width * 1.5, width * 1.0  # semi-axes of the swelling, along and across the bone
+            ellipse(swelling, c, (along, across), 0.4, math.degrees(math.atan2(direction[1], direction[0])))
             add_layer(mu, swelling, max(2.0, width * 0.3))
-            extent = max(width * 1.6, 8)
-            findings.append(Finding(f"{part}_abnormal", finding, (c[0] - extent / 2, c[1] - extent / 2, extent, extent)))
+            half = np.hypot(along * direction, across * normal)  # the swelling's half extent in x and y
+            findings.append(Finding(f"{part}_abnormal", finding, (c[0] - half[0], c[1] - half[1], 2 * half[0], 2 * half[1])))
         elif finding == "hardware":  # metal: a plate with screws, far denser than bone
             length = np.linalg.norm(np.subtract(p1, p0)) * rng.uniform(0.25, 0.45)
             a, b = c - direction * length / 2 + normal * width * 0.45, c + direction * length / 2 + normal * width * 0.45
@@ -469,9 +470,10 @@ def _box_of(center, radii, pad=1.2):
 
 
 def patchy_consolidation(mu, rng, chest: Chest, side: int, label: str, finding: str, density=0.35,
-                         extent=(0.12, 0.22)):
-    """Clusters of ill-defined blobs in one lung zone (pneumonia, infiltration); extent: fraction of the half chest."""
-    center = chest.point_in_lung(rng, side, zone=(0.35, 0.8), lateral=(0.35, 0.75))
+                         extent=(0.12, 0.22), zone=(0.35, 0.8)):
+    """Clusters of ill-defined blobs in one lung zone (pneumonia, infiltration); extent: fraction of the half chest,
+    zone: the vertical band of the lung (apex 0, base 1) that holds the cluster's centre."""
+    center = chest.point_in_lung(rng, side, zone=zone, lateral=(0.35, 0.75))
     spread = chest.half_width * rng.uniform(*extent)
     layer = np.zeros_like(mu)
     points = center + rng.normal(0, 1, (int(rng.integers(5, 10)), 2)) * spread * 0.5
@@ -493,9 +495,9 @@ def pneumonia(rng, h: int, w: int, positive: bool):
     findings = []
     if positive:
         sides = [int(rng.choice([-1, 1]))] if rng.random() < 0.5 else [-1, 1]
-        for side in sides:  # pediatric pneumonia: often extensive, lobar or bilateral patchy
+        for side in sides:  # pediatric pneumonia: dense lobar or bilateral patchy consolidation, within the lung
             findings.append(patchy_consolidation(mu, rng, chest, side, "PNEUMONIA", "consolidation",
-                                                 density=rng.uniform(0.4, 0.7), extent=(0.2, 0.32)))
+                                                 density=rng.uniform(0.8, 1.1), extent=(0.2, 0.3), zone=(0.3, 0.7)))
     return mu, findings
 
 
