@@ -164,6 +164,12 @@ class App:
                  f"{view.name}: P(abnormal) {mura_summary(view.probabilities)['abnormal_probability']:.2f}")
                 for view in views]
 
+    def findings_gallery(self, analysis, opacity=0.4, region=False):
+        """Multi-label: one overlay per default heatmap class (every positive finding, else the top one)."""
+        thresholds = analysis.card["thresholds"]
+        return [(self.png(analysis.overlay(c, opacity, region)), f"{analysis.labels[c]}: P {analysis.probabilities[c]:.2f}"
+                 f" (threshold {thresholds[analysis.labels[c]]:.2f})") for c in analysis.shown_classes]
+
     def present(self, task: str, analysis):
         """UI: the rest of the page from the state of the last analysis."""
         decision = f"### {decide(analysis.card, analysis.probabilities)['text']}"
@@ -171,8 +177,9 @@ class App:
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
         outputs = [decision, label_value, preview_of(analysis.original), selector,
                    timing_text(analysis.timings_ms, analysis.model)]
-        if task == "chest14":
-            outputs.append(threshold_bars(analysis.labels, analysis.probabilities, analysis.card["thresholds"]))
+        if TASKS[task].multi_label:
+            outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card["thresholds"]),
+                        self.findings_gallery(analysis)]
         return outputs
 
     def present_study(self, state):
@@ -220,6 +227,7 @@ class App:
 
     def image_tab(self, task: str):
         labels = self.service.models[task].labels
+        multi_label = TASKS[task].multi_label
         state = gr.State()
         with gr.Row():
             with gr.Column(scale=1):  # what goes in, and where the model looked
@@ -230,15 +238,17 @@ class App:
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
                 selector, opacity, region = self.heatmap_controls(task, labels)
+                findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height=240, format="png",
+                                      object_fit="contain", elem_id=f"{task}-findings") if multi_label else None
             with gr.Column(scale=1):  # what the model said
                 decision = gr.Markdown(elem_id=f"{task}-decision")
                 label = gr.Label(num_top_classes=min(5, len(labels)), label="Top probabilities", elem_id=f"{task}-label")
-                bars = gr.HTML(elem_id=f"{task}-bars") if task == "chest14" else None
+                bars = gr.HTML(elem_id=f"{task}-bars") if multi_label else None
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
                                    height=260)
                 result = gr.JSON(label="Result (JSON)", open=False)
-        shown = [decision, label, preview, selector, timing] + ([bars] if bars else [])
+        shown = [decision, label, preview, selector, timing] + ([bars, findings] if multi_label else [])
 
         def run(radiograph):
             return self.analyse(task, radiograph)
@@ -259,6 +269,12 @@ class App:
                 show, [state], shown, api_visibility="private")
         gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
               [overlay], api_visibility="private", show_progress="hidden")
+        if multi_label:
+            def refind(analysis, alpha, outline):
+                return gr.skip() if analysis is None else self.findings_gallery(analysis, alpha, outline)
+
+            gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
+                  api_visibility="private", show_progress="hidden")
 
     def study_tab(self):
         labels = self.service.models["mura"].labels

@@ -132,11 +132,22 @@ def mura_summary(probabilities: np.ndarray) -> dict:
             "body_part_probability": float(p[part].sum())}
 
 
-def default_class(card: dict, probabilities: np.ndarray) -> int:
-    """The class whose heatmap is shown: MURA's abnormal column of the decided body part, else the top class."""
+def heatmap_classes(card: dict, probabilities: np.ndarray) -> list[int]:
+    """The classes whose heatmaps are shown by default, the first on the overlay: for a multi-label (sigmoid)
+    head every finding at or above its threshold, most probable first (the top class when none is); for MURA
+    the abnormal column of the decided body part; else the top class."""
+    p = np.asarray(probabilities, np.float64)
+    if card["head"] == "sigmoid":
+        positives = [c for c in np.argsort(-p, kind="stable") if p[c] >= card["thresholds"][card["labels"][c]]]
+        return [int(c) for c in positives] or [int(np.argmax(p))]
     if card["task"] == "mura":
-        return 2 * MURA_PARTS.index(mura_summary(probabilities)["body_part"]) + 1
-    return int(np.argmax(probabilities))
+        return [2 * MURA_PARTS.index(mura_summary(p)["body_part"]) + 1]
+    return [int(np.argmax(p))]
+
+
+def default_class(card: dict, probabilities: np.ndarray) -> int:
+    """The class whose heatmap the overlay shows: the first of heatmap_classes."""
+    return heatmap_classes(card, probabilities)[0]
 
 
 def decide(card: dict, probabilities: np.ndarray) -> dict:

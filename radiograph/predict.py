@@ -28,7 +28,7 @@ import numpy as np
 
 from radiograph.cam import cam_kernel, class_activation_map, normalise, on_original, overlay
 from radiograph.imaging import ImageLoadError, load_for_model
-from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, default_class
+from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, heatmap_classes
 from radiograph.registry import TASKS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
@@ -88,9 +88,11 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                            decision=decide(card, probabilities))
                 if card["task"] == "mura":
                     row["study"] = str(path.parent)
-                if cam_dir is not None:
-                    row["cam"] = write_cam(cam_dir, path, len(rows), original, geometry, output.features[k], kernel,
-                                           default_class(card, probabilities), model.labels)
+                if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
+                    row["cams"] = {model.labels[c]: write_cam(cam_dir, path, len(rows), original, geometry,
+                                                              output.features[k], kernel, c, model.labels)
+                                   for c in heatmap_classes(card, probabilities)}
+                    row["cam"] = next(iter(row["cams"].values()))
                 rows.append(row)
             bar.update(len(batch))
     bar.close()
@@ -140,6 +142,8 @@ def flatten(row: dict, labels: list[str]) -> dict:
         if key in decision:
             flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "inference_ms", "cam")})
+    if len(row.get("cams", {})) > 1:
+        flat["cams"] = ";".join(f"{label}={path}" for label, path in row["cams"].items())
     return flat
 
 

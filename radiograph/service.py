@@ -20,7 +20,7 @@ import numpy as np
 from radiograph.cam import hottest_region, on_original, outline, overlay, score_names
 from radiograph.explain import Explainer
 from radiograph.imaging import Letterbox, load_for_model
-from radiograph.inference import OnnxModel, decide, default_class
+from radiograph.inference import OnnxModel, decide, heatmap_classes
 from radiograph.registry import TASKS
 
 
@@ -43,8 +43,13 @@ class Analysis:
         return list(self.card["labels"])
 
     @property
+    def shown_classes(self) -> list[int]:
+        """The default heatmaps: for chest14 every positive finding; the overlay shows the first."""
+        return heatmap_classes(self.card, self.probabilities)
+
+    @property
     def shown_class(self) -> int:
-        return default_class(self.card, self.probabilities)
+        return self.shown_classes[0]
 
     def heatmap_on_original(self, class_index: int) -> np.ndarray | None:
         return None if self.flat[class_index] else on_original(self.heatmaps[class_index], self.geometry)
@@ -67,14 +72,19 @@ class Analysis:
         """Everything a script needs, JSON-serialisable."""
         class_index = self.shown_class if class_index is None else class_index
         height, width = self.original.shape
+        scores = score_names(self.card["task"], self.labels)
+
+        def about(c: int) -> dict:
+            return {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
+                    "hottest_region_xywh": self.region(c)}
+
         return {
             "task": self.card["task"], "file": self.name, "image": {"width": width, "height": height},
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
             "decision": decide(self.card, self.probabilities),
-            "heatmap": {"class": self.labels[class_index], "method": self.model["cam_path"],
-                        "score": score_names(self.card["task"], self.labels)[class_index],
-                        "flat": self.flat[class_index], "hottest_region_xywh": self.region(class_index),
+            "heatmap": {**about(class_index), "method": self.model["cam_path"],
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
+            "heatmaps": [about(c) for c in self.shown_classes],  # the default ones: chest14's positive findings
             "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.get("notice"),
         }
 

@@ -39,10 +39,14 @@ def test_every_single_image_endpoint_gives_the_examples_truth(client, task):
         path = EXAMPLES / task / example["files"][0]
         result, overlay = client.predict(handle_file(str(path)), api_name=f"/{task}")
         decision = result["decision"]
-        if TASKS[task].multi_label:
+        if TASKS[task].multi_label:  # a heatmap for every positive finding by default, most probable first
             assert set(example["truth"]) <= set(decision["positive"]), example["caption"]
+            assert [h["class"] for h in result["heatmaps"]] == sorted(decision["positive"],
+                                                                       key=lambda c: -result["probabilities"][c])
+            assert all(h["hottest_region_xywh"] for h in result["heatmaps"] if not h["flat"])
         else:
             assert decision["label"] == example["truth"][0], example["caption"]
+        assert result["heatmap"]["class"] == result["heatmaps"][0]["class"]
         assert result["model"]["provider"] and result["model"]["cam_path"] in ("keras-gradcam", "onnx-cam")
         assert set(result["probabilities"]) == set(TASKS[task].labels)
         assert result["timings_ms"]["total"] > 0 and "not a medical device" in result["notice"]

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -138,3 +139,36 @@ def test_localisation_scores_every_boxed_finding(tiny_models, phantom_root):
     assert result["findings"] == expected > 0
     assert sum(c["findings"] for c in result["per_class"].values()) == expected
     assert 0 <= result["pointing_game"] <= 1 and set(result["iobb"]) == {str(t) for t in IOBB_THRESHOLDS}
+
+
+def test_heatmap_classes_are_every_positive_finding_or_the_top_class():
+    from radiograph.inference import default_class, heatmap_classes
+
+    labels = list(TASKS["chest14"].labels)
+    card = {"task": "chest14", "head": "sigmoid", "labels": labels, "thresholds": dict.fromkeys(labels, 0.5)}
+    card["thresholds"]["Hernia"] = 0.1
+    p = np.full(14, 0.05)
+    p[labels.index("Effusion")], p[labels.index("Mass")], p[labels.index("Hernia")] = 0.7, 0.9, 0.2
+    assert [labels[c] for c in heatmap_classes(card, p)] == ["Mass", "Effusion", "Hernia"]
+    p[labels.index("Mass")] = p[labels.index("Effusion")] = 0.4  # the top class is below its threshold: Hernia
+    assert default_class(card, p) == labels.index("Hernia")     # (0.2 >= 0.1) is the one positive finding
+    card["thresholds"]["Hernia"] = 0.5
+    assert heatmap_classes(card, p) == [labels.index("Effusion")]  # none positive: the top class
+    knee = {"task": "knee", "head": "softmax", "labels": list(TASKS["knee"].labels)}
+    assert heatmap_classes(knee, np.array([0.1, 0.2, 0.5, 0.1, 0.1])) == [2]
+
+
+def test_batch_command_writes_a_heatmap_per_positive_finding(tiny_models, phantom_root, tmp_path):
+    models, _ = tiny_models
+    card = json.loads((models / "chest14" / "card.json").read_text())
+    card["thresholds"] = dict.fromkeys(card["labels"], 0.0)  # every finding positive: 14 overlays per image
+    folder = tmp_path / "models"
+    shutil.copytree(models / "chest14", folder / "chest14")
+    (folder / "chest14" / "card.json").write_text(json.dumps(card))
+    image = next((phantom_root / "chest14" / "images").glob("*.png"))
+    out = tmp_path / "rows.json"
+    assert main(["--task", "chest14", str(image), "--out", str(out), "--cam-dir", str(tmp_path / "cams"),
+                 "--models", str(folder), "--quiet"]) == 0
+    row = json.loads(out.read_text())[0]
+    assert set(row["cams"]) == set(card["labels"]) and row["cam"] == next(iter(row["cams"].values()))
+    assert all(Path(path).is_file() for path in row["cams"].values())
