@@ -165,10 +165,15 @@ class App:
                 for view in views]
 
     def findings_gallery(self, analysis, opacity=0.4, region=False):
-        """Multi-label: one overlay per default heatmap class (every positive finding, else the top one)."""
-        thresholds = analysis.card["thresholds"]
-        return [(self.png(analysis.overlay(c, opacity, region)), f"{analysis.labels[c]}: P {analysis.probabilities[c]:.2f}"
-                 f" (threshold {thresholds[analysis.labels[c]]:.2f})") for c in analysis.shown_classes]
+        """Multi-label: one overlay per positive finding, shown when there is more than one (the overlay above
+        already shows the first)."""
+        thresholds, shown = analysis.card["thresholds"], analysis.shown_classes
+        if len(shown) < 2:
+            return gr.update(value=None, visible=False)
+        return gr.update(visible=True, value=[
+            (self.png(analysis.overlay(c, opacity, region)),
+             f"{analysis.labels[c]}: P {analysis.probabilities[c]:.2f} (threshold {thresholds[analysis.labels[c]]:.2f})")
+            for c in shown])
 
     def present(self, task: str, analysis):
         """UI: the rest of the page from the state of the last analysis."""
@@ -238,8 +243,9 @@ class App:
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
                 selector, opacity, region = self.heatmap_controls(task, labels)
-                findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height=240, format="png",
-                                      object_fit="contain", elem_id=f"{task}-findings") if multi_label else None
+                findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height="auto", format="png",
+                                      allow_preview=False, object_fit="contain", visible=False,
+                                      elem_id=f"{task}-findings") if multi_label else None
             with gr.Column(scale=1):  # what the model said
                 decision = gr.Markdown(elem_id=f"{task}-decision")
                 label = gr.Label(num_top_classes=min(5, len(labels)), label="Top probabilities", elem_id=f"{task}-label")

@@ -178,6 +178,25 @@ def test_threshold_bars_mark_every_class_and_its_threshold():
     assert html.count("bar-row positive") == int((probabilities >= 0.5).sum())
 
 
+def test_the_chest_tab_shows_an_overlay_per_positive_finding_when_there_are_several():
+    import dataclasses
+
+    import app
+    from radiograph.service import Service
+
+    ui = app.App(Service(app.ROOT / "models", ["chest14"]))
+    analysis = ui.service.analyse("chest14", EXAMPLES / "chest14" / examples("chest14")[0]["files"][0])
+    assert ui.findings_gallery(analysis)["visible"] is (len(analysis.shown_classes) > 1)
+    top3 = np.argsort(-analysis.probabilities)[:3]
+    card = {**analysis.card, "thresholds": {label: 1.0 for label in analysis.labels}}
+    card["thresholds"].update({analysis.labels[c]: 0.0 for c in top3})
+    gallery = ui.findings_gallery(dataclasses.replace(analysis, card=card), opacity=0.6, region=True)
+    assert gallery["visible"] and [caption.split(":")[0] for _, caption in gallery["value"]] == [
+        analysis.labels[c] for c in top3]
+    for path, _ in gallery["value"]:
+        assert Image.open(path).size == (analysis.original.shape[1], analysis.original.shape[0])
+
+
 def test_concurrent_requests_match_serial_ones(client):
     """32 requests at once over every endpoint (the queue runs 2 at a time): all answered, none differs."""
     cases = {task: handle_file(str(EXAMPLES / task / examples(task)[0]["files"][0])) for task in TASKS}
