@@ -16,8 +16,9 @@ def test_bench_writes_results_and_ratios(tiny_models, tmp_path, capsys):
     report = json.loads(out.read_text())
     (knee,) = report["tasks"]
     assert {"keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8", "gradcam_keras",
-            "cam_onnx_extra"} <= set(knee["latency"])
+            "cam_onnx_extra", "cam_onnx_every_class"} <= set(knee["latency"])
     assert {"onnx_fp32_vs_keras_tf_function", "batch_command_vs_raw_onnx", "cam_onnx_extra_vs_inference",
+            "cam_onnx_every_class_vs_inference", "gradcam_keras_vs_onnx_inference",
             "onnx_int8_vs_fp32"} <= set(knee["ratios"])
     assert all(value > 0 for value in knee["ratios"].values())
     assert knee["onnx_fp32_gflop_per_image"] > 0 and report["matmul_ceiling_gflops"] > 0
