@@ -61,12 +61,28 @@ def class_activation_map(features: np.ndarray, kernel: np.ndarray, class_index: 
     return np.maximum(features.astype(np.float32) @ kernel[:, class_index], 0.0)
 
 
+def class_activation_maps(features: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Every class's ReLU(features @ W[:, c]) at once: features [h, w, K] -> [C, h, w], not normalised."""
+    height, width, channels = features.shape
+    maps = np.asarray(features, np.float32).reshape(-1, channels) @ kernel  # one [h*w, K] @ [K, C] product
+    return np.maximum(maps, 0.0, out=maps).T.reshape(-1, height, width)
+
+
 def normalise(heatmap: np.ndarray) -> tuple[np.ndarray, bool]:
     """Scale to [0, 1]; a map with no positive evidence stays all zero (and is reported as flat)."""
     peak = float(heatmap.max()) if heatmap.size else 0.0
     if not np.isfinite(peak) or peak <= 1e-12:
         return np.zeros_like(heatmap, dtype=np.float32), True
     return (heatmap / peak).astype(np.float32), False
+
+
+def normalise_each(heatmaps: np.ndarray) -> tuple[np.ndarray, list[bool]]:
+    """`normalise` of every map in [C, h, w] at once (serving computes all of a model's classes per image)."""
+    peaks = heatmaps.reshape(len(heatmaps), -1).max(axis=1) if heatmaps.size else np.zeros(len(heatmaps))
+    flat = ~(np.isfinite(peaks) & (peaks > 1e-12))
+    scaled = (heatmaps * np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, peaks))[:, None, None]).astype(np.float32)
+    scaled[flat] = 0.0  # a map of NaN stays flat, not NaN
+    return scaled, flat.tolist()
 
 
 def on_original(heatmap: np.ndarray, geometry: Letterbox) -> np.ndarray:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from radiograph.cam import cam_kernel, class_activation_map, normalise, score_matrix
+from radiograph.cam import (cam_kernel, class_activation_map, class_activation_maps, normalise, normalise_each,
+                            score_matrix)
 from radiograph.inference import OnnxModel, verified_file
 
 CAM_PATHS = ("auto", "keras", "onnx")
@@ -61,10 +62,7 @@ class Explainer:
         """Every class's [0, 1] map for one image ([1, H, W, 1]) in one call: [C, h, w] and which are flat."""
         classes = np.arange(len(self.model.labels))
         if self.gradcam is not None:
-            maps = self.gradcam(np.repeat(image, len(classes), axis=0), classes)
-        elif features is None:
+            return normalise_each(np.asarray(self.gradcam(np.repeat(image, len(classes), axis=0), classes)))
+        if features is None:
             raise ValueError("the ONNX path needs the `features` output of the same image")
-        else:
-            maps = np.moveaxis(np.maximum(features.astype(np.float32) @ self.kernel, 0.0), -1, 0)
-        scaled = [normalise(m) for m in maps]
-        return np.stack([m for m, _ in scaled]), [flat for _, flat in scaled]
+        return normalise_each(class_activation_maps(features, self.kernel))

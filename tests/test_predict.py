@@ -97,6 +97,23 @@ def test_flat_maps_stay_flat_and_overlays_keep_size():
     assert (warm[..., 2] < 10).all()  # full opacity, hottest value: the colour map's dark red, no blue
 
 
+def test_every_class_at_once_equals_each_class_on_its_own():
+    from radiograph.cam import class_activation_maps, normalise_each
+
+    rng = np.random.default_rng(0)
+    features, kernel = rng.random((6, 5, 8), np.float32), rng.normal(size=(8, 4)).astype(np.float32)
+    kernel[0] = np.abs(kernel[0]) + 1.0  # some positive evidence for every other class
+    kernel[:, 2] = -1.0  # no positive evidence anywhere: flat
+    maps, flat = normalise_each(class_activation_maps(features, kernel))
+    assert maps.shape == (4, 6, 5) and flat == [False, False, True, False]
+    for c in range(4):
+        expected, expected_flat = normalise(class_activation_map(features, kernel, c))
+        np.testing.assert_allclose(maps[c], expected, atol=1e-6)
+        assert expected_flat == flat[c]
+    nan, nan_flat = normalise_each(np.full((2, 3, 3), np.nan, np.float32))
+    assert nan_flat == [True, True] and not nan.any()
+
+
 def test_heatmap_peak_maps_back_to_the_same_corner_of_a_non_square_image():
     from radiograph.cam import on_original
     from radiograph.imaging import letterbox
