@@ -186,8 +186,8 @@ def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
     for r in results:
         cells = [f"{_ms(r['latency'][c]['median_ms'])} ({_ms(r['latency'][c]['p95_ms'])})" if c in r["latency"]
                  else "-" for c in columns]
-        ratio, gradcam = (r["ratios"].get(f"{key}") for key in ("onnx_fp32_vs_keras_tf_function",
-                                                                 "gradcam_keras_vs_onnx_inference"))
+        ratio = r["ratios"].get("onnx_fp32_vs_keras_tf_function")
+        gradcam = r["ratios"].get("gradcam_keras_vs_onnx_inference")
         lines.append(f"| {r['task']} | {r['input_size']} | " + " | ".join(cells) +
                      f" | {'-' if ratio is None else f'{ratio:.2f}x'} | {'-' if gradcam is None else f'{gradcam:.1f}x'}"
                      f" | {r['ratios']['cam_onnx_extra_vs_inference']:.1%}"
