@@ -90,8 +90,9 @@ def test_onnx_cam_equals_keras_gradcam_for_every_class(task, phantom_root):
 @pytest.mark.parametrize("task", SHIPPED)
 def test_heatmaps_point_at_findings_as_the_card_says(task, phantom_root):
     """The card's pointing game (its phantom test split) holds on other phantoms (seed 3, never trained on):
-    within 0.2, which a few dozen findings allow. Maps mirrored left-right fall far below on these phantoms
-    (MURA 0.68 to 0.26, pneumonia 0.79 to 0.17; not knee, whose joint box spans the film's width)."""
+    within 0.2, which a few dozen findings allow. On earlier MURA and pneumonia models, maps mirrored
+    left-right fell far below it on these phantoms (0.68 to 0.26, 0.79 to 0.17); knee's joint box spans the
+    film's width, so mirroring cannot fail it."""
     from train.datasets import read_dataset
     from train.evaluate import localisation
 
