@@ -75,12 +75,11 @@ def keras_latencies(folder: Path, image: np.ndarray, repeats: int) -> dict:
 def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: int, with_keras: bool) -> dict:
     """Keras Grad-CAM (compiled) and the ONNX path's extra work on top of the inference it shares: one class's
     map, and every class's (what the app computes with each prediction, radiograph.explain)."""
-    from radiograph.cam import cam_kernel, class_activation_map, normalise, score_matrix
+    from radiograph.cam import class_activation_map, normalise, score_matrix
     from radiograph.explain import Explainer
 
-    kernel = cam_kernel(folder / "model.onnx", model.card)
-    features = model.run(image).features[0]
     every_class = Explainer(model, "onnx")
+    kernel, features = every_class.kernel, model.run(image).features[0]
     result = {"cam_onnx_extra": timings(lambda: normalise(class_activation_map(features, kernel, 0)), repeats),
               "cam_onnx_every_class": timings(lambda: every_class.heatmaps(image, features), repeats)}
     if with_keras:

@@ -58,7 +58,7 @@ def cam_kernel(onnx_path: Path, card: dict) -> np.ndarray:
 
 def class_activation_map(features: np.ndarray, kernel: np.ndarray, class_index: int) -> np.ndarray:
     """ReLU(features @ W[:, c]) for one image's features [h, w, K]; [h, w], not normalised."""
-    return np.maximum(features.astype(np.float32) @ kernel[:, class_index], 0.0)
+    return class_activation_maps(features, kernel[:, [class_index]])[0]
 
 
 def class_activation_maps(features: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -70,10 +70,8 @@ def class_activation_maps(features: np.ndarray, kernel: np.ndarray) -> np.ndarra
 
 def normalise(heatmap: np.ndarray) -> tuple[np.ndarray, bool]:
     """Scale to [0, 1]; a map with no positive evidence stays all zero (and is reported as flat)."""
-    peak = float(heatmap.max()) if heatmap.size else 0.0
-    if not np.isfinite(peak) or peak <= 1e-12:
-        return np.zeros_like(heatmap, dtype=np.float32), True
-    return (heatmap / peak).astype(np.float32), False
+    scaled, flat = normalise_each(np.asarray(heatmap)[None])
+    return scaled[0], flat[0]
 
 
 def normalise_each(heatmaps: np.ndarray) -> tuple[np.ndarray, list[bool]]:

@@ -145,11 +145,6 @@ def heatmap_classes(card: dict, probabilities: np.ndarray) -> list[int]:
     return [int(np.argmax(p))]
 
 
-def default_class(card: dict, probabilities: np.ndarray) -> int:
-    """The class whose heatmap the overlay shows: the first of heatmap_classes."""
-    return heatmap_classes(card, probabilities)[0]
-
-
 def decide(card: dict, probabilities: np.ndarray) -> dict:
     """The decision for one image at the card's operating thresholds, in labels and words."""
     labels, p = card["labels"], np.asarray(probabilities, np.float64)

@@ -70,21 +70,20 @@ class Analysis:
 
     def result(self, class_index: int | None = None) -> dict:
         """Everything a script needs, JSON-serialisable."""
-        class_index = self.shown_class if class_index is None else class_index
+        shown = self.shown_classes
+        class_index = shown[0] if class_index is None else class_index
         height, width = self.original.shape
         scores = score_names(self.card["task"], self.labels)
-
-        def about(c: int) -> dict:
-            return {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
-                    "hottest_region_xywh": self.region(c)}
-
+        described = {c: {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
+                         "hottest_region_xywh": self.region(c)}  # each region once: it maps a full-size map
+                     for c in dict.fromkeys([class_index, *shown])}
         return {
             "task": self.card["task"], "file": self.name, "image": {"width": width, "height": height},
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
             "decision": decide(self.card, self.probabilities),
-            "heatmap": {**about(class_index), "method": self.model["cam_path"],
+            "heatmap": {**described[class_index], "method": self.model["cam_path"],
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
-            "heatmaps": [about(c) for c in self.shown_classes],  # the default ones: chest14's positive findings
+            "heatmaps": [described[c] for c in shown],  # the default ones: chest14's positive findings
             "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.get("notice"),
         }
 
