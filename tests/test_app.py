@@ -168,6 +168,16 @@ def test_model_cards_for_people_name_their_provenance():
         assert card["model_version"] in text and "phantom" in text and card["training"]["command"] in text
 
 
+def test_sharing_is_off_unless_asked_for(monkeypatch):
+    import app
+
+    monkeypatch.delenv("RADIOGRAPH_SHARE", raising=False)
+    assert app.settings([]).share is False  # a public gradio.live link only on request
+    assert app.settings(["--share"]).share is True
+    monkeypatch.setenv("RADIOGRAPH_SHARE", "1")
+    assert app.settings([]).share is True
+
+
 def test_threshold_bars_mark_every_class_and_its_threshold():
     import app
 
