@@ -60,12 +60,11 @@ def phantom_files(task: str, count: int, workdir: Path) -> list[Path]:
 
 
 def keras_latencies(folder: Path, image: np.ndarray, repeats: int) -> dict:
-    import keras
     import tensorflow as tf
 
-    import radiograph.layers  # noqa: F401
+    from radiograph.layers import load_model
 
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    model = load_model(folder / "model.keras")
     compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     tensor = tf.constant(image)
     return {"keras_eager": timings(lambda: model(tensor, training=False), max(5, repeats // 5)),
@@ -83,12 +82,10 @@ def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: in
     result = {"cam_onnx_extra": timings(lambda: normalise(class_activation_map(features, kernel, 0)), repeats),
               "cam_onnx_every_class": timings(lambda: every_class.heatmaps(image, features), repeats)}
     if with_keras:
-        import keras
-
-        import radiograph.layers  # noqa: F401
         from radiograph.gradcam import GradCam
+        from radiograph.layers import load_model
 
-        gradcam = GradCam(keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True),
+        gradcam = GradCam(load_model(folder / "model.keras"),
                           scores=score_matrix(model.card["task"], list(model.labels)))
         result["gradcam_keras"] = timings(lambda: gradcam(image, 0), repeats)
     return result

@@ -66,11 +66,9 @@ class ExportError(RuntimeError):
 # ----------------------------------------------------------------------------- conversion
 
 def load_keras(folder: Path):
-    import keras
+    from radiograph.layers import load_model
 
-    import radiograph.layers  # noqa: F401 - ensemble layer, registered for safe_mode loading
-
-    return keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    return load_model(folder / "model.keras")
 
 
 def convert(model, size: int, opset: int):

@@ -38,13 +38,11 @@ class Explainer:
         self.kernel = cam_kernel(verified_file(model.folder, model.card, "model.onnx"), model.card)
         self.gradcam = None
         if path == "keras" or (path == "auto" and tensorflow_available()):
-            import keras
-
-            import radiograph.layers  # noqa: F401 - registered layers of ensembles
             from radiograph.gradcam import GradCam
+            from radiograph.layers import load_model
 
             keras_file = verified_file(model.folder, model.card, "model.keras")
-            self.gradcam = GradCam(keras.saving.load_model(keras_file, compile=False, safe_mode=True), method,
+            self.gradcam = GradCam(load_model(keras_file), method,
                                    score_matrix(model.card["task"], list(model.labels)))
         elif method != "gradcam":
             raise ValueError(f"{method} needs TensorFlow (the Keras path); the ONNX path computes Grad-CAM")

@@ -1,6 +1,6 @@
 """Grad-CAM and Grad-CAM++ on the retained Keras model (needs TensorFlow; serving without it uses radiograph.cam).
 
-    cam = GradCam(keras.saving.load_model("models/knee/model.keras", compile=False, safe_mode=True))
+    cam = GradCam(radiograph.layers.load_model("models/knee/model.keras"))
     maps = cam(images, classes)          # images [N, H, W, 1] 0-255, classes [N] -> [N, h, w] >= 0
 
 The score is the class's pre-activation logit (on a probability, a saturated

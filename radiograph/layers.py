@@ -49,3 +49,35 @@ class EnsembleCombine(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "method": self.method, "weights": self.member_weights,
                 "softmax": self.softmax}
+
+
+@keras.saving.register_keras_serializable(package="radiograph")
+class MirrorPair(keras.layers.Layer):
+    """[N, H, W, C] -> [2N, H, W, C]: the batch, then the same images mirrored left-right."""
+
+    def call(self, images):
+        return ops.concatenate([images, ops.flip(images, axis=2)], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (None if input_shape[0] is None else 2 * input_shape[0], *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="radiograph")
+class MirrorAverage(keras.layers.Layer):
+    """[2N, h, w, K] from a MirrorPair batch -> [N, h, w, K]: each map averaged with its mirror's, mirrored back.
+
+    The result is mirror-equivariant (an image mirrored gives the map mirrored), so the class activation
+    map cannot lean to one side of a finding; GAP -> Dense on it is the mean of both views' logits.
+    """
+
+    def call(self, maps):
+        count = ops.shape(maps)[0] // 2
+        return (maps[:count] + ops.flip(maps[count:], axis=2)) * 0.5
+
+    def compute_output_shape(self, input_shape):
+        return (None if input_shape[0] is None else input_shape[0] // 2, *input_shape[1:])
+
+
+def load_model(path):
+    """A .keras model of this project (its registered layers known), read with safe_mode and no optimizer."""
+    return keras.saving.load_model(path, compile=False, safe_mode=True)

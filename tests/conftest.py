@@ -25,7 +25,7 @@ def phantom_root(tmp_path_factory):
 TINY_SIZE = 32
 
 
-def tiny_model_folder(models, task, seed=0):
+def tiny_model_folder(models, task, seed=0, mirror=False):
     """An untrained small_cnn model folder with the card fields export and serving read."""
     import keras
 
@@ -37,7 +37,7 @@ def tiny_model_folder(models, task, seed=0):
     keras.utils.set_random_seed(seed)
     folder = models / task
     folder.mkdir(parents=True)
-    save_model(build_model(spec, "small_cnn", TINY_SIZE), folder / "model.keras")
+    save_model(build_model(spec, "small_cnn", TINY_SIZE, mirror=mirror), folder / "model.keras")
     card = {"task": task, "labels": list(spec.labels), "head": spec.head, "cam_layer": "features",
             "model_version": f"{task}-tiny", "notice": "test model",
             "input": {"name": "image", "shape": [None, TINY_SIZE, TINY_SIZE, 1], "size": TINY_SIZE},
@@ -50,14 +50,15 @@ def tiny_model_folder(models, task, seed=0):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, phantom_root):
     """Tiny untrained models of the four head types (softmax 5, softmax 14, binary softmax 2, sigmoid 14),
-    exported to ONNX; knee also as FP16 and INT8, chest14 also into a Triton repository. (models, triton)."""
+    exported to ONNX; knee also as FP16 and INT8, chest14 also into a Triton repository, mura mirror-averaged
+    (train.backbones.build_model's `mirror`). (models, triton)."""
     pytest.importorskip("keras")
     from export.__main__ import export_task
     from radiograph.registry import TASKS
 
     models, triton = tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("triton")
     for task in TASKS:
-        tiny_model_folder(models, task)
+        tiny_model_folder(models, task, mirror=task == "mura")
         export_task(task, models, 17, fp16=task == "knee", int8=task == "knee", data=phantom_root / task,
                     triton=triton if task == "chest14" else None)
     return models, triton

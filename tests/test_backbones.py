@@ -69,3 +69,25 @@ def test_compact16_starts_from_a_compact_donor(tmp_path):
     np.testing.assert_array_equal(model.get_layer("expanded_conv_7_project").get_weights()[0],
                                   donor.get_layer("expanded_conv_7_project").get_weights()[0])
     assert all(model.get_layer(name) is not None for name in CUT_LAYERS)  # new layers, trained with the head
+
+
+def test_a_mirror_averaged_model_is_the_mean_of_both_views(tmp_path):
+    """features(x) = (f(x) + mirror(f(mirror(x)))) / 2 with f the plain model's map, so the class activation
+    map is mirror-equivariant, the probabilities mirror-invariant, and a plain donor's backbone transfers."""
+    from train.backbones import save_model
+
+    keras.utils.set_random_seed(2)
+    plain = build_model(TASKS["mura"], "compact16", image_size=48)
+    save_model(plain, tmp_path / "plain.keras")
+    mirrored = build_model(TASKS["mura"], "compact16", image_size=48, weights=tmp_path / "plain.keras", mirror=True)
+    mirrored.get_layer("logits").set_weights(plain.get_layer("logits").get_weights())
+    images = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype(np.float32)
+    plain_map = keras.Model(plain.input, plain.get_layer("features").output)
+    mirrored_map = keras.Model(mirrored.input, mirrored.get_layer("features").output)
+    expected = (plain_map(images).numpy() + plain_map(images[:, :, ::-1]).numpy()[:, :, ::-1]) / 2
+    np.testing.assert_allclose(mirrored_map(images).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(mirrored_map(images[:, :, ::-1]).numpy(), expected[:, :, ::-1], atol=1e-5)
+    logits = keras.Model(plain.input, plain.get_layer("logits").output)
+    mirrored_logits = keras.Model(mirrored.input, mirrored.get_layer("logits").output)
+    np.testing.assert_allclose(mirrored_logits(images).numpy(),
+                               (logits(images).numpy() + logits(images[:, :, ::-1]).numpy()) / 2, atol=1e-5)

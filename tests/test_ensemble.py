@@ -4,7 +4,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from radiograph.layers import EnsembleCombine  # noqa: E402
+from radiograph.layers import EnsembleCombine, load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 from train.backbones import build_model  # noqa: E402
 from train.ensemble import build_ensemble, f1_weights  # noqa: E402
@@ -71,7 +71,7 @@ def test_ensemble_model_saves_and_loads_safely(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)
     expected = model.predict(images, verbose=0)
     model.save(tmp_path / "ensemble.keras")
-    loaded = keras.saving.load_model(tmp_path / "ensemble.keras", compile=False, safe_mode=True)
+    loaded = load_model(tmp_path / "ensemble.keras")
     np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
     assert loaded.output.shape == (None, 5)
     with pytest.raises(ValueError, match="different input sizes"):

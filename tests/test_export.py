@@ -13,6 +13,7 @@ from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
 from export.__main__ import ExportError, export_task, main as export_main  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.inference import ModelFileError, OnnxModel, decide, providers_for  # noqa: E402
+from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 
 SIZE = TINY_SIZE
@@ -24,7 +25,7 @@ def test_export_round_trips_within_1e_5(tiny_models, task):
     folder = models / task
     card = json.loads((folder / "card.json").read_text())
     assert card["export"]["parity"]["max_abs_diff"] <= 1e-5 and card["export"]["parity"]["decisions_equal"] == 1.0
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    model = load_model(folder / "model.keras")
     images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 1)).astype(np.float32)  # batch of 3: dynamic
     served = OnnxModel(folder, device="cpu").run(images)
     np.testing.assert_allclose(served.probabilities, np.asarray(model(images)), atol=1e-5)

@@ -8,6 +8,7 @@ from conftest import TINY_SIZE  # noqa: E402
 from radiograph.cam import class_activation_map, dense_kernel, normalise  # noqa: E402
 from radiograph.gradcam import GradCam  # noqa: E402
 from radiograph.inference import OnnxModel  # noqa: E402
+from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 
 
@@ -15,7 +16,7 @@ from radiograph.registry import TASKS  # noqa: E402
 def test_keras_gradcam_equals_the_onnx_path_for_every_class(tiny_models, task):
     models, _ = tiny_models
     folder = models / task
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    model = load_model(folder / "model.keras")
     images = np.random.default_rng(2).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 1)).astype(np.float32)
     features = OnnxModel(folder, device="cpu").run(images).features
     kernel = dense_kernel(folder / "model.onnx", len(TASKS[task].labels))
@@ -90,7 +91,7 @@ def test_gradcam_runs_on_an_ensemble_model(tiny_models):
     from train.ensemble import build_ensemble
 
     models, _ = tiny_models
-    member = keras.saving.load_model(models / "knee" / "model.keras", compile=False, safe_mode=True)
+    member = load_model(models / "knee" / "model.keras")
     ensemble = build_ensemble(TASKS["knee"], [member, member], "mixvote")
     images = np.random.default_rng(3).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 1)).astype(np.float32)
     maps = GradCam(ensemble)(images, [0, 3])

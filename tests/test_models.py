@@ -48,9 +48,10 @@ def test_demo_metrics_meet_their_bars(task):
 
 @pytest.mark.parametrize("task", SHIPPED)
 def test_model_loads_safely_and_predicts(task):
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
+    from radiograph.layers import load_model
     card = card_of(task)
-    model = keras.saving.load_model(ROOT / "models" / task / "model.keras", compile=False, safe_mode=True)
+    model = load_model(ROOT / "models" / task / "model.keras")
     size = card["input"]["size"]
     probabilities = model.predict(np.zeros((2, size, size, 1), np.float32), verbose=0)
     assert probabilities.shape == (2, len(card["labels"])) and np.all(np.isfinite(probabilities))
@@ -66,7 +67,8 @@ def test_onnx_export_is_shipped_with_parity(task):
 
 @pytest.mark.parametrize("task", SHIPPED)
 def test_onnx_cam_equals_keras_gradcam_for_every_class(task, phantom_root):
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("keras")
+    from radiograph.layers import load_model
     from radiograph.cam import class_activation_map, dense_kernel, normalise, score_matrix
     from radiograph.gradcam import GradCam
     from radiograph.imaging import load_for_model
@@ -77,7 +79,7 @@ def test_onnx_cam_equals_keras_gradcam_for_every_class(task, phantom_root):
     image = next(p for p in sorted((phantom_root / task).rglob("*")) if p.suffix in (".png", ".jpeg"))
     batch = load_for_model(image, served.size)[0][None]
     features = served.run(batch).features[0]
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    model = load_model(folder / "model.keras")
     for scores in (np.eye(len(served.labels)), score_matrix(task, list(served.labels))):  # logits, served scores
         kernel = dense_kernel(folder / "model.onnx", len(served.labels)) @ scores
         gradcam = GradCam(model, scores=scores)

@@ -82,3 +82,36 @@ def test_global_statistics_and_size_do_not_predict_the_label(tmp_path, task):
     auc = roc_auc_score(positive, scores)
     print(f"{task}: leakage AUC {auc:.3f} on {len(samples)} images")
     assert auc < LEAKAGE_AUC_LIMIT
+
+
+# Drawn after the anatomy and the lung markings, so with one seed the attenuation maps with and without the
+# finding differ by the finding alone.
+DRAWN_LAST = ("Effusion", "Atelectasis", "Infiltration", "Pneumonia", "Consolidation", "Mass", "Nodule", "Edema",
+              "Fibrosis", "Pleural_Thickening")
+
+
+@pytest.mark.parametrize("label", DRAWN_LAST)
+def test_a_chest14_box_holds_what_was_drawn(label):
+    """The ground truth Grad-CAM is scored against: 98% or more of the pixels where a finding adds at least half
+    its strongest attenuation lie in its box (blur tails below that may spill over)."""
+    from train.phantoms import chest14
+
+    for index in range(8):
+        with_finding, findings = chest14(np.random.default_rng([8, index]), 512, 512, frozenset({label}))
+        without, _ = chest14(np.random.default_rng([8, index]), 512, 512, frozenset())
+        added = np.abs(with_finding - without)
+        core = added >= 0.5 * added.max()
+        x, y, w, h = findings[0].box
+        inside = core[max(0, int(y)):int(np.ceil(y + h)), max(0, int(x)):int(np.ceil(x + w))].sum()
+        assert inside >= 0.98 * core.sum(), f"{label}: {inside / core.sum():.3f} of the finding inside its box"
+
+
+@pytest.mark.parametrize("angle", [-15.0, 0.0, 5.0, 40.0])
+def test_an_ellipse_box_bounds_the_drawn_ellipse(angle):
+    from train.phantoms import _ellipse_box, ellipse
+
+    canvas = np.zeros((200, 200), np.float32)
+    ellipse(canvas, (100, 90), (60, 25), 1.0, angle)  # the heart shadow is drawn this way
+    ys, xs = np.nonzero(canvas)
+    x, y, w, h = _ellipse_box((100, 90), (60, 25), angle)
+    np.testing.assert_allclose([x, y, x + w, y + h], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=2.0)

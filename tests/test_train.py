@@ -9,6 +9,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from radiograph.imaging import load_for_model  # noqa: E402
+from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 from train.__main__ import main  # noqa: E402
 from train.datasets import read_dataset  # noqa: E402
@@ -40,7 +41,7 @@ def test_train_knee_writes_a_self_describing_model(trained_knee, phantom_root):
     assert (out / "config.json").exists() and len(list(csv.DictReader((out / "history.csv").open()))) >= 1
     assert {p.name for p in report.iterdir()} >= {"metrics.json", "roc.png", "confusion_matrix.png",
                                                   "training_curves.png"}
-    model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    model = load_model(model_file)
     samples = read_dataset("knee", phantom_root / "knee").splits["test"][:6]
     logits = predict_logits(model, samples, 64)
     probabilities = model.predict(np.stack([load_for_model(s.path, 64)[0] for s in samples]), verbose=0)

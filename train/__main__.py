@@ -56,6 +56,9 @@ def parse(argv):
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (real layout or phantoms)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the task's registry backbone")
     parser.add_argument("--image-size", type=int, help="model input side (default: the task's)")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="features = mean of the image's and its left-right mirror's maps (a mirror-equivariant "
+                             "Grad-CAM; twice the compute)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--weights", default="none",
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
                                augmentation=spec.augmentation, cache=True)
     val_data = image_dataset(val_samples, size, batch, cache=True)
     with strategy.scope():
-        model = build_model(spec, backbone, size, None if args.weights == "none" else args.weights)
+        model = build_model(spec, backbone, size, None if args.weights == "none" else args.weights,
+                            mirror=args.mirror_average)
     print(f"{spec.id}: {backbone} at {size}px, {model.count_params():,} parameters; "
           f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
     with strategy.scope():
@@ -199,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "input": {"name": "image", "shape": [None, size, size, 1], "dtype": "float32", "range": [0, 255],
                   "size": size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
         "backbone": backbone,
+        "mirror_average": args.mirror_average,
         "cam_layer": "features",
         "thresholds": result["thresholds"],
         "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},

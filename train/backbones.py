@@ -31,6 +31,7 @@ from typing import Callable, Literal
 import keras
 from keras import layers
 
+from radiograph.layers import MirrorAverage, MirrorPair, load_model
 from radiograph.registry import TaskSpec
 
 # How each family normalises its RGB input (keras.applications' preprocess_input modes).
@@ -102,8 +103,13 @@ def small_cnn(x):
 
 
 def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | None = None,
-                weights: str | Path | None = None, dropout_rate: float = 0.3) -> keras.Model:
-    """The task's model: one-channel 0-255 `image` in, `probabilities` out, `features` named for Grad-CAM."""
+                weights: str | Path | None = None, dropout_rate: float = 0.3, mirror: bool = False) -> keras.Model:
+    """The task's model: one-channel 0-255 `image` in, `probabilities` out, `features` named for Grad-CAM.
+
+    `mirror`: the backbone sees each image and its left-right mirror (one batch of 2N) and `features` is
+    the mean of the two maps, the mirror's flipped back (MirrorPair, MirrorAverage): twice the compute, a
+    mirror-equivariant map, and the logits the mean of both views'.
+    """
     chosen = get_backbone(backbone or spec.backbone)
     size = image_size or spec.image_size
     if size < chosen.min_size:
@@ -112,14 +118,14 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
         raise ValueError(f"weights must be none, imagenet or an existing file; {weights} does not exist")
     donor = Path(weights) if weights not in (None, "imagenet") and str(weights).endswith(".keras") else None
     if donor is not None:  # another trained model of this project: built empty, then its backbone copied
-        model = build_model(spec, chosen.name, size, None, dropout_rate)
+        model = build_model(spec, chosen.name, size, None, dropout_rate, mirror)
         transfer_backbone(model, donor)
         return model
     if chosen.constructor is None and weights is not None:
         raise ValueError(f"{chosen.name} has no pretrained weights; train it with --weights none")
 
     image = keras.Input((size, size, 1), name="image")
-    x = _normalise(image, chosen)
+    x = _normalise(MirrorPair(name="mirror_pair")(image) if mirror else image, chosen)
     if chosen.constructor is None:
         x = small_cnn(x)
     else:
@@ -134,6 +140,8 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
         for layer in network.layers:  # keras.applications use momentum up to 0.999: tuned for ImageNet-length
             if isinstance(layer, layers.BatchNormalization):  # runs; from scratch on a few thousand images
                 layer.momentum = min(layer.momentum, BATCH_NORM_MOMENTUM)  # validation would lag for dozens of epochs
+    if mirror:
+        x = MirrorAverage(name="mirror_average")(x)
     features = layers.Activation("linear", name="features")(x)  # the map that feeds the pooling
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout_rate, name="dropout")(pooled)
@@ -153,9 +161,7 @@ def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
     (CUT_LAYERS) when the donor is the uncut network: `compact16` starts from a `compact` donor.
     Refuses a donor of another architecture.
     """
-    import radiograph.layers  # noqa: F401 - registered layers
-
-    donor = keras.saving.load_model(donor_path, compile=False, safe_mode=True)
+    donor = load_model(donor_path)
     theirs = {layer.name: layer for layer in donor.layers}
     copied = missing = 0
     for layer in model.layers:

@@ -32,7 +32,7 @@ from sklearn.metrics import f1_score
 
 import train.objectives  # noqa: F401 - registers the custom loss for loading members
 from radiograph.cards import file_entry
-from radiograph.layers import ENSEMBLE_METHODS, EnsembleCombine
+from radiograph.layers import ENSEMBLE_METHODS, EnsembleCombine, load_model
 from radiograph.registry import TaskSpec, get_task
 from train.backbones import save_model
 from train.datasets import read_dataset
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder, card in zip(args.members, cards):
         if card["task"] != spec.id or card["labels"] != list(spec.labels):
             parser.error(f"{folder} is a {card['task']} model with labels {card['labels']}, not {spec.id}")
-    members = [keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
-               for folder in args.members]
+    members = [load_model(folder / "model.keras") for folder in args.members]
     size = cards[0]["input"]["size"]
     index = read_dataset(spec.id, args.data, cards[0]["training"]["val_fraction"],
                          cards[0]["training"]["seed"]) if args.data else None

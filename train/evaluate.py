@@ -352,9 +352,8 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import keras
-
     import train.objectives  # noqa: F401 - registers the custom loss for loading
+    from radiograph.layers import load_model
     from train.datasets import read_dataset
 
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
@@ -383,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         (folder / "card.json").write_text(json.dumps(card, indent=2))
         print(json.dumps(card["localisation"], indent=2))
         return
-    model = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    model = load_model(folder / "model.keras")
     index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
     size = card["input"]["size"]
     val_logits = predict_logits(model, index.splits["val"], size, args.batch_size)

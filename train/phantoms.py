@@ -360,6 +360,7 @@ class Chest:
     heart_width: float
     right_dome: float  # hemidiaphragm tops (patient's right = image left)
     left_dome: float
+    heart_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x, y, w, h of the drawn heart shadow
 
     def lung(self, side: int):
         """Polygon of one lung (side -1 = image left = patient's right)."""
@@ -381,6 +382,14 @@ class Chest:
         y = self.top + rng.uniform(*zone) * (self.base - self.top)
         x = self.cx + side * rng.uniform(*lateral) * self.half_width
         return np.array([x, y])
+
+
+def _ellipse_box(center, axes, angle_degrees):
+    """Bounding box (x, y, w, h) of an ellipse with semi-axes `axes` rotated by `angle_degrees`."""
+    a, b = axes
+    t = math.radians(angle_degrees)
+    half_w, half_h = math.hypot(a * math.cos(t), b * math.sin(t)), math.hypot(a * math.sin(t), b * math.cos(t))
+    return float(center[0] - half_w), float(center[1] - half_h), float(2 * half_w), float(2 * half_h)
 
 
 def chest_anatomy(rng, h, w, pediatric, cardiomegaly=False, emphysema=False, hernia=False):
@@ -408,8 +417,11 @@ def chest_anatomy(rng, h, w, pediatric, cardiomegaly=False, emphysema=False, her
                           (cx + 0.14 * half_width, chest.base - 0.35 * (base - top)),
                           (cx - 0.14 * half_width, chest.base - 0.35 * (base - top))], 0.5)
     heart_right = chest.heart_width * rng.uniform(0.3, 0.4)  # most of the heart lies to the patient's left
-    ellipse(mediastinum, (cx + (chest.heart_width / 2 - heart_right), chest.base - 0.2 * (base - top)),
-            (chest.heart_width / 2, 0.22 * (base - top)), 0.75, rng.uniform(-15, 5))
+    heart = ((cx + (chest.heart_width / 2 - heart_right), chest.base - 0.2 * (base - top)),
+             (chest.heart_width / 2, 0.22 * (base - top)), rng.uniform(-15, 5))
+    center, axes, angle = heart
+    ellipse(mediastinum, center, axes, 0.75, angle)
+    chest.heart_box = _ellipse_box(center, axes, angle)
     for side, dome in ((-1, chest.right_dome), (1, chest.left_dome)):  # hemidiaphragms and abdomen
         ellipse(mediastinum, (cx + side * 0.5 * half_width, dome + 0.22 * h), (0.62 * half_width, 0.22 * h), 0.45)
     polygon(mediastinum, [(cx - 1.2 * half_width, chest.base + 0.12 * h), (cx + 1.2 * half_width, chest.base + 0.12 * h),
@@ -456,12 +468,25 @@ def lung_markings(rng, chest: Chest, amount=1.0, exclude=None):
 
 
 def opacity(mu, rng, center, radii, density, softness, lobulated=0.0):
+    """A round opacity, with lobules around it; returns the bounding box of what was drawn."""
     layer = np.zeros_like(mu)
     ellipse(layer, center, radii, density, rng.uniform(0, 180))
     for _ in range(int(lobulated * 6)):
         offset = rng.normal(0, 0.5, 2) * radii
         ellipse(layer, center + offset, np.multiply(radii, rng.uniform(0.4, 0.8)), density, rng.uniform(0, 180))
     add_layer(mu, layer, softness)
+    return _drawn_box(layer)
+
+
+def _drawn_box(layer):
+    """(x, y, w, h) of a layer's non-zero pixels."""
+    ys, xs = np.nonzero(layer)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())
+
+
+def _union(a, b):
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    return x0, y0, max(a[0] + a[2], b[0] + b[2]) - x0, max(a[1] + a[3], b[1] + b[3]) - y0
 
 
 def _box_of(center, radii, pad=1.2):
@@ -512,8 +537,7 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         findings.append(Finding(label, label, box))
 
     if "Cardiomegaly" in labels:
-        add("Cardiomegaly", (chest.cx - chest.heart_width * 0.45, chest.base - 0.45 * lung_height,
-                             chest.heart_width * 1.0, 0.5 * lung_height))
+        add("Cardiomegaly", chest.heart_box)
     if "Emphysema" in labels:
         x0, y0, _, _ = chest.lung_box(-1)
         x1, y1, w1, h1 = chest.lung_box(1)
@@ -548,7 +572,7 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         polygon(layer, meniscus, 0.6)
         add_layer(mu, layer, 0.01 * w)
         xs, ys = [p[0] for p in meniscus], [p[1] for p in meniscus]
-        add("Effusion", (min(xs), min(ys), max(xs) - min(xs), chest.base - min(ys)))
+        add("Effusion", (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)))  # the fluid as drawn
     if "Atelectasis" in labels:  # plate-like band at a base
         side = int(rng.choice([-1, 1]))
         center = chest.point_in_lung(rng, side, zone=(0.65, 0.82), lateral=(0.3, 0.6))
@@ -567,18 +591,18 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         side = int(rng.choice([-1, 1]))
         center = chest.point_in_lung(rng, side, zone=(0.3, 0.7), lateral=(0.4, 0.7))
         radii = chest.half_width * rng.uniform(0.16, 0.24) * np.array([1.0, 1.3])
-        opacity(mu, rng, center, radii, 0.55, 0.01 * w, lobulated=0.3)
-        add("Consolidation", _box_of(center, radii, 1.4))
+        drawn = opacity(mu, rng, center, radii, 0.55, 0.01 * w, lobulated=0.3)
+        add("Consolidation", _union(_box_of(center, radii, 1.4), drawn))  # a lobule may reach past the padding
     if "Mass" in labels:  # large round opacity, well defined
         center = chest.point_in_lung(rng, int(rng.choice([-1, 1])), zone=(0.2, 0.75))
         radius = chest.half_width * rng.uniform(0.1, 0.16)
-        opacity(mu, rng, center, (radius, radius * rng.uniform(0.8, 1.0)), 0.6, 0.003 * w, lobulated=0.2)
-        add("Mass", _box_of(center, (radius, radius), 1.5))
+        drawn = opacity(mu, rng, center, (radius, radius * rng.uniform(0.8, 1.0)), 0.6, 0.003 * w, lobulated=0.2)
+        add("Mass", _union(_box_of(center, (radius, radius), 1.5), drawn))
     if "Nodule" in labels:  # small round opacity
         center = chest.point_in_lung(rng, int(rng.choice([-1, 1])), zone=(0.15, 0.8))
         radius = chest.half_width * rng.uniform(0.055, 0.08)
-        opacity(mu, rng, center, (radius, radius), 0.75, 0.002 * w)
-        add("Nodule", _box_of(center, (radius, radius), 2.0))
+        drawn = opacity(mu, rng, center, (radius, radius), 0.75, 0.002 * w)
+        add("Nodule", _union(_box_of(center, (radius, radius), 2.0), drawn))
     if "Edema" in labels:  # bilateral perihilar haze (bat wing) with septal lines
         layer = np.zeros((h, w), np.float32)
         for side in (-1, 1):
@@ -589,8 +613,8 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
                 x = chest.cx + side * 0.95 * chest.half_width
                 line(layer, (x, y), (x - side * 0.08 * chest.half_width, y), 0.3, max(1, 0.002 * w))
         add_layer(mu, layer * (1 + smooth_noise(rng, (h, w), w / 40, 0.3)), 0.02 * w)
-        add("Edema", (chest.cx - 0.7 * chest.half_width, chest.top + 0.2 * lung_height,
-                      1.4 * chest.half_width, 0.75 * lung_height))
+        add("Edema", (chest.cx - 0.96 * chest.half_width, chest.top + 0.2 * lung_height,  # haze and Kerley lines
+                      1.92 * chest.half_width, 0.75 * lung_height))
     if "Fibrosis" in labels:  # reticular net in the lower, peripheral zones
         side = int(rng.choice([-1, 1]))
         x0 = chest.cx + side * (0.45 if side > 0 else 0.95) * chest.half_width
@@ -600,10 +624,10 @@ def chest14(rng, h: int, w: int, labels: frozenset[str]):
         for _ in range(18):
             a = (x0 + rng.uniform(0, bw), y0 + rng.uniform(0, bh))
             line(layer, a, (a[0] + rng.normal(0, 0.05) * w, a[1] + rng.normal(0, 0.05) * h), 0.35, max(2, 0.004 * w))
-        layer[:, :max(0, int(x0))] = 0  # keep the net inside its zone
+        layer[:, :max(0, int(x0))] = 0  # keep the net inside its zone, sideways; strands may run past its ends
         layer[:, int(x0 + bw):] = 0
         add_layer(mu, layer, 0.002 * w)
-        add("Fibrosis", (x0, y0, bw, bh))
+        add("Fibrosis", _union((x0, y0, bw, bh), _drawn_box(layer)))
     if "Pleural_Thickening" in labels:  # band along the lateral chest wall or apex
         side = int(rng.choice([-1, 1]))
         lung = chest.lung(side)
