@@ -88,6 +88,7 @@ def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: in
         gradcam = GradCam(load_model(folder / "model.keras"),
                           scores=score_matrix(model.card["task"], list(model.labels)))
         result["gradcam_keras"] = timings(lambda: gradcam(image, 0), repeats)
+        result["gradcam_keras_every_class"] = timings(lambda: gradcam.every_class(image), repeats)
     return result
 
 
@@ -173,7 +174,7 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
 
 def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
     columns = ["keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8", "gradcam_keras",
-               "cam_onnx_extra", "cam_onnx_every_class"]
+               "gradcam_keras_every_class", "cam_onnx_extra", "cam_onnx_every_class"]
     lines = ["| task | size | " + " | ".join(f"{c} ms (p95)" for c in columns) +
              " | ORT/tf.function | Grad-CAM/ORT | CAM extra/ORT (every class) | ORT batched img/s"
              " | batch command img/s | command/ORT | GFLOP/image | ORT GFLOP/s batch 1 (batched) | of matmul ceiling"

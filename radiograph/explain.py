@@ -58,9 +58,8 @@ class Explainer:
 
     def heatmaps(self, image: np.ndarray, features: np.ndarray | None) -> tuple[np.ndarray, list[bool]]:
         """Every class's [0, 1] map for one image ([1, H, W, 1]) in one call: [C, h, w] and which are flat."""
-        classes = np.arange(len(self.model.labels))
         if self.gradcam is not None:
-            return normalise_each(np.asarray(self.gradcam(np.repeat(image, len(classes), axis=0), classes)))
+            return normalise_each(self.gradcam.every_class(image))
         if features is None:
             raise ValueError("the ONNX path needs the `features` output of the same image")
         return normalise_each(class_activation_maps(features, self.kernel))

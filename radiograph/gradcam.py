@@ -68,6 +68,16 @@ class GradCam:
         self.size = int(model.input.shape[1])
         self.branches = [_branch(member) for member in members]
         self._compiled = tf.function(self._maps, reduce_retracing=True)
+        self._every_class_compiled = tf.function(self._every_class_maps, reduce_retracing=True)
+
+    def _channel_weights(self, features, gradients):
+        """Per-channel weights from gradients [..., h, w, k] of the score w.r.t. features (broadcast to them)."""
+        if self.method == "gradcam":
+            return tf.reduce_mean(gradients, axis=(-3, -2))
+        g2, g3 = tf.square(gradients), tf.pow(gradients, 3)  # Grad-CAM++ with score exp(S): d2 = g^2, d3 = g^3
+        total = tf.reduce_sum(features, axis=(-3, -2), keepdims=True)
+        alphas = tf.math.divide_no_nan(g2, 2.0 * g2 + total * g3)  # 0 where the denominator vanishes
+        return tf.reduce_sum(alphas * tf.nn.relu(gradients), axis=(-3, -2))
 
     def _maps(self, images, classes):
         maps, probabilities = [], []
@@ -76,15 +86,22 @@ class GradCam:
                 tape.watch(images)  # records the graph even where no variable lies before the feature map
                 features, logits, member_probabilities = branch(images, training=False)
                 score = tf.gather(logits @ self.scores, classes, axis=1, batch_dims=1)  # [N]: each image's class
-            gradients = tape.gradient(score, features)  # [N, h, w, k]
-            if self.method == "gradcam":
-                weights = tf.reduce_mean(gradients, axis=(1, 2))
-            else:  # Grad-CAM++ with score exp(S): d2 = g^2, d3 = g^3 in the closed form
-                g2, g3 = tf.square(gradients), tf.pow(gradients, 3)
-                total = tf.reduce_sum(features, axis=(1, 2), keepdims=True)
-                alphas = tf.math.divide_no_nan(g2, 2.0 * g2 + total * g3)  # 0 where the denominator vanishes
-                weights = tf.reduce_sum(alphas * tf.nn.relu(gradients), axis=(1, 2))
+            weights = self._channel_weights(features, tape.gradient(score, features))  # [N, k]
             maps.append(tf.nn.relu(tf.einsum("nhwk,nk->nhw", features, weights)))
+            probabilities.append(member_probabilities)
+        return maps, probabilities
+
+    def _every_class_maps(self, images):
+        """One forward pass per branch; the gradient of every class's score at once (a batch Jacobian)."""
+        maps, probabilities = [], []
+        for branch in self.branches:
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                features, logits, member_probabilities = branch(images, training=False)
+                scores = logits @ self.scores  # [N, C]
+            gradients = tape.batch_jacobian(scores, features)  # [N, C, h, w, k]
+            weights = self._channel_weights(features[:, None], gradients)  # [N, C, k]
+            maps.append(tf.nn.relu(tf.einsum("nhwk,nck->nchw", features, weights)))
             probabilities.append(member_probabilities)
         return maps, probabilities
 
@@ -93,9 +110,20 @@ class GradCam:
         images = tf.convert_to_tensor(np.asarray(images, np.float32))
         classes = np.broadcast_to(np.asarray(classes, np.int32), (images.shape[0],))
         maps, probabilities = self._compiled(images, tf.convert_to_tensor(classes))
+        return self._combined([m.numpy() for m in maps], [p.numpy() for p in probabilities], classes)
+
+    def every_class(self, image: np.ndarray) -> np.ndarray:
+        """Every class's map for one image [1, H, W, 1] from one forward pass: [C, h, w] (an ensemble's [C, H, W])."""
+        maps, probabilities = self._every_class_compiled(tf.convert_to_tensor(np.asarray(image, np.float32)))
+        classes = np.arange(self.scores.shape[1], dtype=np.int32)
+        return self._combined([m.numpy()[0] for m in maps],  # the image's [C, h, w] per member, one "image" a class
+                              [np.repeat(p.numpy(), len(classes), axis=0) for p in probabilities], classes)
+
+    def _combined(self, maps: list[np.ndarray], probabilities: list[np.ndarray], classes: np.ndarray) -> np.ndarray:
+        """One network's maps as they are; an ensemble's members' maps [N, h, w] combined by its rule."""
         if self.combine is None:
-            return maps[0].numpy()
-        scaled = np.stack([[cv2.resize(m / (m.max() + 1e-12), (self.size, self.size)) for m in member.numpy()]
+            return maps[0]
+        scaled = np.stack([[cv2.resize(m / (m.max() + 1e-12), (self.size, self.size)) for m in member]
                            for member in maps], axis=1)  # [N, M, H, W]
-        weights = member_weights(self.combine, np.stack([p.numpy() for p in probabilities]), classes)
+        weights = member_weights(self.combine, np.stack(probabilities), classes)
         return np.einsum("nmhw,nm->nhw", scaled, weights) / weights.sum(axis=1)[:, None, None]

@@ -133,3 +133,22 @@ def test_a_class_scored_against_its_alternative_is_its_log_odds():
     against = GradCam(hand_model(1.0), scores=np.array([[1, -1], [-1, 1]], np.float32))(x, 0)[0]
     w = np.array([[1.0, -2.0], [3.0, 0.5]])  # d(logit0 - logit1)/d features = (W[:, 0] - W[:, 1]) / 4
     np.testing.assert_allclose(against, np.maximum(x[0] @ (w[:, 0] - w[:, 1]) / 4, 0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["mura", "chest14"])
+def test_every_class_at_once_equals_one_class_at_a_time(tiny_models, task):
+    """GradCam.every_class (one forward pass, a batch Jacobian) gives each class's map as GradCam(image, c) does,
+    for Grad-CAM and Grad-CAM++, on a mirror-averaged model (mura) and a plain one, and on an ensemble."""
+    from train.ensemble import build_ensemble
+
+    models, _ = tiny_models
+    model = load_model(models / task / "model.keras")
+    image = np.random.default_rng(5).uniform(0, 255, (1, TINY_SIZE, TINY_SIZE, 1)).astype(np.float32)
+    classes = len(TASKS[task].labels)
+    for network in (model, build_ensemble(TASKS[task], [model, model], "mean")):
+        for method in ("gradcam", "gradcam++"):
+            gradcam = GradCam(network, method)
+            every = gradcam.every_class(image)
+            one_at_a_time = np.concatenate([gradcam(image, c) for c in range(classes)])
+            assert every.shape == one_at_a_time.shape and every.shape[0] == classes
+            np.testing.assert_allclose(every, one_at_a_time, rtol=1e-4, atol=1e-6)
