@@ -5,8 +5,10 @@
 Graph (DESIGN.md contract 3 and 4):
 
     image float32 [N, H, W, 1], 0-255
+      [-> with mirror=True: the batch and its left-right mirror, 2N images]
       -> channel replication and the backbone's own normalisation (inside the graph)
-      -> backbone -> `features` (the last conv map; Grad-CAM's layer)
+      -> backbone [-> with mirror=True: each map averaged with its mirror's, flipped back]
+      -> `features` (the last conv map; Grad-CAM's layer)
       -> GlobalAveragePooling `pool` -> Dropout `dropout` -> Dense `logits`
       -> softmax or sigmoid `probabilities`
 
