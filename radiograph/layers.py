@@ -55,8 +55,8 @@ class EnsembleCombine(keras.layers.Layer):
 class MirrorPair(keras.layers.Layer):
     """[N, H, W, C] -> [2N, H, W, C]: the batch, then the same images mirrored left-right."""
 
-    def call(self, images):
-        return ops.concatenate([images, ops.flip(images, axis=2)], axis=0)
+    def call(self, images):  # a step -1 slice, not a reverse: ONNX Slice, where a reverse becomes two transposes
+        return ops.concatenate([images, images[:, :, ::-1]], axis=0)
 
     def compute_output_shape(self, input_shape):
         return (None if input_shape[0] is None else 2 * input_shape[0], *input_shape[1:])
@@ -72,7 +72,7 @@ class MirrorAverage(keras.layers.Layer):
 
     def call(self, maps):
         count = ops.shape(maps)[0] // 2
-        return (maps[:count] + ops.flip(maps[count:], axis=2)) * 0.5
+        return (maps[:count] + maps[count:, :, ::-1]) * 0.5
 
     def compute_output_shape(self, input_shape):
         return (None if input_shape[0] is None else input_shape[0] // 2, *input_shape[1:])
