@@ -417,9 +417,8 @@ def chest_anatomy(rng, h, w, pediatric, cardiomegaly=False, emphysema=False, her
                           (cx + 0.14 * half_width, chest.base - 0.35 * (base - top)),
                           (cx - 0.14 * half_width, chest.base - 0.35 * (base - top))], 0.5)
     heart_right = chest.heart_width * rng.uniform(0.3, 0.4)  # most of the heart lies to the patient's left
-    heart = ((cx + (chest.heart_width / 2 - heart_right), chest.base - 0.2 * (base - top)),
-             (chest.heart_width / 2, 0.22 * (base - top)), rng.uniform(-15, 5))
-    center, axes, angle = heart
+    center = (cx + (chest.heart_width / 2 - heart_right), chest.base - 0.2 * (base - top))
+    axes, angle = (chest.heart_width / 2, 0.22 * (base - top)), rng.uniform(-15, 5)
     ellipse(mediastinum, center, axes, 0.75, angle)
     chest.heart_box = _ellipse_box(center, axes, angle)
     for side, dome in ((-1, chest.right_dome), (1, chest.left_dome)):  # hemidiaphragms and abdomen
