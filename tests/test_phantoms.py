@@ -39,7 +39,7 @@ def test_deterministic_for_a_seed(tmp_path, task):
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_every_positive_image_has_a_box_inside_it(task):
+def test_every_box_lies_on_its_image(task):
     jobs = PLANS[task](40, np.random.default_rng(1))
     for job in jobs[:15]:
         image, findings = render(task, job, seed=2)
@@ -47,7 +47,8 @@ def test_every_positive_image_has_a_box_inside_it(task):
         for finding in findings:
             x, y, w, h = finding.box
             assert finding.label in TASKS[task].labels
-            assert w > 0 and h > 0 and x < image.shape[1] and y < image.shape[0] and x + w > 0 and y + h > 0
+            assert w > 0 and h > 0 and x >= 0 and y >= 0
+            assert x + w <= image.shape[1] + 1e-3 and y + h <= image.shape[0] + 1e-3
 
 
 def test_chest14_prevalence_follows_nih_with_a_floor():
@@ -115,3 +116,18 @@ def test_an_ellipse_box_bounds_the_drawn_ellipse(angle):
     ys, xs = np.nonzero(canvas)
     x, y, w, h = _ellipse_box((100, 90), (60, 25), angle)
     np.testing.assert_allclose([x, y, x + w, y + h], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=2.0)
+
+
+def test_a_box_keeps_only_what_the_exposed_film_shows():
+    """Collimator shutters overwrite the film's edges and rotation moves findings off the canvas: a box is cut
+    to the exposed field, and a finding wholly outside it has no box (nothing visible to point at)."""
+    from train.phantoms import Finding, _on_film
+
+    field = (10, 20, 190, 180)  # x0, y0, x1, y1 of the exposed film
+    findings = [Finding("a", "a", (50.0, 50.0, 30.0, 40.0)),  # inside: unchanged
+                Finding("b", "b", (0.0, 100.0, 30.0, 20.0)),  # under the left shutter in part: cut
+                Finding("c", "c", (185.0, 170.0, 40.0, 40.0)),  # over a corner: cut on two sides
+                Finding("d", "d", (195.0, 50.0, 10.0, 10.0)),  # wholly under the right shutter: dropped
+                Finding("e", "e", (60.0, 19.5, 10.0, 0.8))]  # less than a pixel of it exposed: dropped
+    assert [(f.label, f.box) for f in _on_film(findings, field)] == [
+        ("a", (50.0, 50.0, 30.0, 40.0)), ("b", (10.0, 100.0, 20.0, 20.0)), ("c", (185.0, 170.0, 5.0, 10.0))]

@@ -119,12 +119,24 @@ class Finding:
 
 # ============================================================================ exposure and nuisance
 
-def _rotate_box(box, matrix, shape):
+def _rotate_box(box, matrix):
     x, y, w, h = box
     corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], np.float32) @ matrix.T
-    x0, y0 = np.clip(corners.min(0), 0, None)
-    x1, y1 = np.minimum(corners.max(0), (shape[1], shape[0]))
-    return float(x0), float(y0), float(max(1.0, x1 - x0)), float(max(1.0, y1 - y0))
+    x0, y0 = corners.min(0)
+    x1, y1 = corners.max(0)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+def _on_film(findings, field):
+    """Each box cut to the exposed field (x0, y0, x1, y1): the film's part that shows anything. A finding drawn
+    wholly off it (off the canvas, or under a collimator shutter) has no box: there is nothing there to point at."""
+    kept = []
+    for f in findings:
+        x, y, w, h = f.box
+        x0, y0, x1, y1 = max(x, field[0]), max(y, field[1]), min(x + w, field[2]), min(y + h, field[3])
+        if x1 - x0 >= 1 and y1 - y0 >= 1:
+            kept.append(Finding(f.label, f.finding, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
+    return kept
 
 
 def expose(mu, findings, rng, out_size, max_rotation=15.0, marker=True, collimate=0.5):
@@ -134,7 +146,8 @@ def expose(mu, findings, rng, out_size, max_rotation=15.0, marker=True, collimat
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, rng.uniform(0.95, 1.05))
     matrix[:, 2] += rng.uniform(-0.03, 0.03, 2) * (w, h)
     mu = cv2.warpAffine(mu, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    findings = [Finding(f.label, f.finding, _rotate_box(f.box, matrix, mu.shape)) for f in findings]
+    findings = [Finding(f.label, f.finding, _rotate_box(f.box, matrix)) for f in findings]
+    field = (0, 0, w, h)
 
     signal = 1.0 - np.exp(-mu * rng.uniform(0.8, 1.2))
     signal = np.power(np.clip(signal, 0, 1), rng.uniform(0.75, 1.35))
@@ -148,6 +161,8 @@ def expose(mu, findings, rng, out_size, max_rotation=15.0, marker=True, collimat
         y0, y1 = (rng.uniform(0, 0.08, 2) * h).astype(int)
         edge[y0:h - y1, x0:w - x1] = False
         image[edge] = rng.choice([rng.uniform(0.85, 1.0), rng.uniform(0.0, 0.08)])
+        field = (x0, y0, w - x1, h - y1)
+    findings = _on_film(findings, field)
     out_w, out_h = out_size
     scale = out_w / w
     sigma = rng.uniform(0.0, 1.2) / scale  # blur and detector noise at the canvas resolution
