@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
-from train.backbones import ADDED_LAYERS, BACKBONES, HEAD, build_model, save_model  # noqa: E402
+from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
 from train.objectives import WeightedBinaryCrossentropy, class_weights, monitored_auc, positive_fraction  # noqa: E402
@@ -100,7 +100,7 @@ def fold_temperature(model: keras.Model, temperature: np.ndarray) -> None:
 
 def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
     for layer in model.layers:
-        layer.trainable = trainable or layer.name in HEAD + ADDED_LAYERS
+        layer.trainable = trainable or layer.name in HEAD + CUT_LAYERS
 
 
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path) -> tuple[int, float]:

@@ -53,7 +53,6 @@ class Backbone:
     min_size: int  # smallest input side the architecture accepts
     channels: int = 3  # the ImageNet architectures take RGB: the gray image is replicated
     cut: str | None = None  # end the network at this layer (a finer feature map for Grad-CAM), then a 1x1 conv
-    lateral: str | None = None  # merge the cut's map, upsampled 2x, with this stride-halved layer's output
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -68,8 +67,6 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("small_cnn", None, "unit", 32, channels=1),
         Backbone("compact", keras.applications.MobileNetV3Small, "raw", 32),
         Backbone("compact16", keras.applications.MobileNetV3Small, "raw", 32, cut="expanded_conv_7_add"),
-        Backbone("compact8", keras.applications.MobileNetV3Small, "raw", 32, cut="expanded_conv_7_add",
-                 lateral="expanded_conv_2_add"),
     )
 }
 
@@ -119,8 +116,6 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
     size = image_size or spec.image_size
     if size < chosen.min_size:
         raise ValueError(f"{chosen.name} needs an input of at least {chosen.min_size} pixels, got {size}")
-    if chosen.lateral and size % 16:
-        raise ValueError(f"{chosen.name} needs an input side divisible by 16 (its two maps must align), got {size}")
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ValueError(f"weights must be none, imagenet or an existing file; {weights} does not exist")
     donor = Path(weights) if weights not in (None, "imagenet") and str(weights).endswith(".keras") else None
@@ -144,13 +139,6 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
             x = layers.Conv2D(256, 1, use_bias=False, name=CUT_LAYERS[0])(x)
             x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=CUT_LAYERS[1])(x)
             x = layers.Activation("hard_swish", name=CUT_LAYERS[2])(x)
-        if chosen.lateral:  # stride 8: the deep map upsampled, plus the stride-8 stage's detail, then smoothed
-            upsampled = layers.UpSampling2D(2, interpolation="bilinear", name=FINE_LAYERS[0])(x)
-            detail = layers.Conv2D(256, 1, use_bias=False, name=FINE_LAYERS[1])(network.get_layer(chosen.lateral).output)
-            x = layers.Add(name=FINE_LAYERS[2])([upsampled, detail])
-            x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=FINE_LAYERS[3])(x)
-            x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=FINE_LAYERS[4])(x)
-            x = layers.Activation("hard_swish", name=FINE_LAYERS[5])(x)
         for layer in network.layers:  # keras.applications use momentum up to 0.999: tuned for ImageNet-length
             if isinstance(layer, layers.BatchNormalization):  # runs; from scratch on a few thousand images
                 layer.momentum = min(layer.momentum, BATCH_NORM_MOMENTUM)  # validation would lag for dozens of epochs
@@ -166,16 +154,13 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
 
 HEAD = ("pool", "dropout", "logits", "probabilities")
 CUT_LAYERS = ("cut_conv", "cut_bn", "cut_act")  # added after a cut backbone: new, so trained with the head
-FINE_LAYERS = ("fine_upsample", "fine_lateral", "fine_add", "fine_smooth", "fine_bn", "fine_act")  # compact8's merge
-ADDED_LAYERS = CUT_LAYERS + FINE_LAYERS  # built here, not by keras.applications: trained with the head in warm-up
 
 
 def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
     """Copy every backbone layer's weights from a trained .keras model of the same backbone (by layer name).
 
     The head is left as built (the donor's task has other classes), and so are the layers added after a cut
-    (CUT_LAYERS, FINE_LAYERS) when the donor lacks them: `compact16` and `compact8` start from a `compact`
-    donor, `compact8` from a `compact16` one.
+    (CUT_LAYERS) when the donor is the uncut network: `compact16` starts from a `compact` donor.
     Refuses a donor of another architecture.
     """
     donor = load_model(donor_path)
@@ -185,7 +170,7 @@ def transfer_backbone(model: keras.Model, donor_path: Path) -> int:
         if layer.name in HEAD or not layer.weights:
             continue
         source = theirs.get(layer.name)
-        if source is None and layer.name in ADDED_LAYERS:
+        if source is None and layer.name in CUT_LAYERS:
             continue
         if source is None or [w.shape for w in source.weights] != [w.shape for w in layer.weights]:
             missing += 1
