@@ -82,3 +82,30 @@ def test_train_mura_saves_with_its_abnormality_monitor(tmp_path, phantom_root):
     history = list(csv.DictReader((out / "history.csv").open()))
     assert "val_auc" in history[0] and (out / "model.keras").exists()
     assert {"study_auc", "body_part_accuracy"} <= set(card["metrics"])
+
+
+def test_select_by_pointing_game_keeps_the_epoch_it_names(tmp_path, phantom_root):
+    from train.selection import ValidationPointingGame, chosen_epoch
+
+    out, _, card = run(tmp_path, phantom_root, "knee", "--epochs", "3", "--select-by", "pointing_game",
+                       "--auc-tolerance", "0.05")
+    history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader((out / "history.csv").open())]
+    assert len(history) == 3 and all(0 <= row["val_pointing_game"] <= 1 for row in history)
+    kept = card["training"]["kept"]
+    assert kept["select_by"] == "pointing_game" and kept["auc_tolerance"] == 0.05
+    assert kept["kept_epoch"] == chosen_epoch(history, "pointing_game", 0.05) + 1
+    # the shipped weights are that epoch's: their maps score what the run logged (T > 0 only rescales them)
+    index = read_dataset("knee", phantom_root / "knee")
+    scorer = ValidationPointingGame(TASKS["knee"], index.boxes, index.splits["val"], 64, 16)
+    scorer.set_model(load_model(out / "model.keras"))
+    logs = {}
+    scorer.on_epoch_end(0, logs)
+    assert logs["val_pointing_game"] == pytest.approx(kept["val_pointing_game"])
+
+
+def test_select_by_pointing_game_needs_validation_boxes(phantom_root):
+    from train.selection import ValidationPointingGame
+
+    samples = read_dataset("mura", phantom_root / "mura").splits["val"]
+    with pytest.raises(ValueError, match="needs true boxes.*--select-by auc"):
+        ValidationPointingGame(TASKS["mura"], [], samples, 64, 16)

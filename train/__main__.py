@@ -14,8 +14,10 @@ training curves).
 Method: the task's augmentation policy; class weights from counts (softmax
 heads) or the weighted binary cross-entropy (sigmoid heads); Adam with
 ReduceLROnPlateau and EarlyStopping on validation AUC, keeping the best
-epoch; with pretrained weights, a first phase trains the head on a frozen
-backbone at the learning rate, then everything at a tenth of it. On CPU a
+epoch (or, with --select-by pointing_game, the one whose maps best hit the
+validation boxes among those near the best AUC: train.selection); with
+pretrained weights, a first phase trains the head on a frozen backbone at
+the learning rate, then everything at a tenth of it. On CPU a
 seed makes runs deterministic; with GPUs, mixed precision and
 MirroredStrategy are switched on automatically.
 """
@@ -26,7 +28,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +46,7 @@ from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, w
 from train.objectives import WeightedBinaryCrossentropy, class_weights, monitored_auc, positive_fraction  # noqa: E402
 from train.phantoms import PROVENANCE_FILE  # noqa: E402
 from train.pipeline import image_dataset  # noqa: E402
+from train.selection import SELECT_BY, EpochCandidates, ValidationPointingGame  # noqa: E402
 
 DEMO_NOTICE = ("Demo model trained on synthetic phantom radiographs: its metrics describe phantoms, "
                "not patients. Research software, not a medical device.")
@@ -70,6 +72,12 @@ def parse(argv):
     parser.add_argument("--val-fraction", type=float, default=0.1, help="patients carved for validation")
     parser.add_argument("--folds", type=int, help="k-fold: pool train and val, split by patient into K folds")
     parser.add_argument("--fold", type=int, default=0, help="with --folds: which fold validates (0..K-1)")
+    parser.add_argument("--select-by", choices=SELECT_BY, default="auc",
+                        help="which epoch to keep: the best validation AUC, or the best validation pointing game "
+                             "among epochs within --auc-tolerance of it (needs validation boxes; train.selection)")
+    parser.add_argument("--auc-tolerance", type=float, default=0.01,
+                        help="with --select-by pointing_game: how far below the best validation AUC a kept epoch "
+                             "may be")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="model folder (default models/<task>)")
     parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
@@ -103,35 +111,33 @@ def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
         layer.trainable = trainable or layer.name in HEAD + CUT_LAYERS
 
 
-def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path) -> tuple[int, float]:
-    """Train with early stopping on validation AUC (MURA: of P(abnormal)); leaves the best epoch's weights."""
-    checkpoints = tempfile.TemporaryDirectory(prefix="radiograph-train-")  # never beside the shipped files
-    best = Path(checkpoints.name) / "best.weights.h5"
+def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path,
+        selector: list[keras.callbacks.Callback]) -> tuple[int, float, dict]:
+    """Train with early stopping on validation AUC (MURA: of P(abnormal)); leaves the kept epoch's weights
+    (train.selection: the best validation AUC, or the best validation pointing game within a tolerance of it)."""
     phases = [(args.epochs, args.learning_rate, True)]
     if args.weights != "none":  # fine-tuning: head first on a frozen backbone, then everything, slower
         phases = [(args.warmup_epochs, args.learning_rate, False), (args.epochs, args.learning_rate / 10, True)]
     logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=False)
-    epochs_run, best_auc, start = 0, None, time.perf_counter()
+    candidates = EpochCandidates(args.select_by, args.auc_tolerance)
+    start = time.perf_counter()
     for index, (epochs, learning_rate, backbone_trainable) in enumerate(phases):
         set_trainable_backbone(model, backbone_trainable)
         model.compile(keras.optimizers.Adam(learning_rate), loss,
                       metrics=[monitored_auc(spec.id, spec.multi_label)], jit_compile=False)
         callbacks = [
-            keras.callbacks.ModelCheckpoint(str(best), monitor="val_auc", mode="max", save_best_only=True,
-                                            save_weights_only=True, initial_value_threshold=best_auc),
+            *selector,  # adds val_pointing_game to the logs the others read
+            candidates,
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience),
             keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3,
                                               patience=max(1, args.patience // 3), min_lr=1e-6),
             logger,
         ]
         logger.append = index > 0
-        history = model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
-                            class_weight=weights_by_class, verbose=2)
-        epochs_run += len(history.history["loss"])
-        best_auc = max(history.history["val_auc"] + ([best_auc] if best_auc is not None else []))
-    model.load_weights(str(best))
-    checkpoints.cleanup()
-    return epochs_run, time.perf_counter() - start
+        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
+                  class_weight=weights_by_class, verbose=2)
+    epochs_run = len(candidates.history)
+    return epochs_run, time.perf_counter() - start, candidates.keep()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,8 +178,11 @@ def main(argv: list[str] | None = None) -> None:
                             mirror=args.mirror_average)
     print(f"{spec.id}: {backbone} at {size}px, {model.count_params():,} parameters; "
           f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
+    selector = [ValidationPointingGame(spec, index.boxes, val_samples, size, batch)] \
+        if args.select_by == "pointing_game" else []
     with strategy.scope():
-        epochs_run, seconds = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out)
+        epochs_run, seconds, kept = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out,
+                                        selector)
 
     val_logits = predict_logits(model, val_samples, size, batch)
     test_logits = predict_logits(model, test_samples, size, batch)
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         "training": {"command": "python -m train " + shlex.join(argv), "seed": args.seed,
                      "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
                      "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
-                     "training_seconds": round(seconds, 1)},
+                     "kept": kept, "training_seconds": round(seconds, 1)},
         "data": {**source, "dataset": spec.dataset.name,
                  "splits": {k: len(v) for k, v in index.splits.items()}},
         "metrics": {"split": "test", **result["metrics"]},

@@ -279,8 +279,9 @@ def write_report(spec: TaskSpec, folder: Path, result: dict, test_samples: list[
         import csv
 
         rows = list(csv.DictReader(history_csv.open()))
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for axis, metric in zip(axes, ("loss", "auc")):
+        shown = [m for m in ("loss", "auc", "pointing_game") if rows and {m, "val_" + m} & set(rows[0])]
+        figure, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), squeeze=False)
+        for axis, metric in zip(axes[0], shown):
             for prefix in ("", "val_"):
                 if rows and prefix + metric in rows[0]:
                     axis.plot([float(r[prefix + metric]) for r in rows], label=prefix + metric)
@@ -304,37 +305,31 @@ def _save(figure, path: Path) -> Path:
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
 
 
-def localisation(folder: Path, index, split: str = "test") -> dict:
-    """Pointing game and IoBB of the class activation maps against the split's true boxes, per class.
-
-    For every (image, labelled class) with boxes: the CAM of that class (ONNX path, equal to Grad-CAM on
-    the logit) mapped onto the original image; a hit when its maximum lies in one of the class's boxes;
-    the hottest region (>= half the maximum, holding it) as the detected box, scored by IoBB against the
-    best-matching true box (the localisation table of the ChestX-ray8 paper).
-    """
-    from radiograph.cam import (cam_kernel, class_activation_map, hottest_region, iobb, normalise, on_original,
-                                pointing_hit, score_names)
-    from radiograph.imaging import load_for_model
-    from radiograph.inference import OnnxModel
-
-    model = OnnxModel(folder)
-    kernel = cam_kernel(model.folder / "model.onnx", model.card)
-    in_split = {s.path for s in index.splits[split]}
+def boxed_findings(boxes, samples: list[Sample], labels) -> list[tuple[Path, str, list[tuple]]]:
+    """(image, class, the class's true boxes on it) for every boxed finding of `samples`, in a fixed order."""
+    in_split = {s.path for s in samples}
     groups: dict[tuple, list] = defaultdict(list)
-    for box in index.boxes:
-        if box.path in in_split and box.label in model.labels:
+    for box in boxes:
+        if box.path in in_split and box.label in labels:
             groups[(box.path, box.label)].append((box.x, box.y, box.w, box.h))
-    scores: dict[str, list] = defaultdict(list)
-    for (path, label), boxes in sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1])):
-        image, geometry, _ = load_for_model(path, model.size)
-        heatmap, flat = normalise(class_activation_map(model.run(image[None]).features[0], kernel,
-                                                       model.labels.index(label)))
-        full = on_original(heatmap, geometry)
-        region = None if flat else hottest_region(full)
-        hit = region is not None and pointing_hit(full, boxes)
-        overlap = max(iobb(region[0], b) for b in boxes) if region else 0.0
-        scores[label].append((hit, overlap))
+    return [(path, label, found) for (path, label), found in
+            sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1]))]
 
+
+def score_finding(features: np.ndarray, kernel: np.ndarray, class_index: int, geometry, boxes) -> tuple[bool, float]:
+    """One finding's pointing-game hit and best IoBB: its class's CAM from one image's features [h, w, K],
+    mapped onto the original image; the hottest region (>= half the maximum, holding it) is the detected box."""
+    from radiograph.cam import class_activation_map, hottest_region, iobb, normalise, on_original, pointing_hit
+
+    heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
+    full = on_original(heatmap, geometry)
+    region = None if flat else hottest_region(full)
+    hit = region is not None and pointing_hit(full, boxes)
+    return hit, max(iobb(region[0], b) for b in boxes) if region else 0.0
+
+
+def localisation_summary(scores: dict[str, list[tuple[bool, float]]]) -> dict:
+    """Pointing game and IoBB > T over every finding, their mean over classes, and per class."""
     def summary(rows):
         hits, overlaps = np.array([r[0] for r in rows], float), np.array([r[1] for r in rows])
         return {"findings": len(rows), "pointing_game": float(hits.mean()),
@@ -342,13 +337,35 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
 
     per_class = {label: summary(rows) for label, rows in sorted(scores.items())}
     every = [row for rows in scores.values() for row in rows]
+    return {**(summary(every) if every else {"findings": 0}),
+            "pointing_game_mean_over_classes": float(np.mean([c["pointing_game"] for c in per_class.values()]))
+            if per_class else None, "per_class": per_class}
+
+
+def localisation(folder: Path, index, split: str = "test") -> dict:
+    """Pointing game and IoBB of the class activation maps against the split's true boxes, per class.
+
+    For every (image, labelled class) with boxes: the CAM of that class (ONNX path, equal to Grad-CAM on
+    the logit) mapped onto the original image; a hit when its maximum lies in one of the class's boxes;
+    the hottest region as the detected box, scored by IoBB against the best-matching true box (the
+    localisation table of the ChestX-ray8 paper).
+    """
+    from radiograph.cam import cam_kernel, score_names
+    from radiograph.imaging import load_for_model
+    from radiograph.inference import OnnxModel
+
+    model = OnnxModel(folder)
+    kernel = cam_kernel(model.folder / "model.onnx", model.card)
+    scores: dict[str, list] = defaultdict(list)
+    for path, label, boxes in boxed_findings(index.boxes, index.splits[split], model.labels):
+        image, geometry, _ = load_for_model(path, model.size)
+        features = model.run(image[None]).features[0]
+        scores[label].append(score_finding(features, kernel, model.labels.index(label), geometry, boxes))
     names = score_names(model.card["task"], list(model.labels))
     explained = sorted(names[model.labels.index(label)] for label in scores)
     return {"split": split, "cam": "ONNX features @ Dense kernel (equal to Grad-CAM on each class's score)",
             "score": "each class's logit" if all(" - " not in n for n in explained) else "; ".join(explained),
-            **(summary(every) if every else {"findings": 0}),
-            "pointing_game_mean_over_classes": float(np.mean([c["pointing_game"] for c in per_class.values()]))
-            if per_class else None, "per_class": per_class}
+            **localisation_summary(scores)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,101 @@
+"""Which epoch's weights a training run keeps: by validation AUC, or by where its maps point.
+
+`--select-by auc` (the default) keeps the epoch with the best validation AUC.
+`--select-by pointing_game` keeps, among the epochs whose validation AUC is
+within `--auc-tolerance` of the run's best, the one whose class activation
+maps hit the validation split's true boxes most often (ties: the higher AUC,
+then the earlier epoch). The maps are the ones serving shows: the `features`
+map times the logits kernel with each class's heatmap score folded in
+(radiograph.cam), mapped back onto the original image and scored as
+`python -m train.evaluate --localisation` scores them. The learning-rate
+schedule and early stopping follow validation AUC either way; only the choice
+of the kept epoch changes. Test boxes are never looked at.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from radiograph.cam import score_matrix
+from radiograph.imaging import load_for_model
+from radiograph.registry import TaskSpec
+from train.evaluate import boxed_findings, localisation_summary, score_finding
+
+SELECT_BY = ("auc", "pointing_game")
+
+
+class ValidationPointingGame(keras.callbacks.Callback):
+    """Adds `val_pointing_game` to every epoch's logs: over the validation split's boxed findings, or their
+    mean over classes for multi-label heads (the figure the chest14 target is stated in)."""
+
+    def __init__(self, spec: TaskSpec, boxes, val_samples, image_size: int, batch_size: int):
+        super().__init__()
+        self.findings = boxed_findings(boxes, val_samples, spec.labels)
+        if not self.findings:
+            raise ValueError("--select-by pointing_game needs true boxes on validation images, and this dataset "
+                             "has none there (phantom sets have them; of the real datasets only NIH ChestX-ray14 "
+                             "ships boxes, BBox_List_2017.csv). Use --select-by auc.")
+        self.spec, self.batch_size = spec, batch_size
+        paths = sorted({path for path, _, _ in self.findings}, key=str)
+        self.row = {path: i for i, path in enumerate(paths)}
+        loaded = [load_for_model(path, image_size) for path in paths]
+        self.images = np.stack([image for image, _, _ in loaded])
+        self.geometries = [geometry for _, geometry, _ in loaded]
+
+    def on_epoch_end(self, epoch, logs=None):
+        features = keras.Model(self.model.inputs, self.model.get_layer("features").output)
+        maps = features.predict(self.images, batch_size=self.batch_size, verbose=0)
+        kernel = self.model.get_layer("logits").get_weights()[0] @ score_matrix(self.spec.id, list(self.spec.labels))
+        scores: dict[str, list] = defaultdict(list)
+        for path, label, boxes in self.findings:
+            row = self.row[path]
+            scores[label].append(score_finding(maps[row], kernel, self.spec.labels.index(label),
+                                               self.geometries[row], boxes))
+        summary = localisation_summary(scores)
+        logs["val_pointing_game"] = summary["pointing_game_mean_over_classes" if self.spec.multi_label
+                                            else "pointing_game"]
+
+
+def chosen_epoch(history: list[dict], select_by: str, auc_tolerance: float) -> int:
+    """Index of the epoch to keep (see the module docstring); `history` holds each epoch's logs."""
+    best = max(h["val_auc"] for h in history)
+    if select_by == "auc":
+        return max(range(len(history)), key=lambda i: history[i]["val_auc"])
+    eligible = [i for i, h in enumerate(history) if h["val_auc"] >= best - auc_tolerance]
+    return max(eligible, key=lambda i: (history[i]["val_pointing_game"], history[i]["val_auc"]))
+
+
+class EpochCandidates(keras.callbacks.Callback):
+    """Saves every epoch's weights that may still be chosen (validation AUC within the tolerance of the best
+    so far; 0 for --select-by auc) in a temporary folder, never beside the shipped files; `keep` loads the
+    chosen epoch's weights into the model."""
+
+    def __init__(self, select_by: str, auc_tolerance: float):
+        super().__init__()
+        self.select_by, self.tolerance = select_by, auc_tolerance if select_by == "pointing_game" else 0.0
+        self.folder = tempfile.TemporaryDirectory(prefix="radiograph-train-")
+        self.history: list[dict] = []
+
+    def _path(self, index: int) -> Path:
+        return Path(self.folder.name) / f"epoch-{index + 1}.weights.h5"
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append({key: float(value) for key, value in logs.items()})
+        self.model.save_weights(str(self._path(len(self.history) - 1)))
+        best = max(h["val_auc"] for h in self.history)
+        for index, record in enumerate(self.history):
+            if record["val_auc"] < best - self.tolerance:
+                self._path(index).unlink(missing_ok=True)
+
+    def keep(self) -> dict:
+        """Load the chosen epoch into the model, clean up, and say which it was and why."""
+        index = chosen_epoch(self.history, self.select_by, self.tolerance)
+        self.model.load_weights(str(self._path(index)))
+        self.folder.cleanup()
+        return {"select_by": self.select_by, "auc_tolerance": self.tolerance if self.select_by != "auc" else None,
+                "kept_epoch": index + 1, "best_val_auc": max(h["val_auc"] for h in self.history),
+                **{key: value for key, value in self.history[index].items() if key.startswith("val_")}}
