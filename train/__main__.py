@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     model_path = out / "model.keras"
     save_model(model, model_path)
     report_folder = args.report or Path("reports") / spec.id
-    reports = write_report(spec, report_folder, result, test_samples, out / "history.csv")
+    reports = write_report(spec, report_folder, result, test_samples, out / "history.csv", kept["kept_epoch"])
 
     source = provenance(args.data, index.root)
     config = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -236,8 +236,8 @@ def calibrate_and_evaluate(spec: TaskSpec, val_logits, val_samples, test_logits,
 
 
 def write_report(spec: TaskSpec, folder: Path, result: dict, test_samples: list[Sample],
-                 history_csv: Path | None = None) -> list[Path]:
-    """metrics.json plus ROC curves, confusion matrix and training curves as PNG."""
+                 history_csv: Path | None = None, kept_epoch: int | None = None) -> list[Path]:
+    """metrics.json plus ROC curves, confusion matrix and training curves (the kept epoch marked) as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,19 +276,32 @@ def write_report(spec: TaskSpec, folder: Path, result: dict, test_samples: list[
         written.append(_save(figure, folder / "confusion_matrix.png"))
 
     if history_csv is not None and history_csv.exists():
-        import csv
-
-        rows = list(csv.DictReader(history_csv.open()))
-        shown = [m for m in ("loss", "auc", "pointing_game") if rows and {m, "val_" + m} & set(rows[0])]
-        figure, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), squeeze=False)
-        for axis, metric in zip(axes[0], shown):
-            for prefix in ("", "val_"):
-                if rows and prefix + metric in rows[0]:
-                    axis.plot([float(r[prefix + metric]) for r in rows], label=prefix + metric)
-            axis.set(xlabel="epoch", title=metric)
-            axis.legend()
-        written.append(_save(figure, folder / "training_curves.png"))
+        written.append(plot_training_curves(history_csv, folder / "training_curves.png", kept_epoch))
     return written
+
+
+def plot_training_curves(history_csv: Path, path: Path, kept_epoch: int | None = None) -> Path:
+    """Loss, AUC and (when logged) the validation pointing game per epoch, the kept epoch marked."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(history_csv.open()))
+    shown = [m for m in ("loss", "auc", "pointing_game") if rows and {m, "val_" + m} & set(rows[0])]
+    figure, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), squeeze=False)
+    epochs = range(1, len(rows) + 1)  # counted through both phases of a fine-tuning run
+    for axis, metric in zip(axes[0], shown):
+        for prefix in ("", "val_"):
+            if prefix + metric in rows[0]:
+                axis.plot(epochs, [float(r[prefix + metric]) for r in rows], label=prefix + metric)
+        if kept_epoch:
+            axis.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept (epoch {kept_epoch})")
+        axis.set(xlabel="epoch", title=metric)
+        axis.legend()
+    return _save(figure, path)
 
 
 def _save(figure, path: Path) -> Path:
