@@ -38,7 +38,8 @@ class ValidationPointingGame(keras.callbacks.Callback):
         if not self.findings:
             raise ValueError("--select-by pointing_game needs true boxes on validation images, and this dataset "
                              "has none there (phantom sets have them; of the real datasets only NIH ChestX-ray14 "
-                             "ships boxes, BBox_List_2017.csv). Use --select-by auc.")
+                             "ships boxes, BBox_List_2017.csv, and they count only where their images fall in the "
+                             "validation split). Use --select-by auc.")
         self.spec, self.batch_size = spec, batch_size
         paths = sorted({path for path, _, _ in self.findings}, key=str)
         self.row = {path: i for i, path in enumerate(paths)}
