@@ -178,8 +178,11 @@ def main(argv: list[str] | None = None) -> None:
                             mirror=args.mirror_average)
     print(f"{spec.id}: {backbone} at {size}px, {model.count_params():,} parameters; "
           f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
-    selector = [ValidationPointingGame(spec, index.boxes, val_samples, size, batch)] \
-        if args.select_by == "pointing_game" else []
+    try:
+        selector = [ValidationPointingGame(spec, index.boxes, val_samples, size, batch)] \
+            if args.select_by == "pointing_game" else []
+    except ValueError as error:  # no validation boxes: say so before any training
+        raise SystemExit(f"python -m train: error: {error}") from None
     with strategy.scope():
         epochs_run, seconds, kept = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out,
                                         selector)
