@@ -41,16 +41,20 @@ class ValidationPointingGame(keras.callbacks.Callback):
                              "ships boxes, BBox_List_2017.csv, and they count only where their images fall in the "
                              "validation split). Use --select-by auc.")
         self.spec, self.batch_size = spec, batch_size
+        self.scores = score_matrix(spec.id, list(spec.labels))  # folds each class's heatmap score into the kernel
         paths = sorted({path for path, _, _ in self.findings}, key=str)
         self.row = {path: i for i, path in enumerate(paths)}
         loaded = [load_for_model(path, image_size) for path in paths]
         self.images = np.stack([image for image, _, _ in loaded])
         self.geometries = [geometry for _, geometry, _ in loaded]
 
+    def set_model(self, model):
+        super().set_model(model)
+        self.features = keras.Model(model.inputs, model.get_layer("features").output)  # shares the model's layers
+
     def on_epoch_end(self, epoch, logs=None):
-        features = keras.Model(self.model.inputs, self.model.get_layer("features").output)
-        maps = features.predict(self.images, batch_size=self.batch_size, verbose=0)
-        kernel = self.model.get_layer("logits").get_weights()[0] @ score_matrix(self.spec.id, list(self.spec.labels))
+        maps = self.features.predict(self.images, batch_size=self.batch_size, verbose=0)
+        kernel = self.model.get_layer("logits").get_weights()[0] @ self.scores
         scores: dict[str, list] = defaultdict(list)
         for path, label, boxes in self.findings:
             row = self.row[path]
