@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from radiograph.imaging import Letterbox
+from radiograph.imaging import FeatureGrid, Letterbox
 
 
 def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
@@ -33,6 +33,110 @@ def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
                     if kernel.ndim == 2 and kernel.shape[1] == num_classes:
                         return kernel.astype(np.float32)
     raise ValueError(f"{onnx_path} has no MatMul with a [K, {num_classes}] kernel: not a GAP -> Dense head")
+
+
+# Layers that keep a map's grid as it is (elementwise, per-pixel or channel-wise); anything else that is not a
+# convolution, pooling, padding or mirror layer is refused, so a new kind of layer cannot shift maps silently.
+_SAME_GRID = {"Activation", "ReLU", "BatchNormalization", "LayerNormalization", "Rescaling", "Normalization",
+              "Dropout", "SpatialDropout2D", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
+              "Minimum", "MirrorPair", "Identity"}
+_WINDOWED = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D"}
+_GLOBAL = {"GlobalAveragePooling2D", "GlobalMaxPooling2D"}
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _inputs(layer: dict) -> list[tuple[str, list]]:
+    """(producing layer, shape) of every tensor a layer's first call takes."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                found.append((value["config"]["keras_history"][0], value["config"]["shape"]))
+            else:
+                for item in value.values():
+                    walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(layer["inbound_nodes"][:1])
+    return found
+
+
+def feature_grid(config: dict, layer: str = "features") -> FeatureGrid:
+    """Where the cells of `layer`'s map sit on the model input, from a Keras functional model's config (the
+    `config.json` of a .keras file or `model.get_config()`; no TensorFlow needed).
+
+    Each cell is placed on its receptive field's centre, followed layer by layer: a window of k pixels
+    (dilated), stride s and padding p before the first window moves the first cell's centre by
+    ((k - 1) / 2 - p) input cells and multiplies the stride by s. After MirrorAverage (a map averaged with
+    its mirror image's map, mirrored back) a column is the mean of two columns of centres, one from each
+    view, so its centre is the mean of theirs.
+    """
+    config = config.get("config", config)
+    (image,) = [name for name, *_ in config["input_layers"]] if isinstance(config["input_layers"][0], list) \
+        else [config["input_layers"][0]]
+    grids: dict[str, tuple | None] = {}  # layer -> (stride y, stride x, first y, first x); None: no grid (global)
+    input_width = None
+    for entry in config["layers"]:
+        name, kind, settings = entry["name"], entry["class_name"], entry["config"]
+        inputs = _inputs(entry)
+        if kind == "InputLayer":
+            grids[name] = (1.0, 1.0, 0.5, 0.5)
+            input_width = settings["batch_shape"][2] if name == image else input_width
+            continue
+        spatial = [(grids[source], shape) for source, shape in inputs if grids.get(source) is not None]
+        if not spatial or kind in _GLOBAL or kind in ("Dense", "Flatten", "Reshape"):
+            grids[name] = None
+        elif kind in _SAME_GRID:
+            placed = {grid for grid, _ in spatial}
+            if len({grid[:2] for grid in placed}) > 1:
+                raise ValueError(f"layer {name} merges maps of different strides {sorted(placed)}")
+            grids[name] = tuple(float(np.mean([grid[k] for grid in placed])) for k in range(4))
+        elif kind == "ZeroPadding2D":
+            (grid, _), = spatial
+            (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["padding"]))
+            grids[name] = (grid[0], grid[1], grid[2] - top * grid[0], grid[3] - left * grid[1])
+        elif kind == "Cropping2D":
+            (grid, _), = spatial
+            (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["cropping"]))
+            grids[name] = (grid[0], grid[1], grid[2] + top * grid[0], grid[3] + left * grid[1])
+        elif kind in _WINDOWED:
+            (grid, shape), = spatial
+            kernel = _pair(settings.get("kernel_size") or settings["pool_size"])
+            strides = _pair(settings.get("strides") or kernel)
+            dilation = _pair(settings.get("dilation_rate", 1))
+            moved = []
+            for axis in (0, 1):
+                window = dilation[axis] * (kernel[axis] - 1) + 1
+                before = 0
+                if settings["padding"] == "same":  # TensorFlow's rule: the odd pixel of padding goes after
+                    cells = -(-shape[1 + axis] // strides[axis])
+                    before = max((cells - 1) * strides[axis] + window - shape[1 + axis], 0) // 2
+                moved.append(grid[2 + axis] + grid[axis] * ((window - 1) / 2 - before))
+            grids[name] = (grid[0] * strides[0], grid[1] * strides[1], *moved)
+        elif kind == "MirrorAverage":
+            (grid, shape), = spatial
+            columns = shape[2]
+            grids[name] = (grid[0], grid[1], grid[2], (input_width - (columns - 1) * grid[1]) / 2)
+        else:
+            raise ValueError(f"cannot place the feature map's cells: layer {name} ({kind}) is not one whose "
+                             "effect on the grid is known")
+        if name == layer:
+            stride_y, stride_x, first_y, first_x = grids[name]
+            return FeatureGrid((stride_y, stride_x), (first_y, first_x))
+    raise ValueError(f"the model has no layer {layer!r} with a spatial map")
+
+
+def _pair_of_pairs(value) -> tuple:
+    """Keras padding/cropping: int, (vertical, horizontal), or ((top, bottom), (left, right))."""
+    if isinstance(value, int):
+        return (value, value), (value, value)
+    return tuple(value)
 
 
 def score_matrix(task: str, labels: list[str]) -> np.ndarray:
@@ -83,9 +187,9 @@ def normalise_each(heatmaps: np.ndarray) -> tuple[np.ndarray, list[bool]]:
     return scaled, flat.tolist()
 
 
-def on_original(heatmap: np.ndarray, geometry: Letterbox) -> np.ndarray:
-    """The [0, 1] map over the model input, mapped onto the original image's pixels."""
-    return np.clip(geometry.to_original(heatmap), 0.0, 1.0)
+def on_original(heatmap: np.ndarray, geometry: Letterbox, grid: FeatureGrid | None = None) -> np.ndarray:
+    """The [0, 1] map over the model input, mapped onto the original image's pixels (cells placed by `grid`)."""
+    return np.clip(geometry.to_original(heatmap, grid), 0.0, 1.0)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4) -> np.ndarray:

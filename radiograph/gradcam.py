@@ -15,16 +15,18 @@ asking for another class does not retrace.
 
 Ensembles (layer `member_<i>` submodels with an EnsembleCombine head) get the
 rule of train.ensemble.HEATMAP_RULE: each member's map on its own logit for
-the class, scaled to [0, 1], then averaged (mean), weighted by the member's
+the class, scaled to [0, 1] and placed on the input by the member's own
+feature grid (radiograph.cam.feature_grid), then averaged (mean), weighted by the member's
 validation F1 for the class (f1), or averaged over the members that voted for
 the class, all of them when every member votes differently (mixvote).
 """
 from __future__ import annotations
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
+
+from radiograph.cam import feature_grid
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -67,6 +69,7 @@ class GradCam:
         self.combine = model.get_layer("probabilities") if len(members) > 1 else None
         self.size = int(model.input.shape[1])
         self.branches = [_branch(member) for member in members]
+        self.grids = [feature_grid(member.get_config()) for member in members]
         self._compiled = tf.function(self._maps, reduce_retracing=True)
         self._every_class_compiled = tf.function(self._every_class_maps, reduce_retracing=True)
 
@@ -123,7 +126,7 @@ class GradCam:
         """One network's maps as they are; an ensemble's members' maps [N, h, w] combined by its rule."""
         if self.combine is None:
             return maps[0]
-        scaled = np.stack([[cv2.resize(m / (m.max() + 1e-12), (self.size, self.size)) for m in member]
-                           for member in maps], axis=1)  # [N, M, H, W]
+        scaled = np.stack([[grid.onto_input(m / (m.max() + 1e-12), self.size) for m in member]
+                           for member, grid in zip(maps, self.grids)], axis=1)  # [N, M, H, W], cells placed
         weights = member_weights(self.combine, np.stack(probabilities), classes)
         return np.einsum("nmhw,nm->nhw", scaled, weights) / weights.sum(axis=1)[:, None, None]

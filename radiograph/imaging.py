@@ -175,6 +175,63 @@ def _scale_to_255(pixels: np.ndarray, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class FeatureGrid:
+    """Where a feature map's cells sit on the square model input: cell (i, j) is centred on the input point
+    (first[0] + i * stride[0], first[1] + j * stride[1]), in input pixels (pixel k spans [k, k + 1]).
+
+    The centre is the cell's receptive-field centre (radiograph.cam.feature_grid works it out from the
+    network's kernels, strides and paddings). It is not always the middle of the input tile the cell
+    nominally covers: "same" padding of an even input pads one pixel more after than before, so each
+    stride-2 stage moves the centre half a pixel of its input down and right, and MobileNetV3's stride-16
+    map sits 7.5 input pixels off its nominal tiling.
+    """
+
+    stride: tuple[float, float]
+    first: tuple[float, float]
+
+    @classmethod
+    def nominal(cls, cells: tuple[int, int], size: int) -> "FeatureGrid":
+        """Cells tiling the input evenly, each centred on its tile (what a plain resize assumes)."""
+        stride = (size / cells[0], size / cells[1])
+        return cls(stride, (stride[0] / 2, stride[1] / 2))
+
+    @classmethod
+    def from_card(cls, card: dict) -> "FeatureGrid | None":
+        """The card's `cam_grid`; None for cards written before it was recorded (the nominal tiling is used)."""
+        grid = card.get("cam_grid")
+        return cls(tuple(grid["stride"]), tuple(grid["first_cell_centre"])) if grid else None
+
+    def sample(self, heatmap: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The map [h, w] at model-input points (rows `ys`, columns `xs`, in input pixels): linear between its
+        cells' centres, constant beyond the outermost ones."""
+        rows = _linear_weights((ys - self.first[0]) / self.stride[0], heatmap.shape[0])
+        columns = _linear_weights((xs - self.first[1]) / self.stride[1], heatmap.shape[1])
+        return (rows @ np.asarray(heatmap, np.float32)) @ columns.T
+
+    def onto_input(self, heatmap: np.ndarray, size: int) -> np.ndarray:
+        """The map at every pixel centre of the square model input [size, size]."""
+        centres = np.arange(size) + 0.5
+        return self.sample(heatmap, centres, centres)
+
+    def as_card(self) -> dict:
+        return {"stride": list(self.stride), "first_cell_centre": list(self.first),
+                "units": "model-input pixels; cell (i, j) is centred on first + (i, j) * stride"}
+
+
+def _linear_weights(coordinates: np.ndarray, cells: int) -> np.ndarray:
+    """[n, cells]: linear interpolation of a row of `cells` values at fractional cell coordinates, clamped at
+    the first and last cell's centres."""
+    position = np.clip(coordinates, 0, cells - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, cells - 1)
+    weights = np.zeros((len(position), cells), np.float32)
+    rows = np.arange(len(position))
+    np.add.at(weights, (rows, low), 1 - (position - low))
+    np.add.at(weights, (rows, high), position - low)
+    return weights
+
+
+@dataclass(frozen=True)
 class Letterbox:
     """Where an image of `original` (height, width) sits inside the square model input."""
 
@@ -186,13 +243,16 @@ class Letterbox:
     height: int  # of the resized image inside the square
     width: int
 
-    def to_original(self, heatmap: np.ndarray) -> np.ndarray:
-        """Map a map over the model input (any resolution, square) back onto the original image."""
+    def to_original(self, heatmap: np.ndarray, grid: FeatureGrid | None = None) -> np.ndarray:
+        """Map a map over the model input back onto the original image: each original pixel's centre is
+        placed on the model input and the map is interpolated linearly between its cells' centres (`grid`;
+        default: cells tiling the input evenly)."""
         heatmap = np.asarray(heatmap, dtype=np.float32)
-        full = cv2.resize(heatmap, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        inner = full[self.top:self.top + self.height, self.left:self.left + self.width]
+        grid = grid or FeatureGrid.nominal(heatmap.shape, self.size)
         height, width = self.original
-        return cv2.resize(inner, (width, height), interpolation=cv2.INTER_LINEAR)
+        ys = self.top + (np.arange(height) + 0.5) * (self.height / height)  # original pixel centres on the input
+        xs = self.left + (np.arange(width) + 0.5) * (self.width / width)
+        return grid.sample(heatmap, ys, xs)
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -216,4 +276,4 @@ def load_for_model(source: Source, size: int, name: str | None = None) -> tuple[
     return boxed[..., None], geometry, image
 
 
-__all__ = ["ImageLoadError", "Letterbox", "letterbox", "load_for_model", "read_image", "ACCEPTED", "MAX_PIXELS"]
+__all__ = ["FeatureGrid", "ImageLoadError", "Letterbox", "letterbox", "load_for_model", "read_image", "ACCEPTED", "MAX_PIXELS"]

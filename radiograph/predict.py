@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from radiograph.cam import cam_kernel, class_activation_map, normalise, on_original, overlay
-from radiograph.imaging import ImageLoadError, load_for_model
+from radiograph.imaging import FeatureGrid, ImageLoadError, load_for_model
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, heatmap_classes
 from radiograph.registry import TASKS
 
@@ -90,7 +90,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                     row["study"] = str(path.parent)
                 if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
                     row["cams"] = {model.labels[c]: write_cam(cam_dir, path, len(rows), original, geometry,
-                                                              output.features[k], kernel, c, model.labels)
+                                                              output.features[k], kernel, c, card)
                                    for c in heatmap_classes(card, probabilities)}
                     row["cam"] = next(iter(row["cams"].values()))
                 rows.append(row)
@@ -101,10 +101,11 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
     return rows
 
 
-def write_cam(cam_dir: Path, path: Path, index: int, original, geometry, features, kernel, class_index, labels) -> str:
+def write_cam(cam_dir: Path, path: Path, index: int, original, geometry, features, kernel, class_index,
+              card: dict) -> str:
     heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
-    picture = overlay(original, None if flat else on_original(heatmap, geometry))
-    target = cam_dir / f"{index:05d}_{path.stem}_{labels[class_index]}.png"
+    picture = overlay(original, None if flat else on_original(heatmap, geometry, FeatureGrid.from_card(card)))
+    target = cam_dir / f"{index:05d}_{path.stem}_{card['labels'][class_index]}.png"
     cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     return str(target)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from radiograph.cam import hottest_region, on_original, outline, overlay, score_names
 from radiograph.explain import Explainer
-from radiograph.imaging import Letterbox, load_for_model
+from radiograph.imaging import FeatureGrid, Letterbox, load_for_model
 from radiograph.inference import OnnxModel, decide, heatmap_classes
 from radiograph.registry import TASKS
 
@@ -52,7 +52,9 @@ class Analysis:
         return self.shown_classes[0]
 
     def heatmap_on_original(self, class_index: int) -> np.ndarray | None:
-        return None if self.flat[class_index] else on_original(self.heatmaps[class_index], self.geometry)
+        if self.flat[class_index]:
+            return None
+        return on_original(self.heatmaps[class_index], self.geometry, FeatureGrid.from_card(self.card))
 
     def overlay(self, class_index: int | None = None, opacity: float = 0.4, region: bool = False) -> np.ndarray:
         """RGB uint8 at the original size; `region` outlines the hottest region and draws its bounding box."""

@@ -152,3 +152,56 @@ def test_every_class_at_once_equals_one_class_at_a_time(tiny_models, task):
             one_at_a_time = np.concatenate([gradcam(image, c) for c in range(classes)])
             assert every.shape == one_at_a_time.shape and every.shape[0] == classes
             np.testing.assert_allclose(every, one_at_a_time, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- where a map's cells sit on the input
+
+def _support_centre(features_model, size, i, j):
+    """Centre of the input pixels that cell (i, j) of a positive, linear network depends on."""
+    import tensorflow as tf
+
+    x = tf.constant(np.ones((1, size, size, 1), np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_sum(features_model(x)[0, i, j])
+    rows, columns = np.nonzero(tape.gradient(value, x).numpy()[0, :, :, 0])
+    return (rows.min() + rows.max() + 1) / 2, (columns.min() + columns.max() + 1) / 2
+
+
+def test_feature_grid_puts_each_cell_on_its_receptive_field_centre():
+    from radiograph.cam import feature_grid
+
+    layers, ones = keras.layers, "ones"
+    image = keras.Input((256, 256, 1), name="image")
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)))(image)  # MobileNet's correct_pad for an even input
+    x = layers.DepthwiseConv2D(3, strides=2, padding="valid", depthwise_initializer=ones)(x)
+    x = layers.Conv2D(1, 3, strides=2, padding="same", kernel_initializer=ones)(x)  # TF: the odd pad goes after
+    x = layers.Conv2D(1, 5, dilation_rate=2, padding="same", kernel_initializer=ones)(x)
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.Conv2D(1, 3, strides=2, padding="valid", kernel_initializer=ones, name="features")(x)
+    model = keras.Model(image, x)
+    grid = feature_grid(model.get_config())
+    assert grid.stride == (16.0, 16.0) and grid.first != (8.0, 8.0)  # not the nominal tiling
+    for i, j in [(6, 6), (7, 6), (6, 8)]:  # inner cells: their receptive fields lie inside the image
+        assert _support_centre(model, 256, i, j) == (grid.first[0] + 16 * i, grid.first[1] + 16 * j)
+
+
+def test_feature_grid_of_a_mirror_averaged_map_is_the_mean_of_both_views():
+    from radiograph.cam import feature_grid
+    from radiograph.layers import MirrorAverage, MirrorPair
+
+    image = keras.Input((64, 64, 1), name="image")
+    x = keras.layers.Conv2D(1, 3, strides=2, padding="same")(MirrorPair()(image))
+    x = MirrorAverage(name="features")(keras.layers.Conv2D(1, 3, strides=2, padding="same")(x))
+    grid = feature_grid(keras.Model(image, x).get_config())
+    # one view's column j is centred at 3.5 + 4j (1.5 px right of nominal); the mirror's at 64 - (3.5 + 4(15 - j))
+    assert grid.first == (3.5, (3.5 + 64 - 3.5 - 4 * 15) / 2) and grid.stride == (4.0, 4.0)
+
+
+def test_feature_grid_refuses_a_layer_of_unknown_geometry():
+    from radiograph.cam import feature_grid
+
+    image = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.UpSampling2D(2)(keras.layers.Conv2D(1, 3, strides=2, padding="same")(image))
+    with pytest.raises(ValueError, match="UpSampling2D"):
+        feature_grid(keras.Model(image, keras.layers.Conv2D(1, 1, name="features")(x)).get_config())

@@ -207,3 +207,17 @@ def test_load_for_model_returns_channel_last(tmp_path):
     assert tensor.shape == (128, 128, 1) and tensor.dtype == np.float32
     assert original.shape == geometry.original == (64, 96)
     assert 0 <= tensor.min() and tensor.max() <= 255
+
+
+def test_to_original_places_map_cells_by_the_feature_grid():
+    from radiograph.imaging import FeatureGrid
+
+    _, geometry = letterbox(np.zeros((128, 128), np.float32), 128)
+    heatmap = np.zeros((8, 8), np.float32)
+    heatmap[3, 5] = 1.0
+    nominal = geometry.to_original(heatmap)  # cells tiling the input: cell (3, 5) centred at (56, 88)
+    assert np.unravel_index(np.argmax(nominal), nominal.shape) in {(55, 87), (56, 88), (55, 88), (56, 87)}
+    moved = geometry.to_original(heatmap, FeatureGrid((16.0, 16.0), (15.5, 8.0)))  # 7.5 px lower, x unchanged
+    row, column = np.unravel_index(np.argmax(moved), moved.shape)
+    assert 63 <= row <= 64 and 87 <= column <= 88
+    np.testing.assert_allclose(moved[row, column], 1.0, atol=0.05)

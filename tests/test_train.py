@@ -32,6 +32,7 @@ def test_train_knee_writes_a_self_describing_model(trained_knee, phantom_root):
     out, report, card = trained_knee
     spec = TASKS["knee"]
     assert card["labels"] == list(spec.labels) and card["head"] == "softmax" and card["cam_layer"] == "features"
+    assert card["cam_grid"]["stride"] == [8.0, 8.0]  # small_cnn: three 2x2 poolings (placement: test_gradcam)
     assert card["input"]["size"] == 64 and card["data"]["kind"] == "synthetic phantoms"
     assert "phantom" in card["notice"] and "not a medical device" in card["notice"]
     assert card["training"]["command"].startswith("python -m train knee --data ")

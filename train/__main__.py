@@ -38,6 +38,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from radiograph.cam import feature_grid  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model  # noqa: E402
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         "backbone": backbone,
         "mirror_average": args.mirror_average,
         "cam_layer": "features",
+        "cam_grid": feature_grid(model.get_config()).as_card(),
         "thresholds": result["thresholds"],
         "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
         "training": {"command": "python -m train " + shlex.join(argv), "seed": args.seed,

@@ -329,13 +329,15 @@ def boxed_findings(boxes, samples: list[Sample], labels) -> list[tuple[Path, str
             sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1]))]
 
 
-def score_finding(features: np.ndarray, kernel: np.ndarray, class_index: int, geometry, boxes) -> tuple[bool, float]:
+def score_finding(features: np.ndarray, kernel: np.ndarray, class_index: int, geometry, boxes,
+                  grid=None) -> tuple[bool, float]:
     """One finding's pointing-game hit and best IoBB: its class's CAM from one image's features [h, w, K],
-    mapped onto the original image; the hottest region (>= half the maximum, holding it) is the detected box."""
+    mapped onto the original image (cells placed by `grid`, a FeatureGrid); the hottest region (>= half the
+    maximum, holding it) is the detected box."""
     from radiograph.cam import class_activation_map, hottest_region, iobb, normalise, on_original, pointing_hit
 
     heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
-    full = on_original(heatmap, geometry)
+    full = on_original(heatmap, geometry, grid)
     region = None if flat else hottest_region(full)
     hit = region is not None and pointing_hit(full, boxes)
     return hit, max(iobb(region[0], b) for b in boxes) if region else 0.0
@@ -364,16 +366,17 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
     localisation table of the ChestX-ray8 paper).
     """
     from radiograph.cam import cam_kernel, score_names
-    from radiograph.imaging import load_for_model
+    from radiograph.imaging import FeatureGrid, load_for_model
     from radiograph.inference import OnnxModel
 
     model = OnnxModel(folder)
     kernel = cam_kernel(model.folder / "model.onnx", model.card)
+    grid = FeatureGrid.from_card(model.card)
     scores: dict[str, list] = defaultdict(list)
     for path, label, boxes in boxed_findings(index.boxes, index.splits[split], model.labels):
         image, geometry, _ = load_for_model(path, model.size)
         features = model.run(image[None]).features[0]
-        scores[label].append(score_finding(features, kernel, model.labels.index(label), geometry, boxes))
+        scores[label].append(score_finding(features, kernel, model.labels.index(label), geometry, boxes, grid))
     names = score_names(model.card["task"], list(model.labels))
     explained = sorted(names[model.labels.index(label)] for label in scores)
     return {"split": split, "cam": "ONNX features @ Dense kernel (equal to Grad-CAM on each class's score)",

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from radiograph.cam import score_matrix
+from radiograph.cam import feature_grid, score_matrix
 from radiograph.imaging import load_for_model
 from radiograph.registry import TaskSpec
 from train.evaluate import boxed_findings, localisation_summary, score_finding
@@ -51,6 +51,7 @@ class ValidationPointingGame(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         self.features = keras.Model(model.inputs, model.get_layer("features").output)  # shares the model's layers
+        self.grid = feature_grid(model.get_config())
 
     def on_epoch_end(self, epoch, logs=None):
         maps = self.features.predict(self.images, batch_size=self.batch_size, verbose=0)
@@ -59,7 +60,7 @@ class ValidationPointingGame(keras.callbacks.Callback):
         for path, label, boxes in self.findings:
             row = self.row[path]
             scores[label].append(score_finding(maps[row], kernel, self.spec.labels.index(label),
-                                               self.geometries[row], boxes))
+                                               self.geometries[row], boxes, self.grid))
         summary = localisation_summary(scores)
         logs["val_pointing_game"] = summary["pointing_game_mean_over_classes" if self.spec.multi_label
                                             else "pointing_game"]
