@@ -39,7 +39,7 @@ def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
 # convolution, pooling, padding or mirror layer is refused, so a new kind of layer cannot shift maps silently.
 _SAME_GRID = {"Activation", "ReLU", "BatchNormalization", "LayerNormalization", "Rescaling", "Normalization",
               "Dropout", "SpatialDropout2D", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
-              "Minimum", "MirrorPair", "Identity"}
+              "Minimum", "MirrorPair", "StitchViews", "Identity"}
 _WINDOWED = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D"}
 _GLOBAL = {"GlobalAveragePooling2D", "GlobalMaxPooling2D"}
 
@@ -74,8 +74,9 @@ def feature_grid(config: dict, layer: str = "features") -> FeatureGrid:
     Each cell is placed on its receptive field's centre, followed layer by layer: a window of k pixels
     (dilated), stride s and padding p before the first window moves the first cell's centre by
     ((k - 1) / 2 - p) input cells and multiplies the stride by s. After MirrorAverage (a map averaged with
-    its mirror image's map, mirrored back) a column is the mean of two columns of centres, one from each
-    view, so its centre is the mean of theirs.
+    its mirror image's map, mirrored back, columns paired with an offset) a column is the mean of two
+    columns of centres, one from each view, so its centre is the mean of theirs: the grid is centred on the
+    input. After Stitch (the maps of four views moved by -+shift interleaved) the stride halves.
     """
     config = config.get("config", config)
     (image,) = [name for name, *_ in config["input_layers"]] if isinstance(config["input_layers"][0], list) \
@@ -119,10 +120,18 @@ def feature_grid(config: dict, layer: str = "features") -> FeatureGrid:
                     before = max((cells - 1) * strides[axis] + window - shape[1 + axis], 0) // 2
                 moved.append(grid[2 + axis] + grid[axis] * ((window - 1) / 2 - before))
             grids[name] = (grid[0] * strides[0], grid[1] * strides[1], *moved)
-        elif kind == "MirrorAverage":
+        elif kind == "MirrorAverage":  # columns paired across the views: centred on the input, a symmetric grid
             (grid, shape), = spatial
-            columns = shape[2]
+            columns = shape[2] + settings.get("offset", 0)
             grids[name] = (grid[0], grid[1], grid[2], (input_width - (columns - 1) * grid[1]) / 2)
+        elif kind == "Stitch":  # four grids moved by -+shift, interleaved: half the stride
+            (grid, _), = spatial
+            shift = settings["shift"]
+            if not grid[0] == grid[1] == 4 * shift:
+                raise ValueError(f"layer {name} stitches views shifted by {shift} px over a stride of "
+                                 f"{grid[:2]}: they interleave into one grid only when the shift is a quarter "
+                                 "of the stride")
+            grids[name] = (grid[0] / 2, grid[1] / 2, grid[2] - shift, grid[3] - shift)
         else:
             raise ValueError(f"cannot place the feature map's cells: layer {name} ({kind}) is not one whose "
                              "effect on the grid is known")

@@ -34,6 +34,11 @@ def card_markdown(card: dict, served: dict | None = None) -> str:
               f"seed {data.get('seed', '?')} (`{data.get('command', '')}`); splits {data.get('splits', {})}",
               f"- Training: `{training.get('command', '')}`, {training.get('epochs_run', '?')} epochs, "
               f"{training.get('training_seconds', '?')} s"]
+    maps, grid = card.get("maps"), card.get("cam_grid", {})
+    if maps:
+        lines.append(f"- Maps: mirror offset {maps.get('mirror_offset')}, shift-and-stitch "
+                     f"{'+-' + str(maps['stitch_shift']) + ' px' if maps.get('stitch_shift') else 'off'}, map stride "
+                     f"{grid.get('stride', ['?'])[0]} px; {maps.get('chosen_on', '')} (`{maps.get('command', '')}`)")
     if served:
         lines.append(f"- Serving: `{served['file']}` ({served['variant']}) on `{served['provider']}`; heatmaps by "
                      f"`{served['cam_path']}`")

@@ -64,18 +64,91 @@ class MirrorPair(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="radiograph")
 class MirrorAverage(keras.layers.Layer):
-    """[2N, h, w, K] from a MirrorPair batch -> [N, h, w, K]: each map averaged with its mirror's, mirrored back.
+    """[2N, h, w, K] from a MirrorPair batch -> [N, h, w + offset, K]: each map averaged with its mirror's,
+    mirrored back.
 
     The result is mirror-equivariant (an image mirrored gives the map mirrored), so the class activation
-    map cannot lean to one side of a finding; GAP -> Dense on it is the mean of both views' logits.
+    map cannot lean to one side of a finding. `offset` pairs the mirror's column j with the direct map's
+    column j - offset (columns without a partner keep one view's half): with 'same' padding the two views'
+    cells do not sit on one grid (MobileNetV3's stride-16 cells: 15 input pixels apart at offset 0, 1 pixel at
+    offset 1), and a trained network's cells may respond beside their geometric centre, to opposite sides in
+    the two views; an offset that pairs cells looking at one place keeps a small finding's two responses in
+    one peak instead of two (train.maps chooses it on the validation boxes). The map is rescaled by
+    (w + offset) / w so its global average, and so every logit, is the mean of both views' whatever the
+    offset.
     """
+
+    def __init__(self, offset: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if offset < 0:
+            raise ValueError(f"offset must be 0 or more columns, got {offset}")
+        self.offset = int(offset)
 
     def call(self, maps):
         count = ops.shape(maps)[0] // 2
-        return (maps[:count] + maps[count:, :, ::-1]) * 0.5
+        direct, mirrored = maps[:count], maps[count:, :, ::-1]
+        if not self.offset:
+            return (direct + mirrored) * 0.5
+        width = maps.shape[2]
+        direct = ops.pad(direct, ((0, 0), (0, 0), (self.offset, 0), (0, 0)))
+        mirrored = ops.pad(mirrored, ((0, 0), (0, 0), (0, self.offset), (0, 0)))
+        return (direct + mirrored) * (0.5 * (width + self.offset) / width)
 
     def compute_output_shape(self, input_shape):
-        return (None if input_shape[0] is None else input_shape[0] // 2, *input_shape[1:])
+        batch, height, width, channels = input_shape
+        return (None if batch is None else batch // 2, height, width + self.offset, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="radiograph")
+class StitchViews(keras.layers.Layer):
+    """[N, H, W, C] -> [4N, H, W, C]: four views of each image, view (a, b)'s pixel (y, x) showing image pixel
+    (y + (2a - 1) * shift, x + (2b - 1) * shift), black beyond the edges, in the order (0, 0), (0, 1), (1, 0),
+    (1, 1); Stitch interleaves their maps (shift-and-stitch, as in Long et al.'s fully convolutional
+    networks). The views are symmetric about the image, so a mirrored image's views are the mirrors of its
+    own (columns b swapped) and a mirror-averaged map stays mirror-equivariant."""
+
+    def __init__(self, shift: int, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = int(shift)
+
+    def call(self, images):
+        s, height, width = self.shift, images.shape[1], images.shape[2]
+        padded = ops.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))  # view pixel p shows image pixel p + a - s
+        return ops.concatenate([padded[:, a:a + height, b:b + width] for a in (0, 2 * s) for b in (0, 2 * s)], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (None if input_shape[0] is None else 4 * input_shape[0], *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift}
+
+
+@keras.saving.register_keras_serializable(package="radiograph")
+class Stitch(keras.layers.Layer):
+    """[4N, h, w, K] maps of a StitchViews batch -> [N, 2h, 2w, K]: row 2i + a, column 2j + b is cell (i, j)
+    of view (a, b). With shift = stride / 4 the four grids interleave into one of half the stride, so the map
+    has twice the resolution of the network's; its global average is the mean of the four views' (their
+    logits averaged)."""
+
+    def __init__(self, shift: int, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = int(shift)
+
+    def call(self, maps):
+        _, height, width, channels = maps.shape
+        views = ops.reshape(maps, (2, 2, -1, height, width, channels))  # [a, b, N, h, w, K]
+        rows = ops.transpose(views, (2, 3, 0, 4, 1, 5))  # [N, h, a, w, b, K]
+        return ops.reshape(rows, (-1, 2 * height, 2 * width, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (None if batch is None else batch // 4, 2 * height, 2 * width, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift}
 
 
 def load_model(path):

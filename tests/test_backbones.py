@@ -91,3 +91,50 @@ def test_a_mirror_averaged_model_is_the_mean_of_both_views(tmp_path):
     mirrored_logits = keras.Model(mirrored.input, mirrored.get_layer("logits").output)
     np.testing.assert_allclose(mirrored_logits(images).numpy(),
                                (logits(images).numpy() + logits(images[:, :, ::-1]).numpy()) / 2, atol=1e-5)
+
+
+def _plain_and(tmp_path, **settings):
+    """A plain compact16 model at 48 px and the same network (backbone and head) built with `settings`."""
+    from train.backbones import save_model
+
+    keras.utils.set_random_seed(3)
+    plain = build_model(TASKS["mura"], "compact16", image_size=48)
+    save_model(plain, tmp_path / "plain.keras")
+    other = build_model(TASKS["mura"], "compact16", image_size=48, weights=tmp_path / "plain.keras", **settings)
+    other.get_layer("logits").set_weights(plain.get_layer("logits").get_weights())
+    maps = [keras.Model(m.input, m.get_layer("features").output) for m in (plain, other)]
+    logits = [keras.Model(m.input, m.get_layer("logits").output) for m in (plain, other)]
+    return maps, logits
+
+
+def test_a_mirror_offset_pairs_columns_across_the_views_and_leaves_the_logits(tmp_path):
+    """MirrorAverage(offset): column j holds the direct map's column j - offset and the mirror's column j, scaled
+    so the global average (and so every logit) is the mean of both views' as at offset 0; still equivariant."""
+    (plain_map, offset_map), (plain_logits, offset_logits) = _plain_and(tmp_path, mirror=True, mirror_offset=2)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)
+    direct, mirrored = plain_map(images).numpy(), plain_map(images[:, :, ::-1]).numpy()[:, :, ::-1]
+    width = direct.shape[2]
+    expected = np.zeros((*direct.shape[:2], width + 2, direct.shape[3]), np.float32)
+    expected[:, :, 2:] += direct
+    expected[:, :, :width] += mirrored
+    expected *= (width + 2) / width / 2
+    got = offset_map(images).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(offset_map(images[:, :, ::-1]).numpy(), got[:, :, ::-1], atol=1e-5)
+    np.testing.assert_allclose(offset_logits(images).numpy(),
+                               (plain_logits(images).numpy() + plain_logits(images[:, :, ::-1]).numpy()) / 2, atol=1e-5)
+
+
+def test_stitch_interleaves_the_maps_of_four_shifted_views(tmp_path):
+    """features[2i + a, 2j + b] = cell (i, j) of the plain map of the image moved by (-+shift, -+shift) (view (a, b)),
+    and the logits are the four views' mean."""
+    (plain_map, stitched_map), (plain_logits, stitched_logits) = _plain_and(tmp_path, stitch_shift=4)
+    images = np.random.default_rng(2).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    views = {(a, b): padded[:, 8 * a:8 * a + 48, 8 * b:8 * b + 48] for a in (0, 1) for b in (0, 1)}  # shows p -+ 4
+    got = stitched_map(images).numpy()
+    assert got.shape[1:3] == (6, 6)
+    for (a, b), view in views.items():
+        np.testing.assert_allclose(got[:, a::2, b::2], plain_map(view).numpy(), atol=1e-5)
+    np.testing.assert_allclose(stitched_logits(images).numpy(),
+                               np.mean([plain_logits(view).numpy() for view in views.values()], axis=0), atol=1e-5)

@@ -198,6 +198,36 @@ def test_feature_grid_of_a_mirror_averaged_map_is_the_mean_of_both_views():
     assert grid.first == (3.5, (3.5 + 64 - 3.5 - 4 * 15) / 2) and grid.stride == (4.0, 4.0)
 
 
+def test_feature_grid_of_stitched_mirror_averaged_views_is_where_each_cell_looks():
+    """StitchViews -> MirrorPair -> network -> MirrorAverage(offset) -> Stitch: each cell of the map depends on
+    input pixels (of one shifted view and its mirror) centred where the grid says."""
+    from radiograph.cam import feature_grid
+    from radiograph.layers import MirrorAverage, MirrorPair, Stitch, StitchViews
+
+    layers, ones = keras.layers, "ones"
+    image = keras.Input((128, 128, 1), name="image")
+    x = MirrorPair()(StitchViews(2)(image))
+    x = layers.Conv2D(1, 3, strides=2, padding="same", kernel_initializer=ones)(x)
+    x = layers.Conv2D(1, 3, strides=2, padding="same", kernel_initializer=ones)(x)
+    x = layers.Conv2D(1, 3, strides=2, padding="same", kernel_initializer=ones)(x)  # stride 8, 16 cells a row
+    model = keras.Model(image, Stitch(2, name="features")(MirrorAverage(1)(x)))
+    grid = feature_grid(model.get_config())
+    assert grid.stride == (4.0, 4.0)
+    assert grid.first[1] == (128 - 4.0 * (2 * 17 - 1)) / 2  # 34 columns, centred on the input
+    for i, j in [(12, 14), (13, 15), (16, 17), (17, 20)]:  # both views' receptive fields inside the image
+        assert _support_centre(model, 128, i, j) == (grid.first[0] + 4 * i, grid.first[1] + 4 * j)
+
+
+def test_stitch_needs_a_shift_of_a_quarter_of_the_stride():
+    from radiograph.cam import feature_grid
+    from radiograph.layers import Stitch, StitchViews
+
+    image = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Conv2D(1, 3, strides=2, padding="same")(StitchViews(3)(image))
+    with pytest.raises(ValueError, match="a quarter of the stride"):
+        feature_grid(keras.Model(image, Stitch(3, name="features")(x)).get_config())
+
+
 def test_feature_grid_refuses_a_layer_of_unknown_geometry():
     from radiograph.cam import feature_grid
 

@@ -1,7 +1,8 @@
 """Long runs, kept out of CI: python -m pytest -m slow
 
-* every shipped demo model retrains from the command in its card, on phantoms regenerated from the
-  card's provenance, to within 0.02 of each recorded metric;
+* every shipped demo model retrains from the command in its card (and its map settings, train.maps, from
+  the card's maps command), on phantoms regenerated from the card's provenance, to within 0.02 of each
+  recorded metric;
 * a shuffled-label control: the training command on phantoms whose labels were shuffled must end at
   chance level (if it does not, something other than the finding carries the label);
 * a soak: 1,000 sequential requests through gradio_client to `app.py` in its own process, resident
@@ -50,6 +51,15 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
     command = shlex.split(card["training"]["command"])[3:]  # after "python -m train"
     command = replace_option(command, "--data", tmp_path / "phantoms" / task)
     train([*command, "--out", str(tmp_path / "model"), "--report", str(tmp_path / "report")])
+    if "maps" in card:  # the map settings the shipped model was given after training (train.maps)
+        from train.maps import main as maps
+
+        settings = replace_option(shlex.split(card["maps"]["command"])[3:], "--data", tmp_path / "phantoms" / task)
+        if "--choose-on" in settings:  # the fresh phantom set the settings were chosen on, regenerated
+            chooser = shlex.split(card["maps"]["chosen_on_data"]["command"])[3:]
+            phantoms(replace_option(chooser, "--out", tmp_path / "chooser"))
+            settings = replace_option(settings, "--choose-on", tmp_path / "chooser" / task)
+        maps([*settings, "--model", str(tmp_path / "model"), "--report", str(tmp_path / "report")])
     again = json.loads((tmp_path / "model" / "card.json").read_text())
     expected, measured = numbers(card["metrics"]), numbers(again["metrics"])
     for name in [n for n in expected if not n.startswith("confusion_matrix")]:

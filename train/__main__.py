@@ -43,9 +43,10 @@ from radiograph.cards import file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
-from train.evaluate import calibrate_and_evaluate, predict_logits, targets_of, write_report  # noqa: E402
+from train.evaluate import (calibrate_and_evaluate, fold_temperature, predict_logits, targets_of,  # noqa: E402
+                            write_report)
 from train.objectives import WeightedBinaryCrossentropy, class_weights, monitored_auc, positive_fraction  # noqa: E402
-from train.phantoms import PROVENANCE_FILE  # noqa: E402
+from train.phantoms import provenance  # noqa: E402
 from train.pipeline import image_dataset  # noqa: E402
 from train.selection import SELECT_BY, EpochCandidates, ValidationPointingGame  # noqa: E402
 
@@ -85,26 +86,10 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def provenance(data: Path, root: Path) -> dict:
-    """Where the images came from: a phantom set (its generator record) or a real dataset folder."""
-    for folder in (data, *data.parents[:2], root):
-        record = folder / PROVENANCE_FILE
-        if record.is_file():
-            return {"kind": "synthetic phantoms", **json.loads(record.read_text())}
-    return {"kind": "real dataset", "folder": str(data.resolve())}
-
-
 def weights_provenance(weights: str) -> dict:
     """The sha256 of a local weights file or donor model, so a card pins what it started from."""
     path = Path(weights)
     return {"weights_sha256": file_entry(path)["sha256"]} if weights not in ("none", "imagenet") and path.is_file() else {}
-
-
-def fold_temperature(model: keras.Model, temperature: np.ndarray) -> None:
-    """Divide the logits by T inside the model: W/T and b/T, so exported models are calibrated."""
-    dense = model.get_layer("logits")
-    kernel, bias = dense.get_weights()
-    dense.set_weights([kernel / temperature, bias / temperature])
 
 
 def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:

@@ -5,9 +5,11 @@
 Graph (DESIGN.md contract 3 and 4):
 
     image float32 [N, H, W, 1], 0-255
+      [-> with stitch_shift: each image moved by -+shift both ways, 4N images]
       [-> with mirror=True: the batch and its left-right mirror, 2N images]
       -> channel replication and the backbone's own normalisation (inside the graph)
       -> backbone [-> with mirror=True: each map averaged with its mirror's, flipped back]
+                  [-> with stitch_shift: the four views' maps interleaved, a map of half the stride]
       -> `features` (the last conv map; Grad-CAM's layer)
       -> GlobalAveragePooling `pool` -> Dropout `dropout` -> Dense `logits`
       -> softmax or sigmoid `probabilities`
@@ -33,7 +35,7 @@ from typing import Callable, Literal
 import keras
 from keras import layers
 
-from radiograph.layers import MirrorAverage, MirrorPair, load_model
+from radiograph.layers import MirrorAverage, MirrorPair, Stitch, StitchViews, load_model
 from radiograph.registry import TaskSpec
 
 # How each family normalises its RGB input (keras.applications' preprocess_input modes).
@@ -105,12 +107,17 @@ def small_cnn(x):
 
 
 def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | None = None,
-                weights: str | Path | None = None, dropout_rate: float = 0.3, mirror: bool = False) -> keras.Model:
+                weights: str | Path | None = None, dropout_rate: float = 0.3, mirror: bool = False,
+                mirror_offset: int = 0, stitch_shift: int = 0) -> keras.Model:
     """The task's model: one-channel 0-255 `image` in, `probabilities` out, `features` named for Grad-CAM.
 
     `mirror`: the backbone sees each image and its left-right mirror (one batch of 2N) and `features` is
-    the mean of the two maps, the mirror's flipped back (MirrorPair, MirrorAverage): twice the compute, a
-    mirror-equivariant map, and the logits the mean of both views'.
+    the mean of the two maps, the mirror's flipped back (MirrorPair, MirrorAverage, its columns paired with
+    `mirror_offset`): twice the compute, a mirror-equivariant map, and the logits the mean of both views'.
+    `stitch_shift`: the backbone also sees each image moved by -+shift pixels both ways (four views) and
+    `features` interleaves their maps (StitchViews, Stitch): with a shift of a quarter of the backbone's
+    stride, a map of half its stride, four times the compute, and the logits the mean of the four views'.
+    Neither setting adds weights: train.maps sets them on a trained model.
     """
     chosen = get_backbone(backbone or spec.backbone)
     size = image_size or spec.image_size
@@ -120,14 +127,15 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
         raise ValueError(f"weights must be none, imagenet or an existing file; {weights} does not exist")
     donor = Path(weights) if weights not in (None, "imagenet") and str(weights).endswith(".keras") else None
     if donor is not None:  # another trained model of this project: built empty, then its backbone copied
-        model = build_model(spec, chosen.name, size, None, dropout_rate, mirror)
+        model = build_model(spec, chosen.name, size, None, dropout_rate, mirror, mirror_offset, stitch_shift)
         transfer_backbone(model, donor)
         return model
     if chosen.constructor is None and weights is not None:
         raise ValueError(f"{chosen.name} has no pretrained weights; train it with --weights none")
 
     image = keras.Input((size, size, 1), name="image")
-    x = _normalise(MirrorPair(name="mirror_pair")(image) if mirror else image, chosen)
+    x = StitchViews(stitch_shift, name="stitch_views")(image) if stitch_shift else image
+    x = _normalise(MirrorPair(name="mirror_pair")(x) if mirror else x, chosen)
     if chosen.constructor is None:
         x = small_cnn(x)
     else:
@@ -143,7 +151,9 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
             if isinstance(layer, layers.BatchNormalization):  # runs; from scratch on a few thousand images
                 layer.momentum = min(layer.momentum, BATCH_NORM_MOMENTUM)  # validation would lag for dozens of epochs
     if mirror:
-        x = MirrorAverage(name="mirror_average")(x)
+        x = MirrorAverage(mirror_offset, name="mirror_average")(x)
+    if stitch_shift:
+        x = Stitch(stitch_shift, name="stitch")(x)
     features = layers.Activation("linear", name="features")(x)  # the map that feeds the pooling
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout_rate, name="dropout")(pooled)

@@ -213,6 +213,13 @@ def predict_logits(model, samples: list[Sample], image_size: int, batch_size: in
     return np.asarray(logits_model.predict(image_dataset(samples, image_size, batch_size), verbose=0), np.float64)
 
 
+def fold_temperature(model, temperature) -> None:
+    """Divide the logits by T inside the model: W/T and b/T, so exported models are calibrated."""
+    dense = model.get_layer("logits")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel / temperature, bias / temperature])
+
+
 def targets_of(samples: list[Sample]) -> np.ndarray:
     return np.asarray([s.target for s in samples], np.float64)
 

@@ -813,6 +813,15 @@ def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | Non
     return root
 
 
+def provenance(data: Path, root: Path) -> dict:
+    """Where the images came from: a phantom set (its generator record) or a real dataset folder."""
+    for folder in (data, *data.parents[:2], root):
+        record = folder / PROVENANCE_FILE
+        if record.is_file():
+            return {"kind": "synthetic phantoms", **json.loads(record.read_text())}
+    return {"kind": "real dataset", "folder": str(data.resolve())}
+
+
 def _write_boxes(folder: Path, prefix: str, jobs, findings):
     with (folder / "boxes.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)

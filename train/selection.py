@@ -54,16 +54,22 @@ class ValidationPointingGame(keras.callbacks.Callback):
         self.grid = feature_grid(model.get_config())
 
     def on_epoch_end(self, epoch, logs=None):
-        maps = self.features.predict(self.images, batch_size=self.batch_size, verbose=0)
-        kernel = self.model.get_layer("logits").get_weights()[0] @ self.scores
+        logs["val_pointing_game"] = self.score(self.model, self.features, self.grid)
+
+    def score(self, model, features=None, grid=None) -> float:
+        """The figure for `model` (any model of this task and input size; its features sub-model and grid
+        are built when not given)."""
+        features = features or keras.Model(model.inputs, model.get_layer("features").output)
+        maps = features.predict(self.images, batch_size=self.batch_size, verbose=0)
+        kernel = model.get_layer("logits").get_weights()[0] @ self.scores
+        grid = grid or feature_grid(model.get_config())
         scores: dict[str, list] = defaultdict(list)
         for path, label, boxes in self.findings:
             row = self.row[path]
             scores[label].append(score_finding(maps[row], kernel, self.spec.labels.index(label),
-                                               self.geometries[row], boxes, self.grid))
+                                               self.geometries[row], boxes, grid))
         summary = localisation_summary(scores)
-        logs["val_pointing_game"] = summary["pointing_game_mean_over_classes" if self.spec.multi_label
-                                            else "pointing_game"]
+        return summary["pointing_game_mean_over_classes" if self.spec.multi_label else "pointing_game"]
 
 
 def chosen_epoch(history: list[dict], select_by: str, auc_tolerance: float) -> int:
