@@ -20,7 +20,9 @@ trained on: the validation split of --data, or with --choose-on every boxed imag
 (a fresh phantom set: the validation split's few hundred findings leave the candidates' figures within
 noise of each other). The figure is the one `python -m train --select-by pointing_game` keeps epochs by
 (the pointing game; for multi-label heads its mean over classes); the best is kept, ties going to the
-cheaper setting (no stitching, then the smaller offset).
+cheaper setting (no stitching, then the smaller offset). The best replaces the model's settings as they were
+(offset 0 and no stitching for a model fresh from training) only where it beats them by more than their
+figure's standard error; otherwise only the card changes, recording the candidates.
 
 The model is rebuilt with the settings and the trained weights; its temperature is taken out, fitted again
 on validation and folded back in, thresholds and test metrics are measured again (for an offset alone they
@@ -74,18 +76,27 @@ def stitch_shift_of(spec, card: dict, model) -> int:
     return int(stride[0]) // 4
 
 
-def choose(spec, card: dict, model, offsets, shifts, judge: ValidationPointingGame):
-    """(offset, stitch shift, [candidate records]): every candidate's figure, the best kept (ties: the cheaper)."""
+def choose(spec, card: dict, model, offsets, shifts, judge: ValidationPointingGame, current: tuple[int, int]):
+    """(offset, stitch shift, [candidate records]): every candidate's figure; the best replaces the `current`
+    settings only where it beats them by more than their figure's standard error (ties: the cheaper)."""
     candidates = []
     for shift in shifts:
         for offset in offsets:
-            figure = judge.score(with_maps(spec, card, model, offset, shift))
-            candidates.append({"mirror_offset": offset, "stitch_shift": shift, "pointing_game": figure})
-            print(f"  mirror offset {offset}, stitch shift {shift}: pointing game {figure:.3f}", flush=True)
+            summary = judge.summary(with_maps(spec, card, model, offset, shift))
+            figure, error = judge.figure(summary), judge.standard_error(summary)
+            candidates.append({"mirror_offset": offset, "stitch_shift": shift, "pointing_game": figure,
+                               "standard_error": error})
+            print(f"  mirror offset {offset}, stitch shift {shift}: pointing game {figure:.3f} (+-{error:.3f})",
+                  flush=True)
     best = max(candidates, key=lambda c: (c["pointing_game"], -c["stitch_shift"], -c["mirror_offset"]))
     if len(offsets) > 1 and best["mirror_offset"] == max(offsets):
         print(f"  note: the best offset is the largest tried ({best['mirror_offset']}); a larger one may be better "
               "still (--offsets)", flush=True)
+    (now,) = [c for c in candidates if (c["mirror_offset"], c["stitch_shift"]) == current]
+    if best["pointing_game"] <= now["pointing_game"] + now["standard_error"]:
+        print(f"  no candidate beats the current settings (offset {current[0]}, stitch shift {current[1]}) by more "
+              "than their standard error: kept as they are", flush=True)
+        best = now
     return best["mirror_offset"], best["stitch_shift"], candidates
 
 
@@ -140,7 +151,21 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error).replace("--select-by pointing_game", "python -m train.maps"))
     where = f"every boxed image of {args.choose_on}" if chooser else f"the validation split of {args.data}"
     print(f"{spec.id}: choosing on {len(judge.findings)} boxed findings, {where}", flush=True)
-    offset, shift, candidates = choose(spec, card, model, offsets, shifts, judge)
+    current = (card.get("maps", {}).get("mirror_offset") or 0, card.get("maps", {}).get("stitch_shift", 0))
+    offset, shift, candidates = choose(spec, card, model, sorted({*offsets, current[0]}),
+                                       sorted({*shifts, current[1]}), judge, current)
+    record = {"mirror_offset": offset if mirrored else None, "stitch_shift": shift,
+              "chosen_on": f"{len(judge.findings)} boxed findings, {where}: pointing game"
+                           + (" (mean over classes)" if spec.multi_label else ""),
+              "rule": "the best candidate, where it beats the settings before by more than their standard error "
+                      "(ties: no stitching, then the smaller offset)",
+              **({"chosen_on_data": provenance(args.choose_on, chooser.root)} if chooser else {}),
+              "candidates": candidates, "command": "python -m train.maps " + shlex.join(argv)}
+    if (offset, shift) == current:  # nothing to rebuild: the card records the choice, the files stay
+        card["maps"] = record
+        card_path.write_text(json.dumps(card, indent=2))
+        print(f"{spec.id}: map settings kept (offset {offset}, stitch shift {shift}); {card_path} records why")
+        return
     chosen = with_maps(spec, card, model, offset, shift)
 
     result = calibrate_and_evaluate(spec, predict_logits(chosen, val, size, args.batch_size), val,
@@ -153,11 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     card.update({
         "model_version": f"{spec.id}-{backbone}-{datetime.now(timezone.utc):%Y%m%d}",
         "cam_grid": feature_grid(chosen.get_config()).as_card(),
-        "maps": {"mirror_offset": offset if mirrored else None, "stitch_shift": shift,
-                 "chosen_on": f"{len(judge.findings)} boxed findings, {where}: pointing game"
-                              + (" (mean over classes)" if spec.multi_label else ""),
-                 **({"chosen_on_data": provenance(args.choose_on, chooser.root)} if chooser else {}),
-                 "candidates": candidates, "command": "python -m train.maps " + shlex.join(argv)},
+        "maps": record,
         "thresholds": result["thresholds"],
         "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
         "metrics": {"split": "test", **result["metrics"]},

@@ -59,6 +59,10 @@ class ValidationPointingGame(keras.callbacks.Callback):
     def score(self, model, features=None, grid=None) -> float:
         """The figure for `model` (any model of this task and input size; its features sub-model and grid
         are built when not given)."""
+        return self.figure(self.summary(model, features, grid))
+
+    def summary(self, model, features=None, grid=None) -> dict:
+        """`localisation_summary` of `model`'s maps on the validation findings."""
         features = features or keras.Model(model.inputs, model.get_layer("features").output)
         maps = features.predict(self.images, batch_size=self.batch_size, verbose=0)
         kernel = model.get_layer("logits").get_weights()[0] @ self.scores
@@ -68,8 +72,19 @@ class ValidationPointingGame(keras.callbacks.Callback):
             row = self.row[path]
             scores[label].append(score_finding(maps[row], kernel, self.spec.labels.index(label),
                                                self.geometries[row], boxes, grid))
-        summary = localisation_summary(scores)
+        return localisation_summary(scores)
+
+    def figure(self, summary: dict) -> float:
         return summary["pointing_game_mean_over_classes" if self.spec.multi_label else "pointing_game"]
+
+    def standard_error(self, summary: dict) -> float:
+        """The figure's binomial standard error (for a mean over classes, the classes' errors combined)."""
+        if self.spec.multi_label:
+            rows = list(summary["per_class"].values())
+            variance = sum(r["pointing_game"] * (1 - r["pointing_game"]) / r["findings"] for r in rows)
+            return float(np.sqrt(variance) / len(rows))
+        hit_rate = summary["pointing_game"]
+        return float(np.sqrt(hit_rate * (1 - hit_rate) / summary["findings"]))
 
 
 def chosen_epoch(history: list[dict], select_by: str, auc_tolerance: float) -> int:
