@@ -1,10 +1,10 @@
-"""Class-activation-map settings of a trained model, chosen on the validation boxes.
+"""Class-activation-map settings of a trained model, chosen on boxes it never trained on.
 
-    python -m train.phantoms chest14 --out phantoms-maps --count 1000 --seed 1   # fresh phantoms, never trained on
-    python -m train.maps chest14 --data phantoms/chest14 --choose-on phantoms-maps/chest14 --stitch
-    python -m train.maps mura --data /data/mura                                  # real data: its validation split
-    python -m export chest14 --fp16 --data phantoms/chest14                 # then export again
-    python -m train.evaluate chest14 --data phantoms/chest14 --localisation # and measure the maps on test
+    python -m train.phantoms chest14 --out phantoms/maps --count 1000 --seed 1   # fresh phantoms, never trained on
+    python -m train.maps chest14 --data phantoms/chest14 --choose-on phantoms/maps/chest14 --stitch
+    python -m export chest14 --fp16 --data phantoms/chest14                      # the graph changed: export again
+    python -m train.evaluate chest14 --data phantoms/chest14 --localisation      # and measure the maps on test
+    python -m train.maps mura --data /data/mura                 # real data: chosen on its validation split
 
 Two settings change the map in a model's `features` output; neither adds a weight, so they are set on a
 trained model:
@@ -15,21 +15,21 @@ trained model:
                  each way, and the four maps interleave into one of half the stride (four times the compute).
                  The logits become the mean of the four views', so the temperature and thresholds change.
 
-Every candidate (each offset in --offsets, without and with stitching) is scored on boxes the model never
-trained on: the validation split of --data, or with --choose-on every boxed image of another dataset folder
-(a fresh phantom set: the validation split's few hundred findings leave the candidates' figures within
+Every candidate (each offset in --offsets, without and, with --stitch, with stitching) is scored on boxes the
+model never trained on: the validation split of --data, or with --choose-on every boxed image of another
+dataset folder (a fresh phantom set: a validation split's few hundred findings leave the candidates within
 noise of each other). The figure is the one `python -m train --select-by pointing_game` keeps epochs by
-(the pointing game; for multi-label heads its mean over classes); the best is kept, ties going to the
-cheaper setting (no stitching, then the smaller offset). The best replaces the model's settings as they were
-(offset 0 and no stitching for a model fresh from training) only where it beats them by more than their
-figure's standard error; otherwise only the card changes, recording the candidates.
+(the pointing game; for multi-label heads its mean over classes). The best candidate (ties: no stitching,
+then the smaller offset) replaces the model's settings as they were (offset 0 and no stitching for a model
+fresh from training) only where it beats them by more than their figure's standard error; otherwise only
+the card changes, recording the candidates.
 
-The model is rebuilt with the settings and the trained weights; its temperature is taken out, fitted again
-on validation and folded back in, thresholds and test metrics are measured again (for an offset alone they
-come out as they were). model.keras, the card (cam_grid, thresholds, temperature, metrics, calibration, and
-`maps`: the settings, every candidate's validation figure and this command) and the report are rewritten.
-The previous ONNX files no longer match the model and are removed with their card entries and the card's
-localisation figures: export again, then measure. Test boxes are never read.
+A new setting rebuilds the model with the trained weights; its temperature is taken out, fitted again on
+validation and folded back in, and thresholds and test metrics are measured again (for an offset alone
+they come out as they were). model.keras, the card (cam_grid, thresholds, temperature, metrics,
+calibration, and `maps`: the settings, every candidate's figure, the data chosen on and this command) and
+the report are rewritten. The previous ONNX files no longer match the model and are removed with their card
+entries and the card's localisation figures: export again, then measure. Test boxes are never read.
 """
 from __future__ import annotations
 
