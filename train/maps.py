@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                f"default {' '.join(map(str, DEFAULT_OFFSETS))})")
     parser.add_argument("--stitch", action="store_true", help="also try shift-and-stitch (a map of half the "
                                                               "stride, four times the compute)")
-    parser.add_argument("--choose-on", type=Path, help="choose on every boxed image of this dataset folder (one "
-                                                       "the model never trained on) instead of --data's validation split")
+    parser.add_argument("--choose-on", type=Path, help="choose on every boxed image of this dataset folder (one the "
+                                                       "model never trained on), not --data's validation split")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (each is 2-8 network views)")
     parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
     args = parser.parse_args(argv)
