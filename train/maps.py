@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m train.maps", description=__doc__.split("\n")[0])
     parser.add_argument("task", choices=sorted(TASKS))
-    parser.add_argument("--data", required=True, type=Path, help="the dataset the model was trained on (its "
-                                                                 "validation boxes choose; its test split measures)")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="the dataset the model was trained on (without --choose-on its validation boxes "
+                             "choose; its test split measures)")
     parser.add_argument("--model", type=Path, help="model folder (default models/<task>)")
     parser.add_argument("--offsets", type=int, nargs="+", help="mirror offsets to try (mirror-averaged models; "
                                                                f"default {' '.join(map(str, DEFAULT_OFFSETS))})")
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         "calibration": result["expected_calibration_error"],
         "reports": [str(p) for p in report],
     })
-    for stale in ("model.onnx", *VARIANTS.values()):  # exported from the previous graph: export again
+    for stale in VARIANTS.values():  # exported from the previous graph: export again
         (folder / stale).unlink(missing_ok=True)
         card.get("files", {}).pop(stale, None)
     for stale in ("export", "localisation"):
