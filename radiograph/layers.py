@@ -87,7 +87,7 @@ class MirrorAverage(keras.layers.Layer):
     def call(self, maps):
         count = ops.shape(maps)[0] // 2
         direct, mirrored = maps[:count], maps[count:, :, ::-1]
-        if not self.offset:
+        if not self.offset:  # the graph the models trained at offset 0 were exported with: no Pad
             return (direct + mirrored) * 0.5
         width = maps.shape[2]
         direct = ops.pad(direct, ((0, 0), (0, 0), (self.offset, 0), (0, 0)))

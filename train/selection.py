@@ -54,19 +54,16 @@ class ValidationPointingGame(keras.callbacks.Callback):
         self.grid = feature_grid(model.get_config())
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["val_pointing_game"] = self.score(self.model, self.features, self.grid)
-
-    def score(self, model, features=None, grid=None) -> float:
-        """The figure for `model` (any model of this task and input size; its features sub-model and grid
-        are built when not given)."""
-        return self.figure(self.summary(model, features, grid))
+        logs["val_pointing_game"] = self.figure(self.summary(self.model, self.features, self.grid))
 
     def summary(self, model, features=None, grid=None) -> dict:
-        """`localisation_summary` of `model`'s maps on the validation findings."""
-        features = features or keras.Model(model.inputs, model.get_layer("features").output)
+        """`localisation_summary` of `model`'s maps on these findings (any model of this task and input size;
+        its features sub-model and grid are built when not given)."""
+        if features is None:
+            features = keras.Model(model.inputs, model.get_layer("features").output)
         maps = features.predict(self.images, batch_size=self.batch_size, verbose=0)
         kernel = model.get_layer("logits").get_weights()[0] @ self.scores
-        grid = grid or feature_grid(model.get_config())
+        grid = feature_grid(model.get_config()) if grid is None else grid
         scores: dict[str, list] = defaultdict(list)
         for path, label, boxes in self.findings:
             row = self.row[path]
