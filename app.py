@@ -11,7 +11,12 @@ Scripts (gradio_client), one endpoint per task:
     result, overlay_png = client.predict(handle_file("knee.png"), api_name="/knee")
     study, gallery = client.predict([handle_file("view1.png"), handle_file("view2.png")], api_name="/mura_study")
 
-Models load once at start-up and every request shares them. Heatmaps of every
+Models load once at start-up and every request shares them. At most
+--concurrency analyses run at once across every tab and endpoint, the queue
+holds a bounded number more, each file and each request has a size cap, and
+a session keeps only a display-size copy of its last analysis, for a limited
+time (docs/input-budget.md). A model that fails to load disables only its own
+tab and endpoint, unless --strict. Heatmaps of every
 class are computed with the prediction, so the class selector, opacity and
 outline re-render the overlay without running the model again. Research
 software, not a medical device.
@@ -27,8 +32,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import html  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
@@ -37,18 +47,27 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cards import card_markdown  # noqa: E402
-from radiograph.imaging import ImageLoadError  # noqa: E402
+from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.inference import decide, mura_summary  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
-from radiograph.service import Service  # noqa: E402
+from radiograph.service import Service, UnusableResult  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+LOG = logging.getLogger("radiograph.app")
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"]
 UPLOAD_HELP = "PNG, JPEG, BMP, TIFF (8/16-bit) or DICOM (.dcm)"
-MAX_FILE_SIZE = "50mb"
-OVERLAY_AGE_S = 600
+MAX_FILE_SIZE = f"{MAX_FILE_BYTES // 2**20}mb"  # per file, checked by Gradio while it receives the upload
+MAX_VIEWS = 12  # files in one MURA study (MURA's largest studies have 11 views)
+MAX_REQUEST_BYTES = 200 * 2**20  # all files of one request together; uploads beyond it are cut off at the socket
+QUEUE_SIZE = 16  # analyses waiting beyond those running; more are answered "busy, try again"
+STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) is dropped after this
+SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
+OVERLAY_AGE_S = 600  # overlay files older than this are removed (Gradio has copied them to its cache by then)
+ANALYSIS = "analysis"  # the one concurrency group every analysing event shares
+QUICK = {"api_visibility": "private", "show_progress": "hidden", "queue": False}  # clearing a tab's outputs
 NOT_A_DEVICE = ("**Research demo, not a medical device.** Do not use it to diagnose, treat or triage anyone; "
                 "the heatmap shows where the model looked, not where disease is.")
 
@@ -115,8 +134,47 @@ def timing_text(timings: dict, model: dict) -> str:
             f"model `{model['model_version']}` ({model['variant']})")
 
 
-def preview_of(original: np.ndarray) -> np.ndarray:
-    return np.clip(original, 0, 255).astype(np.uint8)
+def notes_text(notes) -> str:
+    """Markdown: what the loader did not trust in the file and how it worked around it (nothing when none)."""
+    return "".join(f"\n\n**Input warning:** {html.escape(note)}" for note in notes)
+
+
+def cleared(outputs: list) -> list:
+    """Empty values for a tab's outputs (a new upload, a cleared one, or a failed analysis shows nothing old)."""
+    return [gr.update(value=None, visible=False) if isinstance(o, gr.Gallery) and o.elem_id != "mura-gallery"
+            else gr.update(value=None, choices=[]) if isinstance(o, gr.Dropdown) else None for o in outputs]
+
+
+def refusal(message: str) -> gr.Error:
+    """A refused input: the message for the user, no traceback in the server log."""
+    return gr.Error(message, print_exception=False)
+
+
+class UploadLimit:
+    """ASGI middleware: an upload request whose body is larger than `limit` bytes is answered 413 (from its
+    Content-Length) or cut off once that many bytes have arrived (a chunked body)."""
+
+    def __init__(self, app, limit: int = MAX_REQUEST_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/upload"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.limit:
+            body = f"the upload is {int(declared) / 2**20:.0f} MB; one request may carry at most " \
+                   f"{self.limit // 2**20} MB".encode()
+            await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]})
+            return await send({"type": "http.response.body", "body": body})
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return {"type": "http.disconnect"} if received > self.limit else message
+
+        return await self.app(scope, counted, send)
 
 
 class App:
@@ -125,39 +183,94 @@ class App:
     def __init__(self, service: Service):
         self.service = service
         self.overlays = Path(tempfile.mkdtemp(prefix="radiograph-overlays-"))
+        self.sweeping = threading.Lock()
+        atexit.register(shutil.rmtree, self.overlays, ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove the overlay folder (also done at exit)."""
+        shutil.rmtree(self.overlays, ignore_errors=True)
 
     # ------------------------------------------------------------------ handlers (plain functions of values)
 
-    def analyse(self, task: str, radiograph: str | None):
-        """API: one file -> (result JSON, overlay PNG at the input's size, state for re-rendering)."""
-        if not radiograph:
-            raise gr.Error(f"No file received: upload a radiograph ({UPLOAD_HELP}).")
+    def checked_files(self, endpoint: str, paths: list[str]) -> list[str]:
+        """The uploaded files of one request, refused together if there are too many or they are too large."""
+        sizes = [Path(path).stat().st_size for path in paths]
+        if len(paths) > MAX_VIEWS:
+            problem = f"{len(paths)} files in one request; at most {MAX_VIEWS} views of one study are accepted"
+        elif sum(sizes) > MAX_REQUEST_BYTES:
+            problem = (f"{sum(sizes) / 2**20:.0f} MB in one request; at most {MAX_REQUEST_BYTES // 2**20} MB "
+                       "together are accepted")
+        else:
+            return paths
+        self.log_refusal(endpoint, "request", sum(sizes), problem)
+        raise refusal(problem[0].upper() + problem[1:] + ".")
+
+    @staticmethod
+    def log_refusal(endpoint: str, name: str, size: int, problem: str) -> None:
+        LOG.info("refused %s (%d bytes) on /%s: %s", name, size, endpoint, problem)
+
+    def answer(self, endpoint: str, paths: list[str], work):
+        """Run `work()`; a refused input becomes the user's message and one log line, anything unexpected a
+        message without server paths and a logged traceback."""
         try:
+            return work()
+        except (ImageLoadError, UnusableResult) as error:
+            name = str(error).split(":", 1)[0]
+            size = next((Path(p).stat().st_size for p in paths if Path(p).name == name and Path(p).exists()), 0)
+            self.log_refusal(endpoint, name, size, getattr(error, "problem", str(error)))
+            raise refusal(str(error)) from None
+        except Exception:  # noqa: BLE001 - the user gets a message, the log the traceback
+            LOG.exception("unexpected error on /%s", endpoint)
+            raise gr.Error("The analysis failed on the server (an unexpected error, logged there). The input was "
+                           "not analysed; please try again or report it.", print_exception=False) from None
+
+    def analyse(self, task: str, radiograph: str | None, endpoint: str | None = None):
+        """API: one file -> (result JSON, overlay PNG at the display size, state for re-rendering)."""
+        endpoint = endpoint or task
+        if not radiograph:
+            raise refusal(f"No file received: upload a radiograph ({UPLOAD_HELP}).")
+        self.checked_files(endpoint, [radiograph])
+
+        def work():
             analysis = self.service.analyse(task, radiograph, Path(radiograph).name)
-        except ImageLoadError as error:
-            raise gr.Error(str(error)) from None
-        return analysis.result(), self.png(analysis.overlay()), analysis
+            return analysis.result(), self.png(analysis.overlay()), analysis
+
+        return self.answer(endpoint, [radiograph], work)
 
     def analyse_study(self, views: list[str] | None):
         """API: the views of one MURA study -> (study JSON, gallery of overlays, state)."""
         if not views:
-            raise gr.Error(f"No files received: upload one or more views of one study ({UPLOAD_HELP}).")
-        try:
-            views, study = self.service.analyse_study(views, [Path(p).name for p in views])
-        except ImageLoadError as error:
-            raise gr.Error(str(error)) from None
-        return study, self.gallery(views), (views, study)
+            raise refusal(f"No files received: upload one or more views of one study ({UPLOAD_HELP}).")
+        self.checked_files("mura_study", views)
+
+        def work():
+            analyses, study = self.service.analyse_study(views, [Path(p).name for p in views])
+            return study, self.gallery(analyses), (analyses, study)
+
+        return self.answer("mura_study", views, work)
 
     def png(self, picture: np.ndarray) -> str:
         """Write an RGB overlay as PNG with OpenCV (several times faster than Gradio's Pillow encoder on large
-        films); files older than OVERLAY_AGE_S are removed as new ones are written, so the folder stays small."""
-        now = time.time()
-        for old in self.overlays.glob("*.png"):
-            if now - old.stat().st_mtime > OVERLAY_AGE_S:
-                old.unlink(missing_ok=True)
+        films) under a new unique name. Gradio copies it into its own cache as the handler returns, so files
+        older than OVERLAY_AGE_S are swept, by one thread at a time, tolerating files already gone."""
+        self.sweep()
         target = self.overlays / f"{uuid.uuid4().hex}.png"
         cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         return str(target)
+
+    def sweep(self) -> None:
+        if not self.sweeping.acquire(blocking=False):
+            return  # another request is sweeping
+        try:
+            cutoff = time.time() - OVERLAY_AGE_S
+            for old in self.overlays.glob("*.png"):
+                try:
+                    if old.stat().st_mtime < cutoff:
+                        old.unlink()
+                except FileNotFoundError:
+                    pass
+        finally:
+            self.sweeping.release()
 
     def gallery(self, views, class_index=None, opacity=0.4, region=False):
         return [(self.png(view.overlay(class_index, opacity, region)),
@@ -177,10 +290,10 @@ class App:
 
     def present(self, task: str, analysis):
         """UI: the rest of the page from the state of the last analysis."""
-        decision = f"### {decide(analysis.card, analysis.probabilities)['text']}"
+        decision = f"### {decide(analysis.card, analysis.probabilities)['text']}" + notes_text(analysis.notes)
         label_value = {label: round(float(p), 4) for label, p in zip(analysis.labels, analysis.probabilities)}
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
-        outputs = [decision, label_value, preview_of(analysis.original), selector,
+        outputs = [decision, label_value, analysis.display, selector,
                    timing_text(analysis.timings_ms, analysis.model)]
         if TASKS[task].multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card["thresholds"]),
@@ -194,7 +307,8 @@ class App:
         labels = views[0].labels
         selector = gr.update(choices=labels, value=labels[views[0].shown_class])
         text = (f"### {decision['text']}\nStudy of {len(views)} view(s); P(abnormal) is the mean over the views. "
-                f"Body part: {decision['body_part']} ({decision['body_part_probability']:.2f}).")
+                f"Body part: {decision['body_part']} ({decision['body_part_probability']:.2f})."
+                + notes_text([f"{view.name}: {note}" for view in views for note in view.notes]))
         return text, label_value, selector, timing_text(study["timings_ms"], study["model"])
 
     # ------------------------------------------------------------------ layout
@@ -204,12 +318,15 @@ class App:
             gr.Markdown("# Radiograph classifier\nKnee osteoarthritis grade, MURA musculoskeletal studies, "
                         "pediatric pneumonia and 14 chest findings, served by ONNX Runtime with Grad-CAM heatmaps.")
             with gr.Tabs():
-                for task in self.service.models:
+                for task in self.service.tasks:
                     with gr.Tab(TASKS[task].title, id=task):
-                        gr.Markdown(notice(self.service.models[task].card))
-                        if task == "mura":
+                        if task in self.service.unavailable:
+                            self.unavailable_tab(task)
+                        elif task == "mura":
+                            gr.Markdown(notice(self.service.models[task].card))
                             self.study_tab()
                         else:
+                            gr.Markdown(notice(self.service.models[task].card))
                             self.image_tab(task)
                 with gr.Tab("Models", id="models"):
                     self.models_tab()
@@ -233,7 +350,7 @@ class App:
     def image_tab(self, task: str):
         labels = self.service.models[task].labels
         multi_label = TASKS[task].multi_label
-        state = gr.State()
+        state = gr.State(time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):  # what goes in, and where the model looked
                 upload = gr.File(label=f"Radiograph: {UPLOAD_HELP}", file_types=FILE_TYPES, type="filepath",
@@ -267,24 +384,30 @@ class App:
                 return gr.skip()
             return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline))
 
-        gr.on([button.click, upload.upload], run, [upload], [result, overlay, state], api_name=task,
-              api_description=f"{TASKS[task].question}. Returns (result JSON, Grad-CAM overlay PNG at the input's "
-                              "size).").success(show, [state], shown, api_visibility="private")
+        every = [result, overlay, state] + shown
+        clear = self.clearing(every)
+        analysed = gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
+            run, [upload], [result, overlay, state], api_name=task, concurrency_id=ANALYSIS,
+            api_description=f"{TASKS[task].question}. Returns (result JSON, Grad-CAM overlay PNG at the input's size, "
+                            "at most 2048 pixels a side).")
+        analysed.success(show, [state], shown, api_visibility="private")
+        upload.clear(clear, None, every, **QUICK)
         if examples:
-            examples.load_input_event.then(run, [upload], [result, overlay, state], api_visibility="private").success(
+            examples.load_input_event.then(clear, None, every, **QUICK).then(
+                run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
                 show, [state], shown, api_visibility="private")
         gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [overlay], api_visibility="private", show_progress="hidden")
+              [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render")
         if multi_label:
             def refind(analysis, alpha, outline):
                 return gr.skip() if analysis is None else self.findings_gallery(analysis, alpha, outline)
 
             gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
-                  api_visibility="private", show_progress="hidden")
+                  api_visibility="private", show_progress="hidden", concurrency_id="render")
 
     def study_tab(self):
         labels = self.service.models["mura"].labels
-        state = gr.State()
+        state = gr.State(time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label=f"The views of one study: {UPLOAD_HELP}", file_types=FILE_TYPES,
@@ -307,16 +430,20 @@ class App:
             views = state[0]
             return self.gallery(views, views[0].labels.index(class_name), alpha, outline)
 
-        gr.on([button.click, upload.upload], self.analyse_study, [upload], [result, gallery, state],
-              api_name="mura_study", api_description="The views of one MURA study: normal or abnormal (mean over the "
-              "views) and body part. Returns (study JSON with per-view results, gallery of Grad-CAM overlays)."
-              ).success(self.present_study, [state], shown, api_visibility="private")
+        every = [result, gallery, state] + shown
+        clear = self.clearing(every)
+        gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
+            self.analyse_study, [upload], [result, gallery, state], api_name="mura_study", concurrency_id=ANALYSIS,
+            api_description="The views of one MURA study: normal or abnormal (mean over the views) and body part. "
+            "Returns (study JSON with per-view results, gallery of Grad-CAM overlays).").success(
+            self.present_study, [state], shown, api_visibility="private")
+        upload.clear(clear, None, every, **QUICK)
         if examples:
-            examples.load_input_event.then(self.analyse_study, [upload], [result, gallery, state],
-                                           api_visibility="private").success(self.present_study, [state], shown,
-                                                                             api_visibility="private")
+            examples.load_input_event.then(clear, None, every, **QUICK).then(
+                self.analyse_study, [upload], [result, gallery, state], api_visibility="private",
+                concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private")
         gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [gallery], api_visibility="private", show_progress="hidden")
+              [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render")
         # /mura: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
             single = gr.File(file_types=FILE_TYPES, type="filepath")
@@ -327,12 +454,37 @@ class App:
         def run_view(radiograph):
             return self.analyse("mura", radiograph)[:2]
 
-        trigger.click(run_view, [single], [single_result, single_overlay],
+        trigger.click(run_view, [single], [single_result, single_overlay], concurrency_id=ANALYSIS,
                       api_name="mura", api_description="One view of a MURA study: normal or abnormal and body part. "
-                      "Returns (result JSON, Grad-CAM overlay PNG at the input's size).")
+                      "Returns (result JSON, Grad-CAM overlay PNG at the input's size, at most 2048 pixels a side).")
+
+    @staticmethod
+    def clearing(outputs: list):
+        def clear():
+            return cleared(outputs)
+
+        return clear
+
+    def unavailable_tab(self, task: str):
+        """A task whose model failed to load: the tab says why; its endpoints answer with the same reason."""
+        reason = (f"The {TASKS[task].title} model is unavailable: it failed verification or loading at start-up "
+                  f"({self.service.unavailable[task]}). The other tabs keep working.")
+        gr.Markdown(f"> {NOT_A_DEVICE}\n\n**{html.escape(reason)}**", elem_id=f"{task}-unavailable")
+
+        def refuse(*_):
+            raise refusal(reason)
+
+        with gr.Group(visible=False):
+            for endpoint in (["mura", "mura_study"] if task == "mura" else [task]):
+                single = gr.File(file_types=FILE_TYPES, type="filepath",
+                                 file_count="multiple" if endpoint == "mura_study" else "single")
+                gr.Button().click(refuse, [single], [gr.JSON(label="Result (JSON)"), gr.Image(label="Grad-CAM overlay")],
+                                  api_name=endpoint, api_description=reason)
 
     def models_tab(self):
         gr.Markdown(f"> {NOT_A_DEVICE}")
+        for task, reason in self.service.unavailable.items():
+            gr.Markdown(f"**{TASKS[task].title}: unavailable** ({html.escape(reason)})")
         for task, model in self.service.models.items():
             trained_on = ("demo model trained on synthetic phantoms" if trained_on_phantoms(model.card)
                           else model.card.get("data", {}).get("dataset", ""))
@@ -359,21 +511,41 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=env("RADIOGRAPH_DEVICE") or "auto")
     parser.add_argument("--concurrency", type=int, default=int(env("RADIOGRAPH_CONCURRENCY") or 2),
                         help="requests analysed at once (the queue holds the rest)")
-    parser.add_argument("--max-file-size", default=env("RADIOGRAPH_MAX_FILE_SIZE") or MAX_FILE_SIZE)
-    return parser.parse_args(argv)
+    parser.add_argument("--max-file-size", default=env("RADIOGRAPH_MAX_FILE_SIZE") or MAX_FILE_SIZE,
+                        help=f"per uploaded file, e.g. 20mb (default and most: {MAX_FILE_SIZE}, the loader's limit)")
+    parser.add_argument("--strict", action="store_true", default=env("RADIOGRAPH_STRICT", "").lower() in ("1", "true"),
+                        help="refuse to start when any model fails verification or loading (default: that task's "
+                             "tab and endpoint say why, the others serve)")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    return args
 
 
 def serve(args: argparse.Namespace, block: bool = True):
     """Load the models, build the app, launch; returns (demo, url) and blocks unless told not to."""
-    service = Service(args.models, cam_path=args.cam, device=args.device)
-    demo = App(service).build()
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=64)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    LOG.setLevel(logging.INFO)  # one line per refused input
+    service = Service(args.models, cam_path=args.cam, device=args.device, strict=args.strict)
+    for task, reason in service.unavailable.items():
+        LOG.error("%s is unavailable (its tab and endpoint say why): %s", task, reason)
+    app = App(service)
+    demo = app.build()
+    # one limit for every analysing event (concurrency_id=ANALYSIS); re-rendering overlays has its own
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=QUEUE_SIZE)
+    for dependency in demo.fns.values():
+        if dependency.concurrency_id in (ANALYSIS, "render"):
+            dependency.concurrency_limit = args.concurrency
     _, url, _ = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                             max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
                             allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,
-                            footer_links=["api"], css=CSS, quiet=True)
+                            footer_links=["api"], css=CSS, quiet=True, state_session_capacity=SESSIONS_KEPT,
+                            app_kwargs={"middleware": [Middleware(UploadLimit)]})
+    demo.radiograph_app = app  # for tests and close()
     threading.Thread(target=service.warm_up, daemon=True).start()  # traces Grad-CAM while the page loads
-    providers = ", ".join(f"{task}: {model.provider}" for task, model in service.models.items())
+    providers = ", ".join([f"{task}: {model.provider}" for task, model in service.models.items()]
+                          + [f"{task}: unavailable" for task in service.unavailable])
     print(f"ready in {time.perf_counter() - STARTED:.1f} s at {url} ({providers}; heatmaps by "
           f"{next(iter(service.explainers.values())).path})", flush=True)
     if block:
@@ -381,5 +553,12 @@ def serve(args: argparse.Namespace, block: bool = True):
     return demo, url
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a container or service manager stopping the app) exits cleanly, so exit handlers remove the
+    temp folders."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 if __name__ == "__main__":
+    stop_on_sigterm()
     serve(settings())

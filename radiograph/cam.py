@@ -196,9 +196,11 @@ def normalise_each(heatmaps: np.ndarray) -> tuple[np.ndarray, list[bool]]:
     return scaled, flat.tolist()
 
 
-def on_original(heatmap: np.ndarray, geometry: Letterbox, grid: FeatureGrid | None = None) -> np.ndarray:
-    """The [0, 1] map over the model input, mapped onto the original image's pixels (cells placed by `grid`)."""
-    return np.clip(geometry.to_original(heatmap, grid), 0.0, 1.0)
+def on_original(heatmap: np.ndarray, geometry: Letterbox, grid: FeatureGrid | None = None,
+                shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The [0, 1] map over the model input, mapped onto the original image's pixels (cells placed by `grid`), or
+    onto those of a copy of the whole original at another `shape` (the display copy)."""
+    return np.clip(geometry.to_original(heatmap, grid, shape), 0.0, 1.0)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4) -> np.ndarray:
@@ -209,8 +211,12 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4)
         return rgb
     colours = cv2.cvtColor(cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET),
                            cv2.COLOR_BGR2RGB)
-    weight = (np.clip(opacity, 0, 1) * np.clip(heatmap, 0, 1))[..., None]  # cold regions keep the film visible
-    return (rgb * (1 - weight) + colours * weight).round().astype(np.uint8)
+    weight = (np.float32(np.clip(opacity, 0, 1)) * np.clip(heatmap, 0, 1).astype(np.float32))[..., None]
+    blended = colours.astype(np.float32)  # rgb + (colours - rgb) * weight, in place: cold regions keep the film
+    blended -= rgb
+    blended *= weight
+    blended += rgb
+    return np.rint(blended, out=blended).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- the hottest region, and localisation

@@ -4,30 +4,49 @@ Training (train/pipeline.py), export validation, the app and the batch command
 all call `load_for_model`, so a model sees at serving time exactly the tensor
 it saw in training.
 
-Decoding:
+Decoding (the format comes from the file's bytes, never from its name):
   * PNG (8/16-bit; gray, RGB, RGBA, palette), JPEG (EXIF orientation applied,
     CMYK), BMP and TIFF (8/16-bit, float) through Pillow; colour is reduced to
     luma. Pillow reduces 16-bit *colour* PNG to 8 bits per channel; 16-bit
     grayscale, the radiograph case, keeps its full depth.
-  * DICOM through pydicom: first frame of a multi-frame file, Modality LUT
-    (Rescale Slope/Intercept), then the VOI LUT sequence or Window
+  * DICOM through pydicom: the first frame only, Modality LUT (Rescale
+    Slope/Intercept or a LUT), then the VOI LUT sequence or Window
     Center/Width when present, MONOCHROME1 inverted so bone is bright.
 Scaling to 0-255: 8-bit data is kept as it is (the public datasets are 8-bit
 and models train on raw values); deeper data uses the DICOM window when there
 is one, else the 0.5th-99.5th percentile range, so 12/16-bit dynamic range is
 mapped, not clipped at 255.
 
+Bounded cost, whatever a header claims (docs/input-budget.md has the figures):
+  * a file of at most MAX_FILE_BYTES, an image of at most MAX_PIXELS, both
+    checked before any pixel is allocated;
+  * PNG chunks are walked first (lengths, CRCs, nothing after IEND) and JPEG
+    entropy data is decoded strictly (libjpeg-turbo through simplejpeg, at
+    1/8 scale), so truncated or corrupt data is refused, never half analysed;
+  * a JPEG too big for the display is decoded straight to reduced scale;
+  * DICOM: deflated data sets are inflated to a bounded length, the pixel data
+    must hold every frame the header claims, and only the first frame is
+    decoded; untrustworthy numbers (non-finite or zero Rescale Slope) are
+    refused, an invalid window is ignored with a note;
+  * one full-size float copy at most; the caller keeps only the model input
+    and a display copy of at most DISPLAY_SIDE pixels a side.
+
 Every failure raises `ImageLoadError` (a ValueError) whose message says what
 was wrong and what is accepted; no other exception type escapes.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import os
+import re
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import cv2
 import numpy as np
@@ -35,16 +54,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 Source = Union[str, os.PathLike, bytes]
 
-MAX_PIXELS = 100_000_000  # per frame; a header claiming more is refused before decoding
+# A 43 x 43 cm flat-panel detector at 0.1 mm is 4300 x 4300 = 18.5 megapixels; 50-micron mammography
+# (24 x 30 cm) is about 28.8. 30 megapixels admits both; a full-size float copy of it is 120 MB, which
+# keeps one decode inside DECODE_BUDGET_BYTES with the worst pixel format (4 bytes a pixel) alongside.
+MAX_PIXELS = 30_000_000
+MAX_FILE_BYTES = 50 * 2**20  # per file; the app's upload limit is the same
+DECODE_BUDGET_BYTES = 400 * 2**20  # the peak memory one file may add to a process (tests/test_hostile.py holds it)
+DISPLAY_SIDE = 2048  # the longest side of what is kept for display and overlays
+MAX_INFLATED_DICOM = 2 * MAX_PIXELS + 16 * 2**20  # a deflated data set: one 16-bit frame of MAX_PIXELS and metadata
 MIN_SIDE = 16
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # JPEG also opens multi-picture (MPO) files from cameras
 ACCEPTED = (
     "accepted: PNG (8/16-bit), JPEG, BMP, TIFF (8/16-bit) or DICOM, "
-    f"at least {MIN_SIDE}x{MIN_SIDE} pixels and at most {MAX_PIXELS // 1_000_000} megapixels"
+    f"at least {MIN_SIDE}x{MIN_SIDE} pixels, at most {MAX_PIXELS // 1_000_000} megapixels "
+    f"and {MAX_FILE_BYTES // 2**20} MB"
 )
 PERCENTILES = (0.5, 99.5)
+PERCENTILE_SAMPLE = 8_000_000  # float images larger than this take their range from an even subsample
 
-Image.MAX_IMAGE_PIXELS = None  # our own MAX_PIXELS check runs first, with a clearer message
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb guard, for every image this process opens
+
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+              b"II+\x00": "TIFF", b"MM\x00+": "TIFF", b"BM": "BMP"}
+NOT_ACCEPTED = {b"GIF8": "a GIF image", b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive",
+                b"RIFF": "a RIFF file (WebP, WAV or AVI)", b"<svg": "an SVG drawing", b"<?xml": "an XML document",
+                b"<!DOCTYPE": "an HTML page", b"<html": "an HTML page", b"\x00\x00\x00\x0cjP": "a JPEG 2000 image"}
+# libjpeg warnings that leave every pixel decoded (anything else means missing or corrupt image data)
+HARMLESS_JPEG_WARNINGS = ("extraneous bytes", "JFIF", "ICC", "Adobe", "unknown APP", "Unsupported marker")
 
 
 class ImageLoadError(ValueError):
@@ -55,28 +91,77 @@ class ImageLoadError(ValueError):
         self.problem = problem
 
 
+class Decoded(NamedTuple):
+    """A decoded file: the image (2-D float32, 0-255), the file's own size (height, width) when the image was
+    decoded at reduced scale, and notes about values the loader did not trust and worked around."""
+
+    image: np.ndarray
+    original: tuple[int, int]
+    notes: tuple[str, ...] = ()
+
+
 def read_image(source: Source, name: str | None = None) -> np.ndarray:
     """Decode a file (path or bytes) to a 2-D float32 image with values in [0, 255]."""
+    return decode(source, name).image
+
+
+def decode(source: Source, name: str | None = None, reduce_to: int | None = None) -> Decoded:
+    """Decode a file (path or bytes). With `reduce_to`, formats that can (JPEG) decode straight to the smallest
+    scale whose longer side is still at least `reduce_to` pixels."""
     name = name or (Path(source).name if not isinstance(source, bytes) else "input")
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        if not data:
-            raise ImageLoadError("the file is empty (0 bytes)", name)
+        data = _read_bytes(source, name)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # decoders warn about oddities; only errors matter here
-            image = _decode_dicom(data, name) if _is_dicom(data, name) else _decode_pil(data, name)
-        height, width = image.shape
+            warnings.simplefilter("ignore")  # decoders warn about oddities; the checks here decide
+            kind = sniff(data, name)
+            decoded = _decode_dicom(data, name) if kind == "DICOM" else _decode_pil(data, name, kind, reduce_to)
+        height, width = decoded.original
         if min(height, width) < MIN_SIDE:
             raise ImageLoadError(f"the image is only {width}x{height} pixels", name)
-        return image
+        return decoded
     except ImageLoadError:
         raise
     except Exception as error:  # noqa: BLE001 - the contract: one error type out (MemoryError included)
-        raise ImageLoadError(f"could not be decoded ({type(error).__name__}: {error})", name) from error
+        raise ImageLoadError(f"could not be decoded ({type(error).__name__}: {_short(error)})", name) from error
 
 
-def _is_dicom(data: bytes, name: str) -> bool:
-    return data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+def _short(error: Exception, limit: int = 200) -> str:
+    """An error's text, cut to `limit` characters (a decoder may quote kilobytes of the file)."""
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _read_bytes(source: Source, name: str) -> bytes:
+    if isinstance(source, bytes):
+        size = len(source)
+    else:
+        try:
+            size = os.stat(source).st_size
+        except OSError as error:
+            raise ImageLoadError(f"could not be decoded (the file cannot be read: {error.strerror})", name) from None
+    if size == 0:
+        raise ImageLoadError("the file is empty (0 bytes)", name)
+    if size > MAX_FILE_BYTES:
+        raise ImageLoadError(f"the file is {size / 2**20:.0f} MB", name)
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+
+def sniff(data: bytes, name: str) -> str:
+    """The file's format from its first bytes: PNG, JPEG, TIFF, BMP or DICOM (a DICOM file may lack the
+    128-byte preamble; then only its name says so)."""
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    for signature, kind in SIGNATURES.items():
+        if data.startswith(signature):
+            return kind
+    head = data[:16].lstrip()
+    for signature, what in NOT_ACCEPTED.items():
+        if head.startswith(signature):
+            raise ImageLoadError(f"this is {what}, not a radiograph image", name)
+    if name.lower().endswith((".dcm", ".dicom")) or "." not in Path(name).name:
+        return "DICOM"
+    raise ImageLoadError("not a recognised image: no complete PNG, JPEG, BMP, TIFF or DICOM header in it "
+                         "(the file name does not matter)", name)
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -86,40 +171,209 @@ def _check_size(width: int, height: int, name: str) -> None:
         raise ImageLoadError(f"the header claims {width}x{height} pixels ({width * height / 1e6:.0f} megapixels)", name)
 
 
-def _decode_pil(data: bytes, name: str) -> np.ndarray:
+# ----------------------------------------------------------------------------- PNG, JPEG, BMP, TIFF (Pillow)
+
+def check_png_chunks(data: bytes, name: str) -> None:
+    """Walk a PNG's chunks before decoding: each fits in the file and passes its CRC, IHDR comes first and
+    once, IEND ends the file. (Pillow skips the CRC of image data and ignores what follows IEND.)"""
+    position, chunks = 8, 0
+    while position < len(data):
+        if position + 8 > len(data):
+            raise ImageLoadError(f"the PNG is truncated: a chunk header is cut off at byte {position}", name)
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        label = kind.decode("latin-1")
+        end = position + 12 + length
+        if end > len(data):
+            raise ImageLoadError(f"the PNG is truncated or corrupt: its {label!r} chunk claims {length} bytes, "
+                                 f"but the file ends {len(data) - position - 8} bytes after its header", name)
+        if zlib.crc32(data[position + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+            raise ImageLoadError(f"the PNG is corrupt: its {label!r} chunk at byte {position} fails its CRC check",
+                                 name)
+        if (kind == b"IHDR") != (chunks == 0):
+            raise ImageLoadError("the PNG is malformed: IHDR must be its first chunk, and only once", name)
+        if kind == b"IHDR":
+            _check_size(*struct.unpack(">II", data[position + 8:position + 16]), name)
+        chunks += 1
+        if kind == b"IEND":
+            if end != len(data):
+                raise ImageLoadError(f"{len(data) - end} bytes follow the PNG's end (IEND): a file with another "
+                                     "file appended to it is not accepted", name)
+            return
+        position = end
+    raise ImageLoadError("the PNG is truncated: it has no IEND chunk", name)
+
+
+def check_jpeg_data(data: bytes, name: str) -> None:
+    """Decode a JPEG's entropy-coded data strictly (libjpeg-turbo, at 1/8 scale: every coefficient is still
+    read) and refuse missing or corrupt data, which Pillow would fill with grey without a word."""
+    import simplejpeg
+
+    try:
+        _, _, colour, _ = simplejpeg.decode_jpeg_header(data)
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colour in ("CMYK", "YCCK") else "GRAY", min_factor=8,
+                               strict=True)
+    except ValueError as error:
+        if not any(harmless in str(error) for harmless in HARMLESS_JPEG_WARNINGS):
+            raise ImageLoadError(f"its JPEG data is corrupt or truncated (libjpeg-turbo: {_short(error)}); a partly "
+                                 "decoded image is not analysed", name) from None
+
+
+def _decode_pil(data: bytes, name: str, kind: str, reduce_to: int | None) -> Decoded:
+    if kind == "PNG":
+        check_png_chunks(data, name)
     try:
         image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
     except UnidentifiedImageError:
-        raise ImageLoadError("not a recognised image: no complete PNG, JPEG, BMP, TIFF or DICOM header in it "
-                             "(the file name does not matter)", name) from None
+        raise ImageLoadError(f"not a readable {kind} image: its header is incomplete or corrupt", name) from None
+    except Image.DecompressionBombError as error:
+        claimed = re.search(r"\((\d+) pixels\)", str(error))
+        megapixels = f"{int(claimed[1]) / 1e6:.0f} megapixels" if claimed else "too many pixels"
+        raise ImageLoadError(f"the header claims {megapixels}", name) from None
     except Exception as error:  # truncated header, ...
-        raise ImageLoadError(f"not a readable image ({type(error).__name__}: {error})", name) from error
+        raise ImageLoadError(f"not a readable image ({type(error).__name__}: {_short(error)})", name) from error
     _check_size(*image.size, name)
-    image = ImageOps.exif_transpose(image)  # decodes the first frame; raises on truncated data
+    original = image.size[::-1]
+    if image.format == "JPEG":
+        check_jpeg_data(data, name)
+        if reduce_to and max(image.size) >= 2 * reduce_to:  # decode at 1/2, 1/4 or 1/8 scale
+            scale = reduce_to / max(image.size)
+            image.draft(image.mode, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
+    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation with a quarter turn
+        original = original[::-1]
+    ImageOps.exif_transpose(image, in_place=True)  # decodes the first frame; raises on truncated data
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _scale_to_255(np.asarray(image, dtype=np.float32), name)
-    if image.mode != "L":
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA")
-            background = Image.new("RGBA", image.size, (0, 0, 0, 255))  # transparent = no signal
-            image = Image.alpha_composite(background, image)
-        image = image.convert("L")
-    return np.asarray(image, dtype=np.float32)
+        pixels = np.asarray(image)
+        image.close()
+        return Decoded(_scale_to_255(pixels, name), original)
+    return Decoded(np.asarray(_luma(image), dtype=np.float32), original)
 
 
-def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+def _luma(image: Image.Image, rows: int = 256) -> Image.Image:
+    """An 8-bit gray image: colour reduced to luma, transparency composited over black (no signal), done in
+    strips of `rows` so that no second full-size colour copy is made."""
+    if image.mode == "L":
+        return image
+    transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    gray = Image.new("L", image.size)
+    width, height = image.size
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        if transparent:
+            strip = strip.convert("RGBA")
+            strip = Image.alpha_composite(Image.new("RGBA", strip.size, (0, 0, 0, 255)), strip)
+        gray.paste(strip.convert("L"), (0, top))
+    image.close()
+    return gray
+
+
+# ----------------------------------------------------------------------------- DICOM (pydicom)
+
+GRAY_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2")
+COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _decode_dicom(data: bytes, name: str) -> Decoded:
+    ds = _read_dicom(data, name)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    rows, columns, frames = _dicom_geometry(ds, syntax, name)
+    pixels = _first_frame(ds, syntax, frames, name)
+    notes: list[str] = []
+    pixels = _modality(pixels, ds, name, notes)
+    if "VOILUTSequence" in ds:
+        image = _voi_lut(pixels, ds.VOILUTSequence[0], name)
+    elif "WindowCenter" in ds and "WindowWidth" in ds and _trusted_window(ds, notes):
+        image = _linear_window(pixels, _first(ds.WindowCenter), _first(ds.WindowWidth))
+    elif int(ds.get("BitsStored", 16) or 16) == 8 and pixels.min() >= 0 and pixels.max() <= 255:
+        image = pixels.astype(np.float32)  # 8-bit data is kept as it is, as for PNG and JPEG
+    else:
+        image = _scale_to_255(pixels, name)
+    del pixels
+    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":  # low values are bright
+        np.subtract(255.0, image, out=image)
+    return Decoded(image, (rows, columns), tuple(notes))
+
+
+def _read_dicom(data: bytes, name: str):
+    """The data set, its deflated form (if any) inflated to at most MAX_INFLATED_DICOM bytes."""
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        stream = io.BytesIO(data)
+        preamble = read_preamble(stream, force=True)
+        meta = _read_file_meta_info(stream)
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return pydicom.dcmread(io.BytesIO(data), force=True)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = inflater.decompress(data[stream.tell():], MAX_INFLATED_DICOM)
+        if inflater.unconsumed_tail:
+            raise ImageLoadError(f"its deflated data set inflates to more than {MAX_INFLATED_DICOM // 2**20} MB "
+                                 "(one frame of the largest accepted image and its metadata)", name)
+        dataset = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+        del inflated
+        ds = pydicom.dataset.FileDataset(name, dataset, preamble, meta, False, True)
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # what the pixel decoder reads: now native
+        return ds
+    except ImageLoadError:
+        raise
+    except zlib.error as error:
+        raise ImageLoadError(f"its deflated data set is corrupt ({_short(error)})", name) from None
     except Exception as error:
-        raise ImageLoadError(f"not a readable DICOM file ({error})", name) from error
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageLoadError("the DICOM file has no pixel data (no image in it)", name)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    _check_size(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), name)
-    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        raise ImageLoadError(f"not a readable DICOM file ({type(error).__name__}: {_short(error)})", name) from error
+
+
+def _dicom_geometry(ds, syntax, name: str) -> tuple[int, int, int]:
+    """(rows, columns, frames) after checking the header against itself and against the pixel data."""
+    if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if "SOPClassUID" in ds:
+            kind = getattr(ds.SOPClassUID, "name", str(ds.SOPClassUID))
+            raise ImageLoadError(f"the DICOM file has no pixel data (a {kind} object, not an image)", name)
+        declared = getattr(syntax, "name", None) or "none declared"
+        raise ImageLoadError("no DICOM image could be read from it: no pixel data element was found when read as "
+                             f"its declared transfer syntax ({declared}); the file is corrupt or its header lies",
+                             name)
+    if "PixelData" not in ds:
+        raise ImageLoadError("its pixels are floating point (Float Pixel Data), used for parametric maps, not "
+                             "radiographs", name)
+    rows, columns = _dicom_int(ds, "Rows", name), _dicom_int(ds, "Columns", name)
+    _check_size(columns, rows, name)
+    frames = _dicom_int(ds, "NumberOfFrames", name, default=1)
+    samples = _dicom_int(ds, "SamplesPerPixel", name, default=1)
+    bits = _dicom_int(ds, "BitsAllocated", name)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if frames < 1 or samples not in (1, 3) or bits not in (1, 8, 16, 32):
+        raise ImageLoadError(f"its header is inconsistent: NumberOfFrames {frames}, SamplesPerPixel {samples}, "
+                             f"BitsAllocated {bits} (expected at least 1 frame, 1 or 3 samples, 8, 16 or 32 bits)",
+                             name)
+    if photometric not in GRAY_PHOTOMETRIC + COLOUR_PHOTOMETRIC:
+        raise ImageLoadError(f"its Photometric Interpretation is {photometric!r}; accepted: "
+                             f"{', '.join(GRAY_PHOTOMETRIC + COLOUR_PHOTOMETRIC)}", name)
+    if (samples == 1) != (photometric in GRAY_PHOTOMETRIC):
+        raise ImageLoadError(f"its header is inconsistent: {samples} samples per pixel with {photometric}", name)
+    if syntax is None or not syntax.is_compressed:  # native: the element must hold every frame it claims
+        frame_bytes = math.ceil(rows * columns * samples * bits / 8)
+        held = len(ds.PixelData)
+        if held < frame_bytes * frames:
+            raise ImageLoadError(f"its pixel data holds {held} bytes, but the header claims {frames} frame(s) of "
+                                 f"{columns}x{rows}x{samples} at {bits} bits ({frame_bytes * frames} bytes): "
+                                 "truncated, or the header lies", name)
+    return rows, columns, frames
+
+
+def _dicom_int(ds, keyword: str, name: str, default: int | None = None) -> int:
+    value = ds.get(keyword, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ImageLoadError(f"its {keyword} is {value!r}, not a whole number", name) from None
+    return number
+
+
+def _first_frame(ds, syntax, frames: int, name: str) -> np.ndarray:
+    import pydicom
+
     try:
         pixels = pydicom.pixels.pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
     except (NotImplementedError, RuntimeError) as error:
@@ -129,24 +383,79 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
                 "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg adds JPEG, JPEG-LS and JPEG 2000)",
                 name,
             ) from error
-        raise ImageLoadError(f"its pixel data could not be decoded ({error})", name) from error
-    if pixels.ndim == 3:  # colour (RGB after pydicom's YBR conversion): luma
-        pixels = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    pixels = apply_modality_lut(pixels, ds).astype(np.float64)
-    if "VOILUTSequence" in ds:
-        lut = ds.VOILUTSequence[0]
-        pixels = apply_voi_lut(np.round(pixels).astype(np.int64), ds, prefer_lut=True)  # a LUT takes integers
-        bits = int(lut.LUTDescriptor[2]) or 16
-        image = np.clip(pixels / (2.0**bits - 1.0), 0.0, 1.0) * 255.0
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        image = _linear_window(pixels, _first(ds.WindowCenter), _first(ds.WindowWidth))
-    elif int(ds.get("BitsStored", 16)) == 8 and pixels.min() >= 0 and pixels.max() <= 255:
-        image = pixels  # 8-bit data is kept as it is, as for PNG and JPEG
-    else:
-        image = _scale_to_255(pixels, name)
-    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":  # low values are bright
-        image = 255.0 - image
-    return image.astype(np.float32)
+        raise ImageLoadError(f"its pixel data could not be decoded ({_short(error)})", name) from error
+    if "PixelData" in ds:
+        del ds.PixelData  # the encoded frames: no longer needed
+    if pixels.ndim == 3:  # colour (RGB after pydicom's YBR conversion): luma, in strips
+        gray = np.empty(pixels.shape[:2], np.float32)
+        for top in range(0, len(gray), 256):
+            gray[top:top + 256] = pixels[top:top + 256].astype(np.float32) @ LUMA
+        return gray
+    return pixels
+
+
+def _modality(pixels: np.ndarray, ds, name: str, notes: list[str]) -> np.ndarray:
+    """The Modality LUT: a LUT sequence, or Rescale Slope and Intercept (refused unless finite, slope non-zero)."""
+    if "ModalityLUTSequence" in ds:
+        return _lookup(pixels, ds.ModalityLUTSequence[0], name)
+    slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
+    try:
+        slope, intercept = _first(1 if slope is None else slope), _first(0 if intercept is None else intercept)
+    except (TypeError, ValueError):
+        raise ImageLoadError(f"its Rescale Slope/Intercept ({slope!r}, {intercept!r}) are not numbers", name) from None
+    if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
+        raise ImageLoadError(f"its Rescale Slope {slope} and Intercept {intercept} cannot be trusted (the slope "
+                             "must be a finite non-zero number, the intercept finite)", name)
+    if slope < 0:
+        notes.append(f"Rescale Slope is negative ({slope:g}): stored values are inverted before display")
+    if slope == 1 and intercept == 0:
+        return pixels
+    rescaled = pixels.astype(np.float32)
+    rescaled *= np.float32(slope)
+    rescaled += np.float32(intercept)
+    return rescaled
+
+
+def _lookup(pixels: np.ndarray, item, name: str) -> np.ndarray:
+    """A DICOM LUT (Modality or VOI): LUTDescriptor (entries, first mapped value, bits) and LUTData."""
+    try:
+        entries, first, _ = (int(v) for v in item.LUTDescriptor)
+        entries = entries or 65536
+        data = item.LUTData
+        if isinstance(data, bytes):  # OW: 16-bit words, or bytes where each entry is one (8-bit LUTs may be)
+            data = np.frombuffer(data, "u1" if len(data) == entries else "<u2")
+        table = np.asarray(data, dtype=np.float32).ravel()
+    except Exception as error:  # noqa: BLE001 - a malformed LUT
+        raise ImageLoadError(f"its LUT cannot be read ({type(error).__name__}: {_short(error)})", name) from None
+    if table.size != entries or not np.isfinite(table).all():
+        raise ImageLoadError(f"its LUT is inconsistent: the descriptor gives {entries} entries, the data holds "
+                             f"{table.size}", name)
+    index = np.rint(pixels).astype(np.int32) if pixels.dtype.kind == "f" else pixels.astype(np.int32)
+    index -= first
+    return np.take(table, index, mode="clip")  # values below/above the table take its first/last entry
+
+
+def _voi_lut(pixels: np.ndarray, item, name: str) -> np.ndarray:
+    bits = int(item.LUTDescriptor[2]) or 16
+    image = _lookup(pixels, item, name)
+    image *= np.float32(255.0 / (2.0**bits - 1.0))
+    return np.clip(image, 0.0, 255.0, out=image)
+
+
+def _trusted_window(ds, notes: list[str]) -> bool:
+    """Whether Window Center/Width can be used: finite, width >= 1 (PS3.3 C.11.2.1.2); else a note says why
+    the window was ignored."""
+    try:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    except (TypeError, ValueError):
+        notes.append("Window Center/Width are not numbers: the window was ignored and the image scaled by its own "
+                     "range")
+        return False
+    if math.isfinite(center) and math.isfinite(width) and width >= 1:
+        return True
+    notes.append(f"Window Center {center:g} / Width {width:g} is not a valid window (both must be finite, the "
+                 "width at least 1): it was ignored and the image scaled by its own range")
+    return False
 
 
 def _first(value) -> float:
@@ -156,22 +465,44 @@ def _first(value) -> float:
 
 def _linear_window(pixels: np.ndarray, center: float, width: float) -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2.1 linear VOI function, mapped to 0-255."""
-    scaled = (pixels - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
-    return np.clip(scaled, 0.0, 1.0) * 255.0
+    image = np.subtract(pixels, center - 0.5, dtype=np.float32)
+    image /= np.float32(max(width - 1.0, 1.0))
+    image += np.float32(0.5)
+    np.clip(image, 0.0, 1.0, out=image)
+    image *= np.float32(255.0)
+    return image
 
 
 def _scale_to_255(pixels: np.ndarray, name: str) -> np.ndarray:
-    """Map deep (16-bit, float) data to 0-255 by its robust range (8-bit data never comes here)."""
-    pixels = np.asarray(pixels, dtype=np.float64)
-    finite = np.isfinite(pixels)
-    if not finite.any():
-        raise ImageLoadError("the image holds no finite pixel values (all NaN or infinite)", name)
-    if not finite.all():
-        pixels = np.where(finite, pixels, np.min(pixels[finite]))
-    low, high = np.percentile(pixels, PERCENTILES)
+    """Map deep (16-bit, float) data to 0-255 by its robust range (8-bit data never comes here): one new
+    float32 array; non-finite values take the lowest finite value."""
+    finite = None
+    lowest = None
+    if pixels.dtype.kind == "f":
+        finite = np.isfinite(pixels)
+        if not finite.any():
+            raise ImageLoadError("the image holds no finite pixel values (all NaN or infinite)", name)
+        if finite.all():
+            finite = None
+        else:
+            lowest = float(np.min(pixels, where=finite, initial=np.inf))
+        step = max(1, pixels.size // PERCENTILE_SAMPLE)
+        sample = pixels.ravel()[::step]
+        if finite is not None:
+            sample = np.where(np.isfinite(sample), sample, lowest)
+    else:
+        sample = pixels  # integers: the exact range (np.percentile copies them once)
+    low, high = (float(v) for v in np.percentile(sample, PERCENTILES))
+    del sample
     if high <= low:
         return np.zeros(pixels.shape, np.float32)
-    return (np.clip((pixels - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.float32)
+    image = np.subtract(pixels, low, dtype=np.float32)
+    if finite is not None:
+        image[~finite] = lowest - low
+    image /= np.float32(high - low)
+    np.clip(image, 0.0, 1.0, out=image)
+    image *= np.float32(255.0)
+    return image
 
 
 @dataclass(frozen=True)
@@ -243,13 +574,15 @@ class Letterbox:
     height: int  # of the resized image inside the square
     width: int
 
-    def to_original(self, heatmap: np.ndarray, grid: FeatureGrid | None = None) -> np.ndarray:
+    def to_original(self, heatmap: np.ndarray, grid: FeatureGrid | None = None,
+                    shape: tuple[int, int] | None = None) -> np.ndarray:
         """Map a map over the model input back onto the original image: each original pixel's centre is
         placed on the model input and the map is interpolated linearly between its cells' centres (`grid`;
-        default: cells tiling the input evenly)."""
+        default: cells tiling the input evenly). `shape`: the pixels of a copy of the whole original at
+        another size (the display copy) instead of the original's own."""
         heatmap = np.asarray(heatmap, dtype=np.float32)
         grid = grid or FeatureGrid.nominal(heatmap.shape, self.size)
-        height, width = self.original
+        height, width = shape or self.original
         ys = self.top + (np.arange(height) + 0.5) * (self.height / height)  # original pixel centres on the input
         xs = self.left + (np.arange(width) + 0.5) * (self.width / width)
         return grid.sample(heatmap, ys, xs)
@@ -269,11 +602,37 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return canvas, Letterbox((height, width), size, scale, top, left, new_height, new_width)
 
 
-def load_for_model(source: Source, size: int, name: str | None = None) -> tuple[np.ndarray, Letterbox, np.ndarray]:
-    """The serving and training input: (float32 [size, size, 1] in 0-255, geometry, original image)."""
-    image = read_image(source, name)
+def display_copy(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """uint8, the whole image with its longer side at most `side` (what is shown, and kept between requests)."""
+    height, width = image.shape
+    scale = min(1.0, side / max(height, width))
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+class Loaded(NamedTuple):
+    """What the model and the display need of one file."""
+
+    tensor: np.ndarray  # float32 [size, size, 1], 0-255: the model input
+    geometry: Letterbox  # where the image sits in it; `original` is the file's own size
+    display: np.ndarray  # uint8 2-D, the whole image, longer side at most DISPLAY_SIDE
+    notes: tuple[str, ...]  # values the loader did not trust and worked around
+
+
+def load_for_model(source: Source, size: int, name: str | None = None) -> Loaded:
+    """The serving and training input of one file; at most one full-size float copy lives at a time."""
+    decoded = decode(source, name, reduce_to=DISPLAY_SIDE)
+    image = decoded.image
     boxed, geometry = letterbox(image, size)
-    return boxed[..., None], geometry, image
+    geometry = dataclasses.replace(geometry, original=decoded.original)  # the file's size, if decoded reduced
+    display = display_copy(image)
+    notes = decoded.notes
+    del image, decoded
+    return Loaded(boxed[..., None], geometry, display, notes)
 
 
-__all__ = ["FeatureGrid", "ImageLoadError", "Letterbox", "letterbox", "load_for_model", "read_image", "ACCEPTED", "MAX_PIXELS"]
+__all__ = ["ACCEPTED", "DECODE_BUDGET_BYTES", "DISPLAY_SIDE", "MAX_FILE_BYTES", "MAX_PIXELS", "FeatureGrid",
+           "ImageLoadError", "Letterbox", "Loaded", "decode", "display_copy", "letterbox", "load_for_model",
+           "read_image"]

@@ -49,8 +49,8 @@ def expand(paths: list[Path]) -> list[Path]:
 def _decode(path: Path, size: int):
     start = time.perf_counter()
     try:
-        image, geometry, original = load_for_model(path, size)
-        return image, geometry, original, None, time.perf_counter() - start
+        image, geometry, display, _ = load_for_model(path, size)
+        return image, geometry, display, None, time.perf_counter() - start
     except (ImageLoadError, OSError) as error:
         return None, None, None, str(error), time.perf_counter() - start
 
@@ -76,7 +76,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
             good = [i for i, d in enumerate(decoded) if d[3] is None]
             output = model.run(np.stack([decoded[i][0] for i in good])) if good else None
             share = output.seconds / len(good) if good else 0.0
-            for position, (path, (_, geometry, original, error, decode_seconds)) in enumerate(zip(batch, decoded)):
+            for position, (path, (_, geometry, display, error, decode_seconds)) in enumerate(zip(batch, decoded)):
                 row = {"kind": "image", "file": str(path), **base, "decode_ms": round(decode_seconds * 1e3, 2)}
                 if error:
                     rows.append({**row, "status": "error", "error": error})
@@ -89,7 +89,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                 if card["task"] == "mura":
                     row["study"] = str(path.parent)
                 if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
-                    row["cams"] = {model.labels[c]: write_cam(cam_dir, path, len(rows), original, geometry,
+                    row["cams"] = {model.labels[c]: write_cam(cam_dir, path, len(rows), display, geometry,
                                                               output.features[k], kernel, c, card)
                                    for c in heatmap_classes(card, probabilities)}
                     row["cam"] = next(iter(row["cams"].values()))
@@ -101,10 +101,12 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
     return rows
 
 
-def write_cam(cam_dir: Path, path: Path, index: int, original, geometry, features, kernel, class_index,
+def write_cam(cam_dir: Path, path: Path, index: int, display, geometry, features, kernel, class_index,
               card: dict) -> str:
+    """The overlay on the display copy (the whole image, longer side at most imaging.DISPLAY_SIDE)."""
     heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
-    picture = overlay(original, None if flat else on_original(heatmap, geometry, FeatureGrid.from_card(card)))
+    mapped = None if flat else on_original(heatmap, geometry, FeatureGrid.from_card(card), display.shape)
+    picture = overlay(display, mapped)
     target = cam_dir / f"{index:05d}_{path.stem}_{card['labels'][class_index]}.png"
     cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     return str(target)

@@ -73,3 +73,4 @@ def app_url():
     demo, url = app.serve(app.settings(["--port", str(free_port()), "--max-file-size", "5mb"]), block=False)
     yield url
     demo.close()
+    demo.radiograph_app.close()

@@ -84,7 +84,7 @@ BAD_FILES = {  # name: words the error message must contain
     "notes.png": "not a recognised image",
     "empty.png": "empty",
     "huge.png": "30000x30000",
-    "truncated_60.png": "decoded",
+    "truncated_60.png": "truncated",
 }
 
 
@@ -205,7 +205,7 @@ def test_the_chest_tab_shows_an_overlay_per_positive_finding_when_there_are_seve
     assert gallery["visible"] and [caption.split(":")[0] for _, caption in gallery["value"]] == [
         analysis.labels[c] for c in top3]
     for path, _ in gallery["value"]:
-        assert Image.open(path).size == (analysis.original.shape[1], analysis.original.shape[0])
+        assert Image.open(path).size == (analysis.display.shape[1], analysis.display.shape[0])
 
 
 def test_concurrent_requests_match_serial_ones(client):

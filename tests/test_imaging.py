@@ -203,9 +203,9 @@ def test_letterbox_preserves_aspect_and_maps_back(shape):
 
 
 def test_load_for_model_returns_channel_last(tmp_path):
-    tensor, geometry, original = load_for_model(write(tmp_path, "a.png", VALID_PNG), 128)
+    tensor, geometry, display, notes = load_for_model(write(tmp_path, "a.png", VALID_PNG), 128)
     assert tensor.shape == (128, 128, 1) and tensor.dtype == np.float32
-    assert original.shape == geometry.original == (64, 96)
+    assert display.shape == geometry.original == (64, 96) and display.dtype == np.uint8 and notes == ()
     assert 0 <= tensor.min() and tensor.max() <= 255
 
 

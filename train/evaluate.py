@@ -381,7 +381,7 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
     grid = FeatureGrid.from_card(model.card)
     scores: dict[str, list] = defaultdict(list)
     for path, label, boxes in boxed_findings(index.boxes, index.splits[split], model.labels):
-        image, geometry, _ = load_for_model(path, model.size)
+        image, geometry = load_for_model(path, model.size)[:2]
         features = model.run(image[None]).features[0]
         scores[label].append(score_finding(features, kernel, model.labels.index(label), geometry, boxes, grid))
     names = score_names(model.card["task"], list(model.labels))

@@ -45,8 +45,8 @@ class ValidationPointingGame(keras.callbacks.Callback):
         paths = sorted({path for path, _, _ in self.findings}, key=str)
         self.row = {path: i for i, path in enumerate(paths)}
         loaded = [load_for_model(path, image_size) for path in paths]
-        self.images = np.stack([image for image, _, _ in loaded])
-        self.geometries = [geometry for _, geometry, _ in loaded]
+        self.images = np.stack([item.tensor for item in loaded])
+        self.geometries = [item.geometry for item in loaded]
 
     def set_model(self, model):
         super().set_model(model)
