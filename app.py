@@ -62,7 +62,7 @@ UPLOAD_HELP = "PNG, JPEG, BMP, TIFF (8/16-bit) or DICOM (.dcm)"
 MAX_FILE_SIZE = f"{MAX_FILE_BYTES // 2**20}mb"  # per file, checked by Gradio while it receives the upload
 MAX_VIEWS = 12  # files in one MURA study (MURA's largest studies have 11 views)
 MAX_REQUEST_BYTES = 200 * 2**20  # all files of one request together; uploads beyond it are cut off at the socket
-QUEUE_SIZE = 16  # analyses waiting beyond those running; more are answered "busy, try again"
+QUEUE_SIZE = 64  # requests waiting (each holds only its uploaded file on disk); more are answered "busy, try again"
 STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) is dropped after this
 SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
 OVERLAY_AGE_S = 600  # overlay files older than this are removed (Gradio has copied them to its cache by then)
@@ -511,14 +511,16 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=env("RADIOGRAPH_DEVICE") or "auto")
     parser.add_argument("--concurrency", type=int, default=int(env("RADIOGRAPH_CONCURRENCY") or 2),
                         help="requests analysed at once (the queue holds the rest)")
+    parser.add_argument("--queue-size", type=int, default=int(env("RADIOGRAPH_QUEUE_SIZE") or QUEUE_SIZE),
+                        help="requests that may wait for a free slot; beyond it the answer is 'queue full, try again'")
     parser.add_argument("--max-file-size", default=env("RADIOGRAPH_MAX_FILE_SIZE") or MAX_FILE_SIZE,
                         help=f"per uploaded file, e.g. 20mb (default and most: {MAX_FILE_SIZE}, the loader's limit)")
     parser.add_argument("--strict", action="store_true", default=env("RADIOGRAPH_STRICT", "").lower() in ("1", "true"),
                         help="refuse to start when any model fails verification or loading (default: that task's "
                              "tab and endpoint say why, the others serve)")
     args = parser.parse_args(argv)
-    if args.concurrency < 1:
-        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.concurrency < 1 or args.queue_size < 1:
+        parser.error(f"--concurrency and --queue-size must be at least 1, got {args.concurrency}, {args.queue_size}")
     return args
 
 
@@ -533,7 +535,7 @@ def serve(args: argparse.Namespace, block: bool = True):
     app = App(service)
     demo = app.build()
     # one limit for every analysing event (concurrency_id=ANALYSIS); re-rendering overlays has its own
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=QUEUE_SIZE)
+    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     for dependency in demo.fns.values():
         if dependency.concurrency_id in (ANALYSIS, "render"):
             dependency.concurrency_limit = args.concurrency

@@ -14,7 +14,11 @@ model's floating-point work per image and the GFLOP/s ONNX Runtime achieves
 against this CPU's measured matrix-multiply rate (the ceiling); and the app
 (bench/endpoints.py): start-up time, resident memory, and one request per
 endpoint end to end through gradio_client, for this install and optionally a
-light one (--light-python). Ratios
+light one (--light-python); and (bench/memory.py) the worst-case memory per
+request and the memory of eight concurrent worst-case requests: the rise of
+the server's peak resident memory, read from outside its process, for the
+largest accepted and lying files, and what twenty ended sessions still hold
+(--no-memory, or --no-app, skips it). Ratios
 are what to read: the machine is shared and absolute times drift, but every
 number in one table comes from the same run.
 """
@@ -172,7 +176,7 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
     return result
 
 
-def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
+def table(results: list[dict], ceiling: float, app: dict | None = None, worst_case: dict | None = None) -> str:
     columns = ["keras_eager", "keras_tf_function", "onnx_fp32", "onnx_fp16", "onnx_int8", "gradcam_keras",
                "gradcam_keras_every_class", "cam_onnx_extra", "cam_onnx_every_class"]
     lines = ["| task | size | " + " | ".join(f"{c} ms (p95)" for c in columns) +
@@ -201,6 +205,10 @@ def table(results: list[dict], ceiling: float, app: dict | None = None) -> str:
                      f"{start['first_answer']:.1f} s, resident memory {memory['after_start']:.0f} MB after start-up, "
                      f"{memory['after_requests']:.0f} MB after {memory['requests']} requests; heatmaps by "
                      f"{next(iter(install['endpoints'].values()))['cam_path']}")
+    if worst_case:  # bench/memory.py's section (not `memory`: the loop above uses that name)
+        from bench.memory import memory_table
+
+        lines.append("\n" + memory_table(worst_case))
     return "\n".join(lines)
 
 
@@ -234,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-app", action="store_true", help="skip the app (start-up, memory, gradio_client)")
     parser.add_argument("--light-python", help="interpreter of a light install (requirements-light.txt) to measure too")
     parser.add_argument("--app-repeats", type=int, default=20, help="requests per endpoint through gradio_client")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the worst-case memory per request and of eight concurrent requests (bench/memory.py)")
     args = parser.parse_args(argv)
     tasks = args.tasks or [t for t in TASKS if (args.models / t / "model.onnx").is_file()]
     if not tasks:
@@ -249,10 +259,15 @@ def main(argv: list[str] | None = None) -> None:
         app["full"] = measure_app(sys.executable, "full", args.app_repeats)
         if args.light_python:
             app["light"] = measure_app(args.light_python, "light", args.app_repeats)
+    worst_case = {}
+    if not (args.no_app or args.no_memory):
+        from bench.memory import measure_memory
+
+        worst_case = measure_memory(["--models", str(args.models.resolve())])
     report = {"machine": machine(), "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "matmul_ceiling_gflops": ceiling, "tasks": results, "app": app}
+              "matmul_ceiling_gflops": ceiling, "tasks": results, "app": app, "memory": worst_case}
     args.out.write_text(json.dumps(report, indent=2))
-    print(table(results, ceiling, app))
+    print(table(results, ceiling, app, worst_case))
     print(f"wrote {args.out}")
 
 

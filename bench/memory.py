@@ -253,13 +253,15 @@ def _describe(files) -> str:
 
 
 def _outcome(job) -> tuple[str, str]:
-    """("result" | "refused" | "error", message) of a finished gradio_client job."""
+    """("result" | "refused" | "error", message) of a finished gradio_client job. A full queue is a refusal too:
+    the server answered at once, asking to try again."""
     from gradio_client.exceptions import AppError
+    from gradio_client.utils import QueueError
 
     try:
         result = job.result(timeout=0)
-    except AppError as error:
-        return "refused", str(error)
+    except (AppError, QueueError) as error:
+        return "refused", f"{type(error).__name__}: {error}" if isinstance(error, QueueError) else str(error)
     except Exception as error:  # noqa: BLE001 - a dropped connection or a dead server is an answer to record too
         return "error", f"{type(error).__name__}: {error}"
     first = result[0] if isinstance(result, (list, tuple)) else result
@@ -332,18 +334,22 @@ def close_clients(clients) -> None:
         thread.join()
 
 
-def session_memory(url: str, pid: int, film_path, sessions: int = 20, settle_s: float = 5.0) -> dict:
-    """`sessions` separate Clients each analyse the film on /knee (submitted together; the server's queue takes
-    them in turn); then every client is closed and, after `settle_s`, the resident memory still held over the
-    RSS before the first one, in MB."""
+def session_memory(url: str, pid: int, film_path, sessions: int = 20, at_once: int = 4, settle_s: float = 5.0) -> dict:
+    """`sessions` separate Clients each analyse the film on /knee (`at_once` at a time, so the server's bounded
+    queue never turns one away); then every client is closed and, after `settle_s`, the resident memory still
+    held over the RSS before the first one, in MB."""
     before = rss(pid)
     reset_peak(pid)
     started = time.perf_counter()
     pool = [new_client(url) for _ in range(sessions)]
+    outcomes = []
     try:
-        submitted = [client.submit(_value("/knee", film_path), api_name="/knee") for client in pool]
-        seconds = max(_wait(submitted, started))
-        outcomes = [_outcome(job) for job in submitted]
+        for first in range(0, sessions, at_once):
+            wave = [client.submit(_value("/knee", film_path), api_name="/knee") for client in pool[first:first + at_once]]
+            _wait(wave, started)
+            outcomes += [_outcome(job) for job in wave]
+            _clear_downloads()
+        seconds = time.perf_counter() - started
     finally:
         close_clients(pool)
         _clear_downloads()
@@ -484,7 +490,8 @@ def worst_case_files(folder) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- the measurement as a whole
 
 def accepted_files(files: dict[str, Path]) -> list[Path]:
-    """The honest large files (not the lying ones), largest pixel count first: what the concurrent burst sends."""
+    """The honest large files (not the lying ones), the largest decoded size (pixels x bytes a pixel in the
+    file's own mode) first: the heaviest goes to /chest14 and /mura_study, and all of them to the burst."""
     from PIL import Image
 
     honest = []
@@ -493,8 +500,9 @@ def accepted_files(files: dict[str, Path]) -> list[Path]:
             continue
         try:
             with Image.open(path) as image:
-                honest.append((image.size[0] * image.size[1], path))
-        except Exception:  # noqa: BLE001
+                depth = 2 if image.mode.startswith("I;16") else 4 if image.mode in ("I", "F") else 1
+                honest.append((image.size[0] * image.size[1] * len(image.getbands()) * depth, path))
+        except Exception:  # noqa: BLE001 - not an image Pillow reads (DICOM, say): not one of these
             continue
     return [path for _, path in sorted(honest, key=lambda item: -item[0])]
 
@@ -532,9 +540,9 @@ def measure_memory(app_args=(), sessions: int = 20, folder=None) -> dict:
             if why_not:
                 raise RuntimeError(why_not)
             requests = [request_peak(url, process.pid, "/knee", path) for path in files.values()]
-            honest = accepted_files(files)
-            requests.append(request_peak(url, process.pid, "/chest14", honest[0]))
-            requests.append(request_peak(url, process.pid, "/mura_study", [honest[0]]))
+            heaviest = accepted_files(files)[0]
+            requests.append(request_peak(url, process.pid, "/chest14", heaviest))
+            requests.append(request_peak(url, process.pid, "/mura_study", [heaviest]))
             burst = concurrent_peak(url, process.pid, burst_jobs(files))
             held = session_memory(url, process.pid, film_25mp(folder), sessions)
             idle = rss(process.pid)

@@ -125,12 +125,14 @@ for name, path in jobs["files"]:
     start = time.perf_counter()
     shape, message = None, None
     try:
-        boxed, geometry, image = load_for_model(path, 512)
-        outcome, shape = "accepted", list(image.shape)
-        ok = bool(numpy.isfinite(image).all() and image.min() >= 0 and image.max() <= 255 and boxed.shape == (512, 512, 1))
-        del boxed, geometry, image
+        loaded = load_for_model(path, 512)  # (tensor, geometry, ...): the rest differs between versions
+        tensor, geometry = loaded[0], loaded[1]
+        outcome, shape = "accepted", list(geometry.original)
+        ok = bool(tensor.shape == (512, 512, 1) and numpy.isfinite(tensor).all() and tensor.min() >= 0
+                  and tensor.max() <= 255)
+        del loaded, tensor, geometry
         if not ok:
-            outcome = "bad_image"
+            outcome, message = "bad_image", "the model input is not finite, or not in [0, 255]"
     except ImageLoadError as error:
         outcome, message = "refused", str(error)[:200]
     except BaseException as error:
