@@ -369,7 +369,7 @@ class App:
                 bars = gr.HTML(elem_id=f"{task}-bars") if multi_label else None
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
-                                   height=260)
+                                   height=260, elem_id=f"{task}-preview")
                 result = gr.JSON(label="Result (JSON)", open=False)
         shown = [decision, label, preview, selector, timing] + ([bars, findings] if multi_label else [])
 

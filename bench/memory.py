@@ -449,22 +449,33 @@ def _suffix_for(data: bytes) -> str:
     return ".png"  # unknown content: an accepted extension, so the loader (not the upload filter) judges it
 
 
+HOSTILE_GROUPS = ("bombs", "lying_dimensions", "frame_counts", "element_lengths")  # tests/hostile.py's groups
+# that can cost memory (headers that size buffers, data that inflates); the others are about correctness and are
+# tested in-process by tests/test_hostile.py
+
+
 def _hostile_module():
-    path = ROOT / "tests" / "hostile.py"
-    if not path.is_file():
+    """tests/hostile.py when it exists and provides worst_accepted and HOSTILE; else None."""
+    if not (ROOT / "tests" / "hostile.py").is_file():
         return None
-    spec = importlib.util.spec_from_file_location("_radiograph_tests_hostile", path)
-    module = importlib.util.module_from_spec(spec)
+    added = [str(p) for p in (ROOT, ROOT / "tests") if str(p) not in sys.path]
+    sys.path[:0] = added  # it imports tests/corpus.py, which imports train.phantoms
     try:
-        spec.loader.exec_module(module)
+        module = importlib.import_module("hostile")
     except Exception:  # noqa: BLE001 - a half-written module: fall back to our own set
         return None
+    finally:
+        for path in added:
+            sys.path.remove(path)
+    if Path(getattr(module, "__file__", "")).resolve() != (ROOT / "tests" / "hostile.py").resolve():
+        return None  # some other module of that name
     return module if hasattr(module, "worst_accepted") and hasattr(module, "HOSTILE") else None
 
 
-def worst_case_files(folder) -> dict[str, Path]:
-    """name -> path of the worst-case inputs: tests/hostile.py's worst_accepted(folder) and HOSTILE when that
-    module provides them, else this module's own set; the 25-megapixel colour JPEG film in either case."""
+def worst_case_files(folder, groups=HOSTILE_GROUPS) -> dict[str, Path]:
+    """name -> path of the worst-case inputs. When tests/hostile.py provides them: every worst_accepted(folder)
+    file and the HOSTILE files of `groups` (all of them when it has no GROUPS); else this module's own set. The
+    25-megapixel colour JPEG film in either case."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hostile = _hostile_module()
@@ -475,11 +486,15 @@ def worst_case_files(folder) -> dict[str, Path]:
         files = {str(name): Path(path) for name, path in accepted.items()}
     else:
         files = {Path(path).stem: Path(path) for path in accepted}
-    for name, data in hostile.HOSTILE.items():
+    chosen = getattr(hostile, "GROUPS", None)
+    names = ([name for group in groups for name in chosen.get(group, [])] if isinstance(chosen, dict)
+             else list(hostile.HOSTILE))
+    (folder / "hostile").mkdir(exist_ok=True)
+    for name in dict.fromkeys(names):
+        data = hostile.HOSTILE[name]
         path = folder / "hostile" / str(name)
         if path.suffix.lower() not in IMAGE_SUFFIXES:  # the upload filter goes by extension
             path = path.with_name(path.name + _suffix_for(data))
-        path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
         files[f"hostile-{name}"] = path
     film = film_25mp(folder)
@@ -508,10 +523,12 @@ def accepted_files(files: dict[str, Path]) -> list[Path]:
 
 
 def burst_jobs(files: dict[str, Path], count: int = 8) -> list[tuple[str, Path]]:
-    """`count` worst-case requests spread evenly over /knee, /pneumonia, /chest14 and /mura."""
+    """`count` worst-case requests spread evenly over /knee, /pneumonia, /chest14 and /mura: the `count` heaviest
+    accepted files, or (fewer files) each file on two endpoints."""
     honest = accepted_files(files)
     endpoints = ("/knee", "/pneumonia", "/chest14", "/mura")
-    return [(endpoints[i % len(endpoints)], honest[(i + i // len(endpoints)) % len(honest)]) for i in range(count)]
+    pick = (lambda i: i) if len(honest) >= count else (lambda i: i + i // len(endpoints))
+    return [(endpoints[i % len(endpoints)], honest[pick(i) % len(honest)]) for i in range(count)]
 
 
 def cpu_model() -> str:

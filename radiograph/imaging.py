@@ -164,9 +164,11 @@ def sniff(data: bytes, name: str) -> str:
                          "(the file name does not matter)", name)
 
 
-def _check_size(width: int, height: int, name: str) -> None:
+def _check_size(width: int, height: int, name: str, smallest: int = MIN_SIDE) -> None:
     if width < 1 or height < 1:
         raise ImageLoadError(f"the header gives an empty image ({width}x{height})", name)
+    if min(width, height) < smallest:  # before decoding: a 1 x 30,000,000 strip costs more than its pixels
+        raise ImageLoadError(f"the image is only {width}x{height} pixels", name)
     if width * height > MAX_PIXELS:
         raise ImageLoadError(f"the header claims {width}x{height} pixels ({width * height / 1e6:.0f} megapixels)", name)
 
@@ -176,7 +178,7 @@ def _check_size(width: int, height: int, name: str) -> None:
 def check_png_chunks(data: bytes, name: str) -> None:
     """Walk a PNG's chunks before decoding: each fits in the file and passes its CRC, IHDR comes first and
     once, IEND ends the file. (Pillow skips the CRC of image data and ignores what follows IEND.)"""
-    position, chunks = 8, 0
+    position, chunks, palette, colour_type = 8, 0, False, None
     while position < len(data):
         if position + 8 > len(data):
             raise ImageLoadError(f"the PNG is truncated: a chunk header is cut off at byte {position}", name)
@@ -193,6 +195,10 @@ def check_png_chunks(data: bytes, name: str) -> None:
             raise ImageLoadError("the PNG is malformed: IHDR must be its first chunk, and only once", name)
         if kind == b"IHDR":
             _check_size(*struct.unpack(">II", data[position + 8:position + 16]), name)
+            colour_type = data[position + 17] if length >= 13 else None
+        palette = palette or kind == b"PLTE"
+        if kind == b"IDAT" and colour_type == 3 and not palette:
+            raise ImageLoadError("the PNG is malformed: a palette image with no palette (PLTE) before its data", name)
         chunks += 1
         if kind == b"IEND":
             if end != len(data):
@@ -232,6 +238,7 @@ def _decode_pil(data: bytes, name: str, kind: str, reduce_to: int | None) -> Dec
     except Exception as error:  # truncated header, ...
         raise ImageLoadError(f"not a readable image ({type(error).__name__}: {_short(error)})", name) from error
     _check_size(*image.size, name)
+    _check_tiles(image, name)
     original = image.size[::-1]
     if image.format == "JPEG":
         check_jpeg_data(data, name)
@@ -241,11 +248,35 @@ def _decode_pil(data: bytes, name: str, kind: str, reduce_to: int | None) -> Dec
     if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation with a quarter turn
         original = original[::-1]
     ImageOps.exif_transpose(image, in_place=True)  # decodes the first frame; raises on truncated data
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         pixels = np.asarray(image)
         image.close()
         return Decoded(_scale_to_255(pixels, name), original)
+    if image.mode in ("I", "F"):  # 4 bytes a pixel: copied out in strips into one array the scaling may reuse
+        return Decoded(_scale_to_255(_array_in_strips(image), name, reuse=True), original)
     return Decoded(np.asarray(_luma(image), dtype=np.float32), original)
+
+
+def _check_tiles(image: Image.Image, name: str) -> None:
+    """The strips or tiles of an uncompressed image must cover it (a header with more rows than its data
+    would otherwise decode to zeros below the data)."""
+    tiles = getattr(image, "tile", None) or []
+    if image.format in ("TIFF", "BMP") and tiles and all(tile[0] == "raw" for tile in tiles):
+        covered = sum((x1 - x0) * (y1 - y0) for _, (x0, y0, x1, y1), *_ in tiles)
+        width, height = image.size
+        if covered < width * height:
+            raise ImageLoadError(f"its strips hold {covered} of the {width}x{height} pixels its header claims: "
+                                 "truncated, or the header lies", name)
+
+
+def _array_in_strips(image: Image.Image, rows: int = 256) -> np.ndarray:
+    width, height = image.size
+    image.load()
+    out = np.empty((height, width), np.float32 if image.mode == "F" else np.int32)
+    for top in range(0, height, rows):
+        out[top:top + rows] = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+    image.close()
+    return out
 
 
 def _luma(image: Image.Image, rows: int = 256) -> Image.Image:
@@ -338,7 +369,7 @@ def _dicom_geometry(ds, syntax, name: str) -> tuple[int, int, int]:
         raise ImageLoadError("its pixels are floating point (Float Pixel Data), used for parametric maps, not "
                              "radiographs", name)
     rows, columns = _dicom_int(ds, "Rows", name), _dicom_int(ds, "Columns", name)
-    _check_size(columns, rows, name)
+    _check_size(columns, rows, name, smallest=1)  # a small frame is refused after its syntax is known to decode
     frames = _dicom_int(ds, "NumberOfFrames", name, default=1)
     samples = _dicom_int(ds, "SamplesPerPixel", name, default=1)
     bits = _dicom_int(ds, "BitsAllocated", name)
@@ -430,9 +461,13 @@ def _lookup(pixels: np.ndarray, item, name: str) -> np.ndarray:
     if table.size != entries or not np.isfinite(table).all():
         raise ImageLoadError(f"its LUT is inconsistent: the descriptor gives {entries} entries, the data holds "
                              f"{table.size}", name)
-    index = np.rint(pixels).astype(np.int32) if pixels.dtype.kind == "f" else pixels.astype(np.int32)
-    index -= first
-    return np.take(table, index, mode="clip")  # values below/above the table take its first/last entry
+    out = np.empty(pixels.shape, np.float32)
+    for top in range(0, len(pixels), 256):  # in strips: the int32 indices of 256 rows at a time
+        strip = pixels[top:top + 256]
+        index = np.rint(strip).astype(np.int32) if strip.dtype.kind == "f" else strip.astype(np.int32)
+        index -= first
+        np.take(table, index, mode="clip", out=out[top:top + 256])  # beyond the table: its first/last entry
+    return out
 
 
 def _voi_lut(pixels: np.ndarray, item, name: str) -> np.ndarray:
@@ -473,9 +508,10 @@ def _linear_window(pixels: np.ndarray, center: float, width: float) -> np.ndarra
     return image
 
 
-def _scale_to_255(pixels: np.ndarray, name: str) -> np.ndarray:
+def _scale_to_255(pixels: np.ndarray, name: str, reuse: bool = False) -> np.ndarray:
     """Map deep (16-bit, float) data to 0-255 by its robust range (8-bit data never comes here): one new
-    float32 array; non-finite values take the lowest finite value."""
+    float32 array (`reuse`: a float32 `pixels` is scaled in place); non-finite values take the lowest finite
+    value."""
     finite = None
     lowest = None
     if pixels.dtype.kind == "f":
@@ -494,14 +530,18 @@ def _scale_to_255(pixels: np.ndarray, name: str) -> np.ndarray:
         sample = pixels  # integers: the exact range (np.percentile copies them once)
     low, high = (float(v) for v in np.percentile(sample, PERCENTILES))
     del sample
-    if high <= low:
-        return np.zeros(pixels.shape, np.float32)
-    image = np.subtract(pixels, low, dtype=np.float32)
+    scale = 255.0 / (high - low) if high > low else math.inf
+    if not math.isfinite(scale) or not math.isfinite(np.float32(scale)) or scale == 0:
+        return np.zeros(pixels.shape, np.float32)  # a constant image (or a range no float32 can resolve)
+    # pixels * scale - low * scale: no intermediate overflows, even for values near the float32 limits
+    if reuse and pixels.dtype == np.float32 and pixels.flags.writeable:
+        image = np.multiply(pixels, np.float32(scale), out=pixels)
+    else:
+        image = np.multiply(pixels, np.float32(scale), dtype=np.float32)
+    image -= np.float32(low * scale)
     if finite is not None:
-        image[~finite] = lowest - low
-    image /= np.float32(high - low)
-    np.clip(image, 0.0, 1.0, out=image)
-    image *= np.float32(255.0)
+        image[~finite] = np.float32((lowest - low) * scale)
+    np.clip(image, 0.0, 255.0, out=image)
     return image
 
 

@@ -79,3 +79,47 @@ def test_every_tab_in_a_real_browser(app_url, tmp_path):
         browser.close()
     assert len(list(ARTIFACTS.glob("*.png"))) >= 2 * len(TASKS) + 1
 
+
+
+def test_a_new_upload_a_cleared_upload_and_a_failed_analysis_leave_nothing_stale(app_url, tmp_path):
+    """The stale-result scenario: analyse, clear, upload a non-image; then analyse and clear alone. Every output
+    of the tab (heading, probabilities, timing, decoded image, overlay) is empty after each."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    entry, files = first_example("knee")
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"this is text, not an image\n" * 10)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             env={**os.environ, "HOME": str(tmp_path)})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name=TASKS["knee"].title).click()
+        upload = page.locator("#knee-upload input[type=file]")
+
+        def analysed():
+            upload.set_input_files(files)
+            expect(page.locator("#knee-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+            page.wait_for_function("document.querySelector('#knee-preview img') !== null", timeout=WAIT_MS)
+
+        def nothing_stale(step):
+            expect(page.locator("#knee-decision")).not_to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+            for css in ("#knee-overlay img", "#knee-preview img"):
+                expect(page.locator(css)).to_have_count(0, timeout=WAIT_MS)
+            expect(page.locator("#knee-timing")).not_to_contain_text("ms", timeout=WAIT_MS)
+            expect(page.locator("#knee-label")).not_to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+            page.screenshot(path=str(ARTIFACTS / f"stale_{step}.png"), full_page=True)
+
+        def clear():
+            page.locator("#knee-upload button[aria-label='Clear']").first.click()
+
+        analysed()
+        clear()
+        nothing_stale("cleared")  # clearing alone
+        upload.set_input_files(str(not_an_image))  # the issue's scenario: analyse, clear, upload a non-image
+        expect(page.get_by_text("not a recognised image").first).to_be_visible(timeout=WAIT_MS)
+        nothing_stale("failed")
+        clear()
+        analysed()  # and the tab still works
+        browser.close()
