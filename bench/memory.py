@@ -151,15 +151,20 @@ def start_server(extra_args=(), env=None, timeout: float = READY_TIMEOUT_S, warm
     threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + timeout
     while not ready.wait(0.2):
-        if process.poll() is not None or time.monotonic() > deadline:
+        exited = process.poll() is not None
+        if exited or time.monotonic() > deadline:
+            what = f"exited with {process.returncode}" if exited else f"was not ready within {timeout:.0f} s"
             stop_server(process)
             said = "\n".join(process.log)
-            raise RuntimeError(f"app.py {'exited with ' + str(process.returncode) if process.returncode else 'was not ready'}"
-                               f" within {timeout:.0f} s; it said:\n{said}")
+            raise RuntimeError(f"app.py {what}; it said:\n{said}")
     process.ready_s = time.perf_counter() - started
     process.url = f"http://127.0.0.1:{port}/"
     if warm:
-        process.warm_up = warm_up(process.url, process.pid)
+        try:
+            process.warm_up = warm_up(process.url, process.pid)
+        except BaseException:
+            stop_server(process)
+            raise
     return process, process.url
 
 
@@ -556,10 +561,14 @@ def measure_memory(app_args=(), sessions: int = 20, folder=None) -> dict:
             why_not = peak_measurable(process.pid)
             if why_not:
                 raise RuntimeError(why_not)
-            requests = [request_peak(url, process.pid, "/knee", path) for path in files.values()]
-            heaviest = accepted_files(files)[0]
-            requests.append(request_peak(url, process.pid, "/chest14", heaviest))
-            requests.append(request_peak(url, process.pid, "/mura_study", [heaviest]))
+            client = new_client(url)
+            try:
+                requests = [request_peak(url, process.pid, "/knee", path, client) for path in files.values()]
+                heaviest = accepted_files(files)[0]
+                requests.append(request_peak(url, process.pid, "/chest14", heaviest, client))
+                requests.append(request_peak(url, process.pid, "/mura_study", [heaviest], client))
+            finally:
+                close_client(client)
             burst = concurrent_peak(url, process.pid, burst_jobs(files))
             held = session_memory(url, process.pid, film_25mp(folder), sessions)
             idle = rss(process.pid)
