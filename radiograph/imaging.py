@@ -403,6 +403,7 @@ def _dicom_int(ds, keyword: str, name: str, default: int | None = None) -> int:
 
 
 def _first_frame(ds, syntax, frames: int, name: str) -> np.ndarray:
+    """The first frame, decoded; luma where it is colour (in strips)."""
     import pydicom
 
     try:
@@ -417,6 +418,10 @@ def _first_frame(ds, syntax, frames: int, name: str) -> np.ndarray:
         raise ImageLoadError(f"its pixel data could not be decoded ({_short(error)})", name) from error
     if "PixelData" in ds:
         del ds.PixelData  # the encoded frames: no longer needed
+    expected = (int(ds.Rows), int(ds.Columns)) + ((3,) if int(ds.get("SamplesPerPixel", 1) or 1) == 3 else ())
+    if pixels.shape != expected:
+        raise ImageLoadError(f"its first frame decodes to shape {list(pixels.shape)}, not the {list(expected)} its "
+                             "header gives: the header and the pixel data disagree", name)
     if pixels.ndim == 3:  # colour (RGB after pydicom's YBR conversion): luma, in strips
         gray = np.empty(pixels.shape[:2], np.float32)
         for top in range(0, len(gray), 256):
