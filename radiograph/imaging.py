@@ -63,6 +63,7 @@ DECODE_BUDGET_BYTES = 400 * 2**20  # the peak memory one file may add to a proce
 DISPLAY_SIDE = 2048  # the longest side of what is kept for display and overlays
 MAX_INFLATED_DICOM = 2 * MAX_PIXELS + 16 * 2**20  # a deflated data set: one 16-bit frame of MAX_PIXELS and metadata
 MIN_SIDE = 16
+MAX_STRIPS = 16384  # TIFF strips or tiles: one-row strips of a 16,384-row film; a million of them take seconds
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # JPEG also opens multi-picture (MPO) files from cameras
 ACCEPTED = (
     "accepted: PNG (8/16-bit), JPEG, BMP, TIFF (8/16-bit) or DICOM, "
@@ -92,8 +93,9 @@ class ImageLoadError(ValueError):
 
 
 class Decoded(NamedTuple):
-    """A decoded file: the image (2-D float32, 0-255), the file's own size (height, width) when the image was
-    decoded at reduced scale, and notes about values the loader did not trust and worked around."""
+    """A decoded file: the image (2-D float32, 0-255), the file's own size (height, width; larger than the
+    image's where it was decoded at reduced scale), and notes about values the loader did not trust and worked
+    around."""
 
     image: np.ndarray
     original: tuple[int, int]
@@ -261,6 +263,9 @@ def _check_tiles(image: Image.Image, name: str) -> None:
     """The strips or tiles of an uncompressed image must cover it (a header with more rows than its data
     would otherwise decode to zeros below the data)."""
     tiles = getattr(image, "tile", None) or []
+    if len(tiles) > MAX_STRIPS:  # Pillow decodes each in turn (tens of microseconds each)
+        raise ImageLoadError(f"its pixels are split into {len(tiles)} strips or tiles; at most {MAX_STRIPS} are "
+                             "accepted", name)
     if image.format in ("TIFF", "BMP") and tiles and all(tile[0] == "raw" for tile in tiles):
         covered = sum((x1 - x0) * (y1 - y0) for _, (x0, y0, x1, y1), *_ in tiles)
         width, height = image.size

@@ -221,3 +221,29 @@ def test_to_original_places_map_cells_by_the_feature_grid():
     row, column = np.unravel_index(np.argmax(moved), moved.shape)
     assert 63 <= row <= 64 and 87 <= column <= 88
     np.testing.assert_allclose(moved[row, column], 1.0, atol=0.05)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_for_the_same_model_input(tmp_path):
+    """A JPEG of 4096 pixels or more a side decodes straight to half scale or less (never under 2048); the model
+    input barely changes, the display copy is at most DISPLAY_SIDE and the geometry keeps the file's own size."""
+    from radiograph.imaging import DISPLAY_SIDE, letterbox
+
+    pixels = np.tile(np.linspace(0, 255, 4400), (600, 1)).astype(np.uint8)
+    pixels[200:400, 1000:1400] = 255
+    path = write(tmp_path, "wide.jpg", encode(pixels, "JPEG", quality=95))
+    tensor, geometry, display, _ = load_for_model(path, 256)
+    assert geometry.original == (600, 4400) and max(display.shape) <= DISPLAY_SIDE
+    full = letterbox(read_image(path), 256)[0]  # the same file decoded at full scale
+    assert np.abs(tensor[..., 0] - full).mean() < 1.0
+
+
+def test_untrustworthy_dicom_numbers(tmp_path):
+    pixels = gradient(maximum=4000).astype(np.uint16)
+    for window in [("NaN", "NaN"), (1000, 0), (1000, -100)]:
+        loaded = load_for_model(dicom_bytes(pixels, window=window), 64)
+        assert np.isfinite(loaded.tensor).all() and "not a valid window" in loaded.notes[0]
+    for tags in [{"RescaleSlope": 0}, {"RescaleSlope": "NaN"}, {"RescaleIntercept": "inf"}]:
+        with pytest.raises(ImageLoadError, match="cannot be trusted"):
+            read_image(dicom_bytes(pixels, **tags))
+    negative = load_for_model(dicom_bytes(pixels, RescaleSlope=-1, RescaleIntercept=4000), 64)
+    assert "negative" in negative.notes[0]

@@ -126,7 +126,7 @@ def test_heatmaps_line_up_on_wide_phantom_films(phantom_root):
         else:
             continue
         analysis = service.analyse("knee", cv2.imencode(".png", film)[1].tobytes(), "wide.png")
-        heatmap = analysis.heatmap_on_original(analysis.labels.index(row["label"]))
+        heatmap = analysis.heatmap_on_display(analysis.labels.index(row["label"]))  # the film's own size here
         assert heatmap.shape == film.shape
         hits.append(pointing_hit(heatmap, [(x, y, w, h)]))
     assert len(hits) >= 20 and np.mean(hits) >= 0.75, (len(hits), np.mean(hits))
