@@ -114,18 +114,20 @@ def test_maps_scores_every_candidate_on_a_fresh_set(mirrored_folder, phantom_roo
     assert str(fresh) in maps["chosen_on"] and maps["chosen_on_data"]["seed"] == 11
 
 
-def test_maps_refuses_to_choose_on_the_training_data(mirrored_folder, phantom_root):
+def test_maps_refuses_to_choose_on_the_training_data(mirrored_folder, phantom_root, capsys):
     from train.maps import main
 
     data = str(phantom_root / "chest14")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as raised:
         main(["chest14", "--data", data, "--model", str(mirrored_folder), "--choose-on", data])
+    assert raised.value.code == 2 and "--choose-on must be a dataset the model never trained on" in capsys.readouterr().err
 
 
-def test_maps_refuses_offsets_for_a_model_without_mirror_averaging(mirrored_folder, phantom_root):
+def test_maps_refuses_offsets_for_a_model_without_mirror_averaging(mirrored_folder, phantom_root, capsys):
     from train.maps import main
 
     card = json.loads((mirrored_folder / "card.json").read_text())
     (mirrored_folder / "card.json").write_text(json.dumps({**card, "mirror_average": False}))
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as raised:
         main(["chest14", "--data", str(phantom_root / "chest14"), "--model", str(mirrored_folder), "--offsets", "1"])
+    assert raised.value.code == 2 and "--offsets applies to mirror-averaged models" in capsys.readouterr().err
