@@ -226,7 +226,7 @@ class App:
 
     @staticmethod
     def log_refusal(endpoint: str, name: str, size: int, problem: str) -> None:
-        LOG.info("refused %s (%d bytes) on /%s: %s", name, size, endpoint, problem)
+        LOG.info("refused %r (%d bytes) on /%s: %s", name, size, endpoint, problem)  # %r: no control characters
 
     def answer(self, endpoint: str, paths: list[str], work):
         """Run `work()`; a refused input becomes the user's message and one log line, anything unexpected a

@@ -64,6 +64,12 @@ DISPLAY_SIDE = 2048  # the longest side of what is kept for display and overlays
 MAX_INFLATED_DICOM = 2 * MAX_PIXELS + 16 * 2**20  # a deflated data set: one 16-bit frame of MAX_PIXELS and metadata
 MIN_SIDE = 16
 MAX_STRIPS = 16384  # TIFF strips or tiles: one-row strips of a 16,384-row film; a million of them take seconds
+# Structure a decoder walks one piece at a time in Python: millions of empty pieces fit in 50 MB and cost tens of
+# seconds and gigabytes. Real files have a few (JPEG markers before the scan), hundreds (DICOM elements) or a
+# few thousand (PNG chunks of 8 kB image data in a 50 MB file).
+MAX_JPEG_MARKERS = 1024  # segments before the first scan
+MAX_PNG_CHUNKS = 20000
+MAX_DICOM_ELEMENTS = 20000  # top-level elements
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # JPEG also opens multi-picture (MPO) files from cameras
 ACCEPTED = (
     "accepted: PNG (8/16-bit), JPEG, BMP, TIFF (8/16-bit) or DICOM, "
@@ -182,6 +188,9 @@ def check_png_chunks(data: bytes, name: str) -> None:
     once, IEND ends the file. (Pillow skips the CRC of image data and ignores what follows IEND.)"""
     position, chunks, palette, colour_type = 8, 0, False, None
     while position < len(data):
+        if chunks >= MAX_PNG_CHUNKS:
+            raise ImageLoadError(f"the PNG has more than {MAX_PNG_CHUNKS} chunks (real ones have at most a few "
+                                 "thousand)", name)
         if position + 8 > len(data):
             raise ImageLoadError(f"the PNG is truncated: a chunk header is cut off at byte {position}", name)
         length, kind = struct.unpack(">I4s", data[position:position + 8])
@@ -211,6 +220,25 @@ def check_png_chunks(data: bytes, name: str) -> None:
     raise ImageLoadError("the PNG is truncated: it has no IEND chunk", name)
 
 
+def check_jpeg_markers(data: bytes, name: str) -> None:
+    """Count the JPEG's segments up to its first scan (SOS) before Pillow reads them one by one in Python."""
+    position, segments = 2, 0
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            raise ImageLoadError(f"the JPEG is corrupt: no marker at byte {position} before its first scan", name)
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        segments += 1
+        if segments > MAX_JPEG_MARKERS:
+            raise ImageLoadError(f"the JPEG has more than {MAX_JPEG_MARKERS} segments before its image data (real "
+                                 "ones have a few dozen)", name)
+        if marker == 0xDA:  # start of scan: libjpeg-turbo takes it from here
+            return
+        position += 2 + struct.unpack(">H", data[position + 2:position + 4])[0]
+
+
 def check_jpeg_data(data: bytes, name: str) -> None:
     """Decode a JPEG's entropy-coded data strictly (libjpeg-turbo, at 1/8 scale: every coefficient is still
     read) and refuse missing or corrupt data, which Pillow would fill with grey without a word."""
@@ -229,6 +257,8 @@ def check_jpeg_data(data: bytes, name: str) -> None:
 def _decode_pil(data: bytes, name: str, kind: str, reduce_to: int | None) -> Decoded:
     if kind == "PNG":
         check_png_chunks(data, name)
+    if kind == "JPEG":
+        check_jpeg_markers(data, name)
     try:
         image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
     except UnidentifiedImageError:
@@ -341,13 +371,18 @@ def _read_dicom(data: bytes, name: str):
         preamble = read_preamble(stream, force=True)
         meta = _read_file_meta_info(stream)
         if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-            return pydicom.dcmread(io.BytesIO(data), force=True)
+            counter = _ElementCounter()
+            ds = pydicom.filereader.read_partial(io.BytesIO(data), stop_when=counter, force=True)
+            counter.refuse_if_over(name)
+            return ds
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         inflated = inflater.decompress(data[stream.tell():], MAX_INFLATED_DICOM)
         if inflater.unconsumed_tail:
             raise ImageLoadError(f"its deflated data set inflates to more than {MAX_INFLATED_DICOM // 2**20} MB "
                                  "(one frame of the largest accepted image and its metadata)", name)
-        dataset = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+        counter = _ElementCounter()
+        dataset = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True, stop_when=counter)
+        counter.refuse_if_over(name)
         del inflated
         ds = pydicom.dataset.FileDataset(name, dataset, preamble, meta, False, True)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # what the pixel decoder reads: now native
@@ -358,6 +393,23 @@ def _read_dicom(data: bytes, name: str):
         raise ImageLoadError(f"its deflated data set is corrupt ({_short(error)})", name) from None
     except Exception as error:
         raise ImageLoadError(f"not a readable DICOM file ({type(error).__name__}: {_short(error)})", name) from error
+
+
+class _ElementCounter:
+    """pydicom's `stop_when`: stops reading after MAX_DICOM_ELEMENTS top-level elements (each becomes a Python
+    object), so that `refuse_if_over` can refuse the file."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, tag, vr, length) -> bool:
+        self.count += 1
+        return self.count > MAX_DICOM_ELEMENTS
+
+    def refuse_if_over(self, name: str) -> None:
+        if self.count > MAX_DICOM_ELEMENTS:
+            raise ImageLoadError(f"the DICOM file has more than {MAX_DICOM_ELEMENTS} elements (real radiographs have "
+                                 "a few hundred)", name)
 
 
 def _dicom_geometry(ds, syntax, name: str) -> tuple[int, int, int]:
@@ -482,6 +534,8 @@ def _lookup(pixels: np.ndarray, item, name: str) -> np.ndarray:
 
 def _voi_lut(pixels: np.ndarray, item, name: str) -> np.ndarray:
     bits = int(item.LUTDescriptor[2]) or 16
+    if not 8 <= bits <= 16:
+        raise ImageLoadError(f"its VOI LUT declares {bits} bits per entry; DICOM allows 8 to 16", name)
     image = _lookup(pixels, item, name)
     image *= np.float32(255.0 / (2.0**bits - 1.0))
     return np.clip(image, 0.0, 255.0, out=image)
@@ -496,10 +550,10 @@ def _trusted_window(ds, notes: list[str]) -> bool:
         notes.append("Window Center/Width are not numbers: the window was ignored and the image scaled by its own "
                      "range")
         return False
-    if math.isfinite(center) and math.isfinite(width) and width >= 1:
+    if abs(center) < 1e30 and 1 <= width < 1e30:  # finite, and computable in float32
         return True
-    notes.append(f"Window Center {center:g} / Width {width:g} is not a valid window (both must be finite, the "
-                 "width at least 1): it was ignored and the image scaled by its own range")
+    notes.append(f"Window Center {center:g} / Width {width:g} is not a valid window (both must be finite numbers "
+                 "below 1e30, the width at least 1): it was ignored and the image scaled by its own range")
     return False
 
 

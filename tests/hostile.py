@@ -780,6 +780,24 @@ def _bombs() -> dict[str, tuple[bytes, str]]:
     }
 
 
+def _piece_counts() -> dict:
+    """Millions of empty pieces fit in 50 MB and each costs a Python object in a decoder (found by a review):
+    just over the loader's caps here, so the files stay small."""
+    iend = BASE_PNG8.rfind(b"IEND") - 4
+    idat = BASE_PNG8.find(b"IDAT") - 4
+    pixels = BASE_BODY.find(b"\xe0\x7f\x10\x00")
+    private = b"".join(struct.pack("<HH", 0x0031, 0x1000 + i) + b"LO" + struct.pack("<H", 0) for i in range(20001))
+    return {
+        "jpeg_1025_empty_app5_markers.jpg": (BASE_JPEG[:2] + b"\xff\xe5\x00\x02" * 1025 + BASE_JPEG[2:], "refused"),
+        "jpeg_1025_empty_comments.jpg": (BASE_JPEG[:2] + b"\xff\xfe\x00\x02" * 1025 + BASE_JPEG[2:], "refused"),
+        "png_20001_empty_idat_chunks.png": (BASE_PNG8[:iend] + _chunk(b"IDAT", b"") * 20001 + BASE_PNG8[iend:],
+                                            "refused"),
+        "png_20001_private_chunks.png": (BASE_PNG8[:idat] + _chunk(b"prVt", b"") * 20001 + BASE_PNG8[idat:],
+                                         "refused"),
+        "dcm_20001_empty_private_elements.dcm": (_dicom(BASE_BODY[:pixels] + private + BASE_BODY[pixels:]), "refused"),
+    }
+
+
 def _build() -> tuple[dict, dict, dict]:
     dicom, tiff, jpeg = _dicom_variants(), _tiff_variants(), _jpeg_variants()
     groups = {
@@ -799,6 +817,7 @@ def _build() -> tuple[dict, dict, dict]:
                        **{k: v for k, v in jpeg.items() if "_sof_" not in k}},
         "numbers": {**dicom["numbers"], **_float_tiffs()},
         "impostors": {**_impostors(), **dicom["impostors"]},
+        "piece_counts": _piece_counts(),
     }
     hostile, expected = {}, {}
     for files in groups.values():

@@ -239,7 +239,7 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_for_the_same_model_input(tmp_p
 
 def test_untrustworthy_dicom_numbers(tmp_path):
     pixels = gradient(maximum=4000).astype(np.uint16)
-    for window in [("NaN", "NaN"), (1000, 0), (1000, -100)]:
+    for window in [("NaN", "NaN"), (1000, 0), (1000, -100), ("1e308", "1e308")]:  # the last: inf in float32
         loaded = load_for_model(dicom_bytes(pixels, window=window), 64)
         assert np.isfinite(loaded.tensor).all() and "not a valid window" in loaded.notes[0]
     for tags in [{"RescaleSlope": 0}, {"RescaleSlope": "NaN"}, {"RescaleIntercept": "inf"}]:

@@ -186,8 +186,8 @@ def test_one_log_line_per_refused_input_and_no_traceback(server, tmp_path, caplo
             Client(url, verbose=False).predict(handle_file(str(wrong)), api_name="/knee")
         time.sleep(0.5)
     lines = [r.getMessage() for r in caplog.records if r.name == "radiograph.app"]
-    assert len(lines) == 2 and lines[0].startswith("refused notes.png (270 bytes) on /knee: not a recognised image")
-    assert lines[1].startswith("refused notes.txt (5 bytes) on /knee: Invalid file type")
+    assert len(lines) == 2 and lines[0].startswith("refused 'notes.png' (270 bytes) on /knee: not a recognised image")
+    assert lines[1].startswith("refused 'notes.txt' (5 bytes) on /knee: Invalid file type")
     assert "Traceback" not in capsys.readouterr().err
 
 
