@@ -142,7 +142,7 @@ def notes_text(notes) -> str:
 
 def cleared(outputs: list) -> list:
     """Empty values for a tab's outputs (a new upload, a cleared one, or a failed analysis shows nothing old)."""
-    return [gr.update(value=None, visible=False) if isinstance(o, gr.Gallery) and o.elem_id != "mura-gallery"
+    return [gr.update(value=None, visible=False) if isinstance(o, gr.Gallery) and not o.visible  # hidden again
             else gr.update(value=None, choices=[]) if isinstance(o, gr.Dropdown) else None for o in outputs]
 
 
@@ -563,11 +563,8 @@ def serve(args: argparse.Namespace, block: bool = True):
         LOG.error("%s is unavailable (its tab and endpoint say why): %s", task, reason)
     app = App(service)
     demo = app.build()
-    # one limit for every analysing event (concurrency_id=ANALYSIS); re-rendering overlays has its own
+    # events sharing a concurrency_id share one limit: every analysing event (ANALYSIS), and overlay re-rendering
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
-    for dependency in demo.fns.values():
-        if dependency.concurrency_id in (ANALYSIS, "render"):
-            dependency.concurrency_limit = args.concurrency
     _, url, _ = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                             max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
                             allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.endpoints import example_input, free_port
+
 for _name, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
     os.environ.setdefault(_name, _value)
 for _name in ("NO_PROXY", "no_proxy"):  # gradio_client talks to the loopback server directly, never via a proxy
@@ -112,14 +114,6 @@ def peak_rise(pid: int) -> float:
 
 # ----------------------------------------------------------------------------- the server in its own process
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_server(extra_args=(), env=None, timeout: float = READY_TIMEOUT_S, warm: bool = True
                  ) -> tuple[subprocess.Popen, str]:
     """Start `python app.py --port <free> --host 127.0.0.1` (this interpreter, cwd = the repository) and wait
@@ -188,13 +182,8 @@ def stop_server(process: subprocess.Popen, timeout: float = 30) -> dict:
 
 
 def example_value(endpoint: str):
-    """The first phantom example of an endpoint, as gradio_client input."""
-    from gradio_client import handle_file
-
-    task = "mura" if endpoint.startswith("/mura") else endpoint.strip("/")
-    entry = json.loads((ROOT / "examples" / task / "examples.json").read_text())[0]
-    files = [handle_file(str(ROOT / "examples" / task / name)) for name in entry["files"]]
-    return files if endpoint == "/mura_study" else files[0]
+    """The first phantom example of an endpoint ("/knee", "/mura_study"), as gradio_client input."""
+    return example_input(endpoint.lstrip("/"))
 
 
 def warm_up(url: str, pid: int, settle_s: float = 3.0, tolerance_mb: float = 2.0, timeout: float = 60.0) -> dict:

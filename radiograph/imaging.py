@@ -123,9 +123,6 @@ def decode(source: Source, name: str | None = None, reduce_to: int | None = None
             warnings.simplefilter("ignore")  # decoders warn about oddities; the checks here decide
             kind = sniff(data, name)
             decoded = _decode_dicom(data, name) if kind == "DICOM" else _decode_pil(data, name, kind, reduce_to)
-        height, width = decoded.original
-        if min(height, width) < MIN_SIDE:
-            raise ImageLoadError(f"the image is only {width}x{height} pixels", name)
         return decoded
     except ImageLoadError:
         raise
@@ -344,6 +341,7 @@ def _decode_dicom(data: bytes, name: str) -> Decoded:
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     rows, columns, frames = _dicom_geometry(ds, syntax, name)
     pixels = _first_frame(ds, syntax, frames, name)
+    _check_size(columns, rows, name)  # the minimum side, now that the syntax is known to decode
     notes: list[str] = []
     pixels = _modality(pixels, ds, name, notes)
     if "VOILUTSequence" in ds:
