@@ -43,6 +43,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
@@ -52,7 +53,7 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
-from radiograph.inference import decide, mura_summary  # noqa: E402
+from radiograph.decision import decide, grouped_summary  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 from radiograph.service import Service, UnusableResult  # noqa: E402
 
@@ -73,17 +74,12 @@ NOT_A_DEVICE = ("**Research demo, not a medical device.** Do not use it to diagn
                 "the heatmap shows where the model looked, not where disease is.")
 
 
-def trained_on_phantoms(card: dict) -> bool:
-    return card.get("data", {}).get("kind") == "synthetic phantoms"
-
-
-def notice(card: dict) -> str:
-    provenance = card.get("data", {})
-    if trained_on_phantoms(card):
-        trained = (f"This tab's model (`{card['model_version']}`) is a **demo model trained on synthetic phantom "
+def notice(card) -> str:
+    if card.trained_on_phantoms:
+        trained = (f"This tab's model (`{card.model_version}`) is a **demo model trained on synthetic phantom "
                    "radiographs**: it has never seen a patient, and its figures describe phantoms.")
     else:
-        trained = f"This tab's model (`{card['model_version']}`) was trained on {provenance.get('dataset', 'unknown data')}."
+        trained = f"This tab's model (`{card.model_version}`) was trained on {card.data.get('dataset', 'unknown data')}."
     return f"> {NOT_A_DEVICE} {trained}"
 
 
@@ -94,7 +90,8 @@ def examples_of(task: str) -> tuple[list, list[str]]:
         return [], []
     entries = json.loads(index.read_text())
     folder = index.parent
-    values = [[[str(folder / f) for f in e["files"]]] if task == "mura" else [str(folder / e["files"][0])]
+    grouped = TASKS[task].study is not None  # an example is a study: the list of its views
+    values = [[[str(folder / f) for f in e["files"]]] if grouped else [str(folder / e["files"][0])]
               for e in entries]
     return values, [e["caption"] for e in entries]
 
@@ -256,17 +253,18 @@ class App:
 
         return self.answer(endpoint, [radiograph], work)
 
-    def analyse_study(self, views: list[str] | None):
-        """API: the views of one MURA study -> (study JSON, gallery of overlays, state)."""
+    def analyse_study(self, task: str, views: list[str] | None):
+        """API: the views of one study -> (study JSON, gallery of overlays, state)."""
         if not views:
             raise refusal(f"No files received: upload one or more views of one study ({UPLOAD_HELP}).")
-        self.checked_files("mura_study", views)
+        endpoint = f"{task}_study"
+        self.checked_files(endpoint, views)
 
         def work():
-            analyses, study = self.service.analyse_study(views, [Path(p).name for p in views])
+            analyses, study = self.service.analyse_study(task, views, [Path(p).name for p in views])
             return study, self.gallery(analyses), (analyses, study)
 
-        return self.answer("mura_study", views, work)
+        return self.answer(endpoint, views, work)
 
     def png(self, picture: np.ndarray) -> str:
         """Write an RGB overlay as PNG with OpenCV (several times faster than Gradio's Pillow encoder on large
@@ -292,14 +290,16 @@ class App:
             self.sweeping.release()
 
     def gallery(self, views, class_index=None, opacity=0.4, region=False):
+        decision = views[0].card.decision  # a grouped decision (registry.Decision): P(positive) per view
         return [(self.png(view.overlay(class_index, opacity, region)),
-                 f"{view.name}: P(abnormal) {mura_summary(view.probabilities)['abnormal_probability']:.2f}")
+                 f"{view.name}: P({decision.positive}) "
+                 f"{grouped_summary(decision, view.probabilities)[decision.positive + '_probability']:.2f}")
                 for view in views]
 
     def findings_gallery(self, analysis, opacity=0.4, region=False):
         """Multi-label: one overlay per positive finding, shown when there is more than one (the overlay above
         already shows the first)."""
-        thresholds, shown = analysis.card["thresholds"], analysis.shown_classes
+        thresholds, shown = analysis.card.thresholds, analysis.shown_classes
         if len(shown) < 2:
             return gr.update(value=None, visible=False)
         return gr.update(visible=True, value=[
@@ -315,18 +315,21 @@ class App:
         outputs = [decision, label_value, analysis.display, selector,
                    timing_text(analysis.timings_ms, analysis.model)]
         if TASKS[task].multi_label:
-            outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card["thresholds"]),
+            outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
                         self.findings_gallery(analysis)]
         return outputs
 
     def present_study(self, state):
         views, study = state
-        decision = study["decision"]
-        label_value = {"abnormal": decision["abnormal_probability"], "normal": 1 - decision["abnormal_probability"]}
+        decision, rule = study["decision"], views[0].card.decision
+        positive, other = rule.positive, next(m for m in rule.members if m != rule.positive)
+        score = decision[f"{positive}_probability"]
+        label_value = {positive: score, other: 1 - score}
         labels = views[0].labels
         selector = gr.update(choices=labels, value=labels[views[0].shown_class])
-        text = (f"### {decision['text']}\nStudy of {len(views)} view(s); P(abnormal) is the mean over the views. "
-                f"Body part: {decision['body_part']} ({decision['body_part_probability']:.2f})."
+        group = rule.group_name
+        text = (f"### {decision['text']}\nStudy of {len(views)} view(s); P({positive}) is the mean over the views. "
+                f"{group.replace('_', ' ').capitalize()}: {decision[group]} ({decision[group + '_probability']:.2f})."
                 + notes_text([f"{view.name}: {note}" for view in views for note in view.notes]))
         return text, label_value, selector, timing_text(study["timings_ms"], study["model"])
 
@@ -341,9 +344,9 @@ class App:
                     with gr.Tab(TASKS[task].title, id=task):
                         if task in self.service.unavailable:
                             self.unavailable_tab(task)
-                        elif task == "mura":
+                        elif TASKS[task].study is not None:
                             gr.Markdown(notice(self.service.models[task].card))
-                            self.study_tab()
+                            self.study_tab(task)
                         else:
                             gr.Markdown(notice(self.service.models[task].card))
                             self.image_tab(task)
@@ -423,22 +426,26 @@ class App:
             gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
                   api_visibility="private", show_progress="hidden", concurrency_id="render")
 
-    def study_tab(self):
-        labels = self.service.models["mura"].labels
+    def study_tab(self, task: str):
+        """A task whose images form studies (registry.Study): the tab analyses every view of one study; the
+        single-view endpoint `/<task>` is there for scripts."""
+        labels = self.service.models[task].labels
+        rule = self.service.models[task].card.decision
+        positive, other = rule.positive, next(m for m in rule.members if m != rule.positive)
         state = gr.State(time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):
-                upload = radiograph_upload("mura_study", label=f"The views of one study: {UPLOAD_HELP}",
-                                           file_count="multiple", elem_id="mura-upload")
-                button = gr.Button("Analyse study", variant="primary", elem_id="mura-analyse")
-                examples = self.examples("mura", upload)
+                upload = radiograph_upload(f"{task}_study", label=f"The views of one study: {UPLOAD_HELP}",
+                                           file_count="multiple", elem_id=f"{task}-upload")
+                button = gr.Button("Analyse study", variant="primary", elem_id=f"{task}-analyse")
+                examples = self.examples(task, upload)
             with gr.Column(scale=1):
-                decision = gr.Markdown(elem_id="mura-decision")
-                label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id="mura-label")
-                timing = gr.Markdown(elem_id="mura-timing")
+                decision = gr.Markdown(elem_id=f"{task}-decision")
+                label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id=f"{task}-label")
+                timing = gr.Markdown(elem_id=f"{task}-timing")
         gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height=360, format="png", object_fit="contain",
-                             elem_id="mura-gallery")
-        selector, opacity, region = self.heatmap_controls("mura", labels)
+                             elem_id=f"{task}-gallery")
+        selector, opacity, region = self.heatmap_controls(task, labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
         shown = [decision, label, selector, timing]
 
@@ -451,29 +458,31 @@ class App:
         every = [result, gallery, state] + shown
         clear = self.clearing(every)
         gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
-            self.analyse_study, [upload], [result, gallery, state], api_name="mura_study", concurrency_id=ANALYSIS,
-            api_description="The views of one MURA study: normal or abnormal (mean over the views) and body part. "
+            partial(self.analyse_study, task), [upload], [result, gallery, state], api_name=f"{task}_study",
+            concurrency_id=ANALYSIS, api_description=f"The views of one {TASKS[task].title} study: {other} or "
+            f"{positive} (mean over the views) and {rule.group_name.replace('_', ' ')}. "
             "Returns (study JSON with per-view results, gallery of Grad-CAM overlays).").success(
             self.present_study, [state], shown, api_visibility="private")
         upload.clear(clear, None, every, **QUICK)
         if examples:
             examples.load_input_event.then(clear, None, every, **QUICK).then(
-                self.analyse_study, [upload], [result, gallery, state], api_visibility="private",
+                partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
                 concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private")
         gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
               [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render")
-        # /mura: one view on its own, for scripts (the tab above analyses whole studies)
+        # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
-            single = radiograph_upload("mura")
+            single = radiograph_upload(task)
             single_result = gr.JSON(label="Result (JSON)")
             single_overlay = gr.Image(label="Grad-CAM overlay", format="png", type="filepath")
             trigger = gr.Button()
 
         def run_view(radiograph):
-            return self.analyse("mura", radiograph)[:2]
+            return self.analyse(task, radiograph)[:2]
 
         trigger.click(run_view, [single], [single_result, single_overlay], concurrency_id=ANALYSIS,
-                      api_name="mura", api_description="One view of a MURA study: normal or abnormal and body part. "
+                      api_name=task, api_description=f"One view of a {TASKS[task].title} study: {other} or {positive} "
+                      f"and {rule.group_name.replace('_', ' ')}. "
                       "Returns (result JSON, Grad-CAM overlay PNG at the input's size, at most 2048 pixels a side).")
 
     @staticmethod
@@ -493,9 +502,9 @@ class App:
             raise refusal(reason)
 
         with gr.Group(visible=False):
-            for endpoint in (["mura", "mura_study"] if task == "mura" else [task]):
-                single = gr.File(file_types=FILE_TYPES, type="filepath",
-                                 file_count="multiple" if endpoint == "mura_study" else "single")
+            studies = TASKS[task].study is not None
+            for endpoint, count in [(task, "single")] + ([(f"{task}_study", "multiple")] if studies else []):
+                single = gr.File(file_types=FILE_TYPES, type="filepath", file_count=count)
                 gr.Button().click(refuse, [single], [gr.JSON(label="Result (JSON)"), gr.Image(label="Grad-CAM overlay")],
                                   api_name=endpoint, api_description=reason)
 
@@ -504,11 +513,11 @@ class App:
         for task, reason in self.service.unavailable.items():
             gr.Markdown(f"**{TASKS[task].title}: unavailable** ({html.escape(reason)})")
         for task, model in self.service.models.items():
-            trained_on = ("demo model trained on synthetic phantoms" if trained_on_phantoms(model.card)
-                          else model.card.get("data", {}).get("dataset", ""))
-            with gr.Accordion(f"{TASKS[task].title}: {model.card['model_version']} ({trained_on})", open=False):
+            trained_on = ("demo model trained on synthetic phantoms" if model.card.trained_on_phantoms
+                          else model.card.data.get("dataset", ""))
+            with gr.Accordion(f"{TASKS[task].title}: {model.card.model_version} ({trained_on})", open=False):
                 gr.Markdown(card_markdown(model.card, self.service.describe(task)))
-                pictures = [str(ROOT / p) for p in model.card.get("reports", []) if p.endswith(".png")
+                pictures = [str(ROOT / p) for p in model.card.reports if p.endswith(".png")
                             and (ROOT / p).exists()]
                 if pictures:
                     gr.Gallery(pictures, columns=len(pictures), height=320, object_fit="contain",

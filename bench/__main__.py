@@ -90,7 +90,7 @@ def cam_latencies(folder: Path, model: OnnxModel, image: np.ndarray, repeats: in
         from radiograph.layers import load_model
 
         gradcam = GradCam(load_model(folder / "model.keras"),
-                          scores=score_matrix(model.card["task"], list(model.labels)))
+                          scores=score_matrix(model.labels, model.card.heatmap_versus))
         result["gradcam_keras"] = timings(lambda: gradcam(image, 0), repeats)
         result["gradcam_keras_every_class"] = timings(lambda: gradcam.every_class(image), repeats)
     return result

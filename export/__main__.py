@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from radiograph.cards import file_entry
+from radiograph.cards import ModelCard
 from radiograph.imaging import load_for_model
-from radiograph.inference import VARIANTS, create_session, decision_key
+from radiograph.decision import decision_key
+from radiograph.inference import VARIANTS, create_session
 from radiograph.registry import TASKS, get_task
 
 PARITY_TOLERANCE = 1e-4
@@ -54,8 +55,6 @@ VARIANT_DECISIONS = {"fp16": 1.0, "int8": 0.95}  # share of parity images whose 
 METRIC_CHANGE_OFFERED = 0.01
 OFFERED_SPEED = 0.95  # a variant is offered on CPU only when clearly faster than FP32, not within timing noise
 PARITY_IMAGES, PARITY_SEED = 24, 4242  # a seed no shipped model trained on
-HEADLINE = {"knee": ("balanced_accuracy", "quadratic_weighted_kappa"), "mura": ("study_auc",),
-            "pneumonia": ("auc",), "chest14": ("mean_auc",)}
 DEFAULT_OPSET = 17
 
 
@@ -93,16 +92,16 @@ def git_commit() -> str:
         return "unknown"
 
 
-def set_metadata(proto, card: dict, variant: str, commit: str, date: str) -> None:
+def set_metadata(proto, card: ModelCard, variant: str, commit: str, date: str) -> None:
     import onnx
 
-    values = {"task": card["task"], "labels": json.dumps(card["labels"]), "input_size": str(card["input"]["size"]),
-              "head": card["head"], "cam_layer": card.get("cam_layer", "features"),
-              "model_version": card.get("model_version", ""), "variant": variant, "commit": commit,
-              "exported": date, "thresholds": json.dumps(card["thresholds"]), "notice": card.get("notice", "")}
+    values = {"task": card.task, "labels": json.dumps(list(card.labels)), "input_size": str(card.size),
+              "head": card.head, "cam_layer": card.cam_layer, "model_version": card.model_version,
+              "variant": variant, "commit": commit, "exported": date, "thresholds": json.dumps(card.thresholds),
+              "notice": card.notice or ""}
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, values)
-    proto.producer_name, proto.doc_string = "radiograph export (tf2onnx)", card.get("notice", "")
+    proto.producer_name, proto.doc_string = "radiograph export (tf2onnx)", card.notice or ""
 
 
 def to_fp16(proto):
@@ -159,7 +158,7 @@ def keras_probabilities(model, images: np.ndarray, batch: int = 16) -> np.ndarra
                            for i in range(0, len(images), batch)])
 
 
-def compare(card: dict, reference: np.ndarray, candidate: np.ndarray) -> dict:
+def compare(card: ModelCard, reference: np.ndarray, candidate: np.ndarray) -> dict:
     delta = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     same = [decision_key(card, r) == decision_key(card, c) for r, c in zip(reference, candidate)]
     return {"images": len(reference), "max_abs_diff": float(delta.max()), "mean_abs_diff": float(delta.mean()),
@@ -181,21 +180,21 @@ def latency_ratio(path: Path, base: Path, size: int, rounds: int = 60) -> float:
     return float(np.median(times[0]) / np.median(times[1]))
 
 
-def test_metrics(spec, card: dict, paths: dict[str, Path], data: Path) -> dict[str, dict]:
+def test_metrics(spec, card: ModelCard, paths: dict[str, Path], data: Path) -> dict[str, dict]:
     """Each file's task metrics on the test split of `data`, at the card's thresholds."""
     from train.datasets import read_dataset
     from train.evaluate import evaluate, targets_of
 
-    index = read_dataset(spec.id, data, card["training"]["val_fraction"], card["training"]["seed"])
+    index = read_dataset(spec.id, data, card.training["val_fraction"], card.training["seed"])
     test = index.splits["test"]
-    images = images_of(test, card["input"]["size"])
-    thresholds = [card["thresholds"][label] for label in spec.labels]
+    images = images_of(test, card.size)
+    thresholds = [card.thresholds[label] for label in spec.labels]
     return {name: evaluate(spec, targets_of(test), onnx_probabilities(path, images), test, thresholds)
             for name, path in paths.items()}
 
 
 def headline_change(task: str, base: dict, variant: dict) -> dict:
-    return {name: float(variant[name] - base[name]) for name in HEADLINE[task]}
+    return {name: float(variant[name] - base[name]) for name in get_task(task).headline}
 
 
 # ----------------------------------------------------------------------------- Triton
@@ -218,13 +217,13 @@ def triton_config(name: str, proto, labels_file: str = "labels.txt", max_batch_s
         "dynamic_batching { max_queue_delay_microseconds: 2000 }", ""])
 
 
-def write_triton(root: Path, task: str, onnx_path: Path, card: dict) -> Path:
+def write_triton(root: Path, task: str, onnx_path: Path, card: ModelCard) -> Path:
     import onnx
 
     folder = root / task
     (folder / "1").mkdir(parents=True, exist_ok=True)
     (folder / "1" / "model.onnx").write_bytes(onnx_path.read_bytes())
-    (folder / "labels.txt").write_text("\n".join(card["labels"]) + "\n")
+    (folder / "labels.txt").write_text("\n".join(card.labels) + "\n")
     (folder / "config.pbtxt").write_text(triton_config(task, onnx.load(str(onnx_path))))
     return folder
 
@@ -240,12 +239,12 @@ def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, dat
     card_path = folder / "card.json"
     if not (folder / "model.keras").is_file() or not card_path.is_file():
         raise ExportError(f"{folder} has no model.keras and card.json; train first: python -m train {task} --data DIR")
-    card = json.loads(card_path.read_text())
-    size = int(card["input"]["size"])
+    card = ModelCard.load(folder)
+    size = card.size
     if (fp16 or int8) and (data is None or not data.exists()):
         raise ExportError(f"--fp16/--int8 need the phantom dataset the model was evaluated on, to measure the "
                           f"variant's metric change; pass --data DIR (not found: {data}); it is made by: "
-                          f"{card.get('data', {}).get('command', 'python -m train.phantoms ' + task)}")
+                          f"{card.data.get('command', 'python -m train.phantoms ' + task)}")
     commit, date = git_commit(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(f"{task}: converting {folder / 'model.keras'} (opset {opset})", flush=True)
     start = time.perf_counter()
@@ -274,7 +273,7 @@ def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, dat
             onnx.save(to_fp16(proto), str(work / VARIANTS["fp16"]))
         if "int8" in wanted:
             from train.datasets import read_dataset
-            index = read_dataset(task, data, card["training"]["val_fraction"], card["training"]["seed"])
+            index = read_dataset(task, data, card.training["val_fraction"], card.training["seed"])
             calibration = images_of(index.splits["val"][:128], size)
             to_int8(staged["model.onnx"], work / VARIANTS["int8"], calibration)
         for variant in list(wanted):
@@ -299,7 +298,7 @@ def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, dat
                 change = headline_change(task, measured["fp32"], measured[variant])
                 ratio = latency_ratio(staged[VARIANTS[variant]], staged["model.onnx"], size)
                 export["variants"][variant].update({
-                    "test_metrics": {name: measured[variant][name] for name in HEADLINE[task]},
+                    "test_metrics": {name: measured[variant][name] for name in spec.headline},
                     "metric_change_vs_fp32": change, "cpu_latency_vs_fp32": round(ratio, 3),
                     "offered_on_cpu": bool(ratio < OFFERED_SPEED and max(abs(v) for v in change.values()) <= METRIC_CHANGE_OFFERED)})
                 print(f"  {variant}: metric change {change}, CPU latency {ratio:.2f}x fp32", flush=True)
@@ -307,12 +306,12 @@ def export_task(task: str, models: Path, opset: int, fp16: bool, int8: bool, dat
         export["seconds"] = round(time.perf_counter() - start, 1)
         for name, path in staged.items():  # all checks passed: now replace the shipped files
             os.replace(path, folder / name)
-            card.setdefault("files", {})[name] = file_entry(folder / name)
+            card.record_file(folder, name)
         for stale in set(VARIANTS.values()) - set(staged):  # variants of the previous export no longer match
             (folder / stale).unlink(missing_ok=True)
-            card.get("files", {}).pop(stale, None)
-    card["export"] = export
-    card_path.write_text(json.dumps(card, indent=2))
+            card.files.pop(stale, None)
+    card.export = export
+    card.save(folder)
     if triton:
         print(f"  triton: {write_triton(triton, task, folder / 'model.onnx', card)}")
     for name in staged:

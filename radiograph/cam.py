@@ -5,7 +5,7 @@ class's logit equals ReLU(features @ W[:, c]) up to a positive scale (the
 gradient of the logit with respect to each feature-map cell is W[:, c] / (h*w)),
 so serving computes it from one matrix product on the features ONNX Runtime
 already returned. W is the Dense kernel, read from the fp32 ONNX file. A class
-scored against an alternative (TaskSpec.heatmap_versus: logit_c - logit_a) is
+scored against an alternative (the card's heatmap_versus: logit_c - logit_a) is
 the same product with W[:, c] - W[:, a]: `cam_kernel` folds the scores in.
 """
 from __future__ import annotations
@@ -148,25 +148,26 @@ def _pair_of_pairs(value) -> tuple:
     return tuple(value)
 
 
-def score_matrix(task: str, labels: list[str]) -> np.ndarray:
-    """[C, C]: column c combines the logits into class c's heatmap score (its logit, minus its alternative's)."""
-    from radiograph.registry import get_task
-
+def score_matrix(labels, versus) -> np.ndarray:
+    """[C, C]: column c combines the logits into class c's heatmap score (its logit, minus its alternative's);
+    `versus` holds (class, alternative) label pairs (a card's or a TaskSpec's heatmap_versus)."""
+    labels = list(labels)
     scores = np.eye(len(labels), dtype=np.float32)
-    for label, alternative in get_task(task).heatmap_versus:
+    for label, alternative in versus:
         scores[labels.index(alternative), labels.index(label)] = -1.0
     return scores
 
 
-def score_names(task: str, labels: list[str]) -> list[str]:
+def score_names(labels, versus) -> list[str]:
     """What each class's heatmap explains, in words: "logit(c)" or "logit(c) - logit(a)"."""
-    scores = score_matrix(task, labels)
+    labels = list(labels)
+    scores = score_matrix(labels, versus)
     return [" - ".join(f"logit({labels[i]})" for i in [c, *np.flatnonzero(scores[:, c] < 0)]) for c in range(len(labels))]
 
 
-def cam_kernel(onnx_path: Path, card: dict) -> np.ndarray:
+def cam_kernel(onnx_path: Path, card) -> np.ndarray:
     """[K, C]: the Dense kernel with each class's score folded in; ReLU(features @ it[:, c]) is class c's map."""
-    return dense_kernel(onnx_path, len(card["labels"])) @ score_matrix(card["task"], list(card["labels"]))
+    return dense_kernel(onnx_path, len(card.labels)) @ score_matrix(card.labels, card.heatmap_versus)
 
 
 def class_activation_map(features: np.ndarray, kernel: np.ndarray, class_index: int) -> np.ndarray:

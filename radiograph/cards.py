@@ -1,8 +1,34 @@
-"""Model cards: the card.json beside every model, the file hashes it records, and its summary for people."""
+"""Model cards: the card.json beside every model, the file hashes it records, and its summary for people.
+
+`ModelCard` is the one type every writer and reader uses:
+
+    card = ModelCard.load("models/knee")         # migrates an older card in memory (schema 1 -> 2)
+    path = card.verify("models/knee", "model.onnx")   # the file, after checking its sha256
+    card.record_file("models/knee", "model.onnx")     # hash a new file into the card
+    card.save("models/knee")
+
+Serving reads only the card: labels, head, decision rule, study grouping, heatmap scores, thresholds and
+feature grid. Provenance (training, data, metrics, calibration, reports, export, localisation, maps, ensemble)
+is kept as the sections the stage that wrote them chose, and shown by `card_markdown`.
+
+    python -m radiograph migrate-cards models/*   # rewrite older cards in the current schema
+"""
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from radiograph.registry import Decision, Study, TaskSpec, get_task
+
+SCHEMA_VERSION = 2
+SECTIONS = ("training", "data", "metrics", "calibration", "reports", "files", "export", "localisation", "maps",
+            "ensemble")
+
+
+class ModelFileError(RuntimeError):
+    """A model folder's card or file is missing, or a file differs from the sha256 its card records."""
 
 
 def sha256_of(path: Path) -> str:
@@ -18,23 +44,188 @@ def file_entry(path: Path) -> dict:
     return {"sha256": sha256_of(path), "bytes": Path(path).stat().st_size}
 
 
+@dataclass
+class ModelCard:
+    """What a model is, how its outputs are read, and where it came from (card.json)."""
+
+    task: str
+    title: str
+    question: str
+    model_version: str
+    notice: str | None
+    labels: tuple[str, ...]
+    head: str
+    input: dict  # name, shape, dtype, range, size, preprocessing
+    backbone: str
+    decision: Decision
+    study: Study | None
+    heatmap_versus: tuple[tuple[str, str], ...]  # (class, alternative): the class's heatmap score is the logit difference
+    thresholds: dict[str, float]
+    temperature: dict = field(default_factory=dict)
+    cam_layer: str = "features"
+    cam_grid: dict | None = None  # stride and first cell centre of the `features` map (radiograph.geometry)
+    mirror_average: bool = False
+    training: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    reports: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+    export: dict = field(default_factory=dict)
+    localisation: dict | None = None
+    maps: dict | None = None
+    ensemble: dict | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def for_task(cls, spec: TaskSpec, **values) -> "ModelCard":
+        """A new card: what serving needs from the task's registry entry, plus `values`."""
+        return cls(**{"task": spec.id, "title": spec.title, "question": spec.question, "labels": tuple(spec.labels),
+                      "head": spec.head, "decision": spec.decision, "study": spec.study,
+                      "heatmap_versus": spec.heatmap_versus, "notice": None, **values})
+
+    @property
+    def size(self) -> int:
+        return int(self.input["size"])
+
+    @property
+    def multi_label(self) -> bool:
+        return self.head == "sigmoid"
+
+    @property
+    def trained_on_phantoms(self) -> bool:
+        return self.data.get("kind") == "synthetic phantoms"
+
+    # ------------------------------------------------------------------ reading and writing
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelCard":
+        """A card from its JSON form; a schema-1 card (no decision, study or heatmap scores, written before the
+        card had a type) gets them from the registry entry of its task, as that model was trained with them."""
+        values = dict(values)
+        version = values.pop("schema_version", 1)
+        if version > SCHEMA_VERSION:
+            raise ModelFileError(f"card schema {version} is newer than this code reads ({SCHEMA_VERSION}); "
+                                 "update the project")
+        if version == 1:
+            spec = get_task(values["task"])
+            values.setdefault("decision", spec.decision.as_dict())
+            values.setdefault("study", spec.study.as_dict() if spec.study else None)
+            values.setdefault("heatmap_versus", [list(pair) for pair in spec.heatmap_versus])
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ModelFileError(f"card has keys this code does not know: {', '.join(unknown)}")
+        decision = values["decision"]
+        values["decision"] = Decision(**{**decision, "groups": tuple(decision.get("groups", ())),
+                                         "members": tuple(decision.get("members", ()))})
+        values["study"] = Study(**values["study"]) if values.get("study") else None
+        values["labels"] = tuple(values["labels"])
+        values["heatmap_versus"] = tuple(tuple(pair) for pair in values.get("heatmap_versus", ()))
+        card = cls(**values)
+        card.check()
+        return card
+
+    def check(self) -> None:
+        """The fields agree with each other (labels, thresholds, decision groups, heatmap scores)."""
+        problems = []
+        if self.head not in ("softmax", "sigmoid"):
+            problems.append(f"head {self.head!r} is neither softmax nor sigmoid")
+        if set(self.thresholds) != set(self.labels):
+            problems.append("thresholds do not name exactly the labels")
+        if self.decision.kind == "grouped" and self.decision.labels() != self.labels:
+            problems.append("the grouped decision's groups x members are not the labels")
+        if any(c not in self.labels or a not in self.labels for c, a in self.heatmap_versus):
+            problems.append("a heatmap score names a label the card does not have")
+        if problems:
+            raise ModelFileError(f"card of {self.task!r} is inconsistent: {'; '.join(problems)}")
+
+    def to_dict(self) -> dict:
+        values = {"schema_version": self.schema_version}
+        for f in fields(self):
+            if f.name == "schema_version":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, (Decision, Study)):
+                value = value.as_dict()
+            elif isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            if value is None and f.name in ("localisation", "maps", "ensemble"):
+                continue
+            values[f.name] = value
+        return values
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ModelCard":
+        path = Path(folder) / "card.json"
+        if not path.is_file():
+            raise ModelFileError(f"{path} is missing: a model folder holds card.json beside its model files "
+                                 "(train with `python -m train`, export with `python -m export`)")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelFileError(f"{path} is not a readable model card: {error}") from None
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / "card.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def record_file(self, folder: str | Path, name: str) -> None:
+        """Hash `folder/name` into the card's file list (a card lists every file serving may load)."""
+        self.files[name] = file_entry(Path(folder) / name)
+
+    def verify(self, folder: str | Path, name: str) -> Path:
+        """The path of `name` in `folder`, after checking its sha256 against the card."""
+        path = Path(folder) / name
+        entry = self.files.get(name)
+        if entry is None:
+            raise ModelFileError(f"{name} is not listed in {Path(folder) / 'card.json'}; listed: "
+                                 f"{', '.join(self.files) or 'nothing'} (run `python -m export {self.task}`)")
+        if not path.is_file():
+            raise ModelFileError(f"{path} is missing; its card lists it with sha256 {entry['sha256']}")
+        digest = sha256_of(path)
+        if digest != entry["sha256"]:
+            raise ModelFileError(f"{path} has sha256 {digest}, but its card records {entry['sha256']}: "
+                                 "the file was changed or corrupted; refusing to load it")
+        return path
+
+    def updated(self, **values) -> "ModelCard":
+        return replace(self, **values)
+
+
+def migrate_cards(folders: list[Path]) -> list[str]:
+    """Rewrite each folder's card.json in the current schema; returns one line per folder."""
+    lines = []
+    for folder in folders:
+        text = (Path(folder) / "card.json").read_text()
+        version = json.loads(text).get("schema_version", 1)
+        card = ModelCard.load(folder)
+        if version == SCHEMA_VERSION:
+            lines.append(f"{folder}: already schema {SCHEMA_VERSION}")
+            continue
+        card.save(folder)
+        lines.append(f"{folder}: schema {version} -> {SCHEMA_VERSION}")
+    return lines
+
+
 def _figure(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def card_markdown(card: dict, served: dict | None = None) -> str:
+def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     """A model card for people: provenance, data, metrics, thresholds, calibration, localisation, export, serving."""
-    data, training, export = card.get("data", {}), card.get("training", {}), card.get("export", {})
-    lines = [f"**{card.get('title', card['task'])}**: {card.get('question', '')}", ""]
-    if card.get("notice"):
-        lines += [f"> {card['notice']}", ""]
-    lines += [f"- Model `{card['model_version']}`: backbone `{card.get('backbone')}`, input {card['input']['size']} px, "
-              f"head {card['head']}, CAM layer `{card.get('cam_layer')}`",
+    data, training, export = card.data, card.training, card.export
+    lines = [f"**{card.title}**: {card.question}", ""]
+    if card.notice:
+        lines += [f"> {card.notice}", ""]
+    lines += [f"- Model `{card.model_version}`: backbone `{card.backbone}`, input {card.size} px, "
+              f"head {card.head}, CAM layer `{card.cam_layer}`",
               f"- Data: {data.get('kind', 'unknown')} for {data.get('dataset', '')}, {data.get('count', '?')} images, "
               f"seed {data.get('seed', '?')} (`{data.get('command', '')}`); splits {data.get('splits', {})}",
               f"- Training: `{training.get('command', '')}`, {training.get('epochs_run', '?')} epochs, "
               f"{training.get('training_seconds', '?')} s"]
-    maps, grid = card.get("maps"), card.get("cam_grid", {})
+    maps, grid = card.maps, card.cam_grid or {}
     if maps:
         lines.append(f"- Maps: mirror offset {maps.get('mirror_offset')}, shift-and-stitch "
                      f"{'+-' + str(maps['stitch_shift']) + ' px' if maps.get('stitch_shift') else 'off'}, map stride "
@@ -42,21 +233,21 @@ def card_markdown(card: dict, served: dict | None = None) -> str:
     if served:
         lines.append(f"- Serving: `{served['file']}` ({served['variant']}) on `{served['provider']}`; heatmaps by "
                      f"`{served['cam_path']}`")
-    metrics = {k: v for k, v in card.get("metrics", {}).items() if isinstance(v, (int, float))}
-    split = card.get("metrics", {}).get("split", "test")
+    metrics = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
+    split = card.metrics.get("split", "test")
     lines += ["", f"| metric ({split} split) | value |", "|---|---|"]
     lines += [f"| {name} | {_figure(value)} |" for name, value in metrics.items()]
-    per_class = card.get("metrics", {}).get("per_class_auc")
+    per_class = card.metrics.get("per_class_auc")
     if per_class:
         lines += ["", "| class | ROC AUC | threshold |", "|---|---|---|"]
-        lines += [f"| {label} | {_figure(per_class.get(label))} | {_figure(card['thresholds'].get(label))} |"
-                  for label in card["labels"]]
-    calibration, temperature = card.get("calibration", {}), card.get("temperature", {})
+        lines += [f"| {label} | {_figure(per_class.get(label))} | {_figure(card.thresholds.get(label))} |"
+                  for label in card.labels]
+    calibration, temperature = card.calibration, card.temperature
     if calibration:
         lines += ["", f"Calibration: temperature {[round(t, 3) for t in temperature.get('values', [])]} "
                       f"({temperature.get('applied', '')}); expected calibration error {_figure(calibration.get('before'))}"
                       f" before, {_figure(calibration.get('after'))} after."]
-    localisation = card.get("localisation")
+    localisation = card.localisation
     if localisation:
         iobb = ", ".join(f"IoBB>{t}: {_figure(v)}" for t, v in localisation.get("iobb", {}).items())
         lines += ["", f"Localisation ({localisation.get('findings')} findings, {localisation.get('cam', '')}"
@@ -70,7 +261,7 @@ def card_markdown(card: dict, served: dict | None = None) -> str:
         lines += ["", f"ONNX export: opset {export.get('opset')}, Keras vs ONNX Runtime max |dp| "
                       f"{parity.get('max_abs_diff', 0):.1e} on {parity.get('images')} images"
                       + (f"; variants {variants}" if variants else "") + "."]
-    files = card.get("files", {})
+    files = card.files
     if files:
         lines += ["", "Files (sha256 checked before use): " + ", ".join(
             f"`{name}` {entry['bytes'] / 1e6:.1f} MB `{entry['sha256'][:12]}…`" for name, entry in files.items())]

@@ -16,7 +16,7 @@ import numpy as np
 
 from radiograph.cam import (cam_kernel, class_activation_map, class_activation_maps, normalise, normalise_each,
                             score_matrix)
-from radiograph.inference import OnnxModel, verified_file
+from radiograph.inference import OnnxModel
 
 CAM_PATHS = ("auto", "keras", "onnx")
 
@@ -35,15 +35,15 @@ class Explainer:
         if path not in CAM_PATHS:
             raise ValueError(f"path must be one of {', '.join(CAM_PATHS)}, got {path!r}")
         self.model = model
-        self.kernel = cam_kernel(verified_file(model.folder, model.card, "model.onnx"), model.card)
+        self.kernel = cam_kernel(model.card.verify(model.folder, "model.onnx"), model.card)
         self.gradcam = None
         if path == "keras" or (path == "auto" and tensorflow_available()):
             from radiograph.gradcam import GradCam
             from radiograph.layers import load_model
 
-            keras_file = verified_file(model.folder, model.card, "model.keras")
+            keras_file = model.card.verify(model.folder, "model.keras")
             self.gradcam = GradCam(load_model(keras_file), method,
-                                   score_matrix(model.card["task"], list(model.labels)))
+                                   score_matrix(model.labels, model.card.heatmap_versus))
         elif method != "gradcam":
             raise ValueError(f"{method} needs TensorFlow (the Keras path); the ONNX path computes Grad-CAM")
         self.path = f"keras-{method}" if self.gradcam else "onnx-cam"

@@ -629,9 +629,9 @@ class FeatureGrid:
         return cls(stride, (stride[0] / 2, stride[1] / 2))
 
     @classmethod
-    def from_card(cls, card: dict) -> "FeatureGrid | None":
+    def from_card(cls, card) -> "FeatureGrid | None":
         """The card's `cam_grid`; None for cards written before it was recorded (the nominal tiling is used)."""
-        grid = card.get("cam_grid")
+        grid = card.cam_grid
         return cls(tuple(grid["stride"]), tuple(grid["first_cell_centre"])) if grid else None
 
     def sample(self, heatmap: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     model = OnnxModel("models/knee")              # verifies sha256 against card.json, warms up once
     output = model.run(batch)                      # batch: float32 [N, H, W, 1], intensities 0-255
-    decide(model.card, output.probabilities[0])    # the decision at the card's thresholds
+    decide(model.card, output.probabilities[0])    # radiograph.decision: the decision by the card's rule
 
 Providers are tried in the order CUDA, then CPU (TensorRT first with `tensorrt=True`),
 CUDA only where an NVIDIA device shows (or with device="gpu");
@@ -14,7 +14,6 @@ This module imports neither TensorFlow nor Keras (the light install).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,39 +21,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from radiograph.cards import sha256_of
-from radiograph.registry import MURA_PARTS
+from radiograph.cards import ModelCard, ModelFileError  # noqa: F401 - ModelFileError is part of this API
 
 VARIANTS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 GPU_PROVIDERS = ("CUDAExecutionProvider",)
-
-
-class ModelFileError(RuntimeError):
-    """A model file is missing, or differs from the sha256 its card records."""
-
-
-def read_card(folder: Path) -> dict:
-    path = Path(folder) / "card.json"
-    if not path.is_file():
-        raise ModelFileError(f"{path} is missing: a model folder holds card.json beside its model files "
-                             "(train with `python -m train`, export with `python -m export`)")
-    return json.loads(path.read_text())
-
-
-def verified_file(folder: Path, card: dict, name: str) -> Path:
-    """The path of `name` in `folder`, after checking its sha256 against the card."""
-    path = Path(folder) / name
-    entry = card.get("files", {}).get(name)
-    if entry is None:
-        raise ModelFileError(f"{name} is not listed in {Path(folder) / 'card.json'}; listed: "
-                             f"{', '.join(card.get('files', {})) or 'nothing'} (run `python -m export {card.get('task', '<task>')}`)")
-    if not path.is_file():
-        raise ModelFileError(f"{path} is missing; its card lists it with sha256 {entry['sha256']}")
-    digest = sha256_of(path)
-    if digest != entry["sha256"]:
-        raise ModelFileError(f"{path} has sha256 {digest}, but its card records {entry['sha256']}: "
-                             "the file was changed or corrupted; refusing to load it")
-    return path
 
 
 def nvidia_gpu_present() -> bool:
@@ -97,13 +67,13 @@ class OnnxModel:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
         self.folder = Path(folder)
-        self.card = read_card(self.folder)
+        self.card = ModelCard.load(self.folder)
         self.variant = variant
-        self.path = verified_file(self.folder, self.card, VARIANTS[variant])
+        self.path = self.card.verify(self.folder, VARIANTS[variant])
         self.session = create_session(self.path, device, tensorrt, threads)
         self.provider = self.session.get_providers()[0]
-        self.labels: list[str] = list(self.card["labels"])
-        self.size: int = int(self.card["input"]["size"])
+        self.labels: list[str] = list(self.card.labels)
+        self.size: int = self.card.size
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.run(np.zeros((1, self.size, self.size, 1), np.float32))  # warm-up: first run allocates
 
@@ -119,55 +89,6 @@ class OnnxModel:
 
     def describe(self) -> dict:
         """What a result says about the model that produced it."""
-        return {"task": self.card["task"], "model_version": self.card.get("model_version"), "variant": self.variant,
+        return {"task": self.card.task, "model_version": self.card.model_version, "variant": self.variant,
                 "provider": self.provider, "file": self.path.name,
-                "sha256": self.card["files"][self.path.name]["sha256"], "notice": self.card.get("notice")}
-
-
-def mura_summary(probabilities: np.ndarray) -> dict:
-    """MURA's 14 columns (part x {normal, abnormal}) as P(abnormal) and the body part."""
-    p = np.asarray(probabilities, np.float64).reshape(len(MURA_PARTS), 2)
-    part = int(np.argmax(p.sum(axis=1)))
-    return {"abnormal_probability": float(p[:, 1].sum()), "body_part": MURA_PARTS[part],
-            "body_part_probability": float(p[part].sum())}
-
-
-def heatmap_classes(card: dict, probabilities: np.ndarray) -> list[int]:
-    """The classes whose heatmaps are shown by default, the first on the overlay: for a multi-label (sigmoid)
-    head every finding at or above its threshold, most probable first (the top class when none is); for MURA
-    the abnormal column of the decided body part; else the top class."""
-    p = np.asarray(probabilities, np.float64)
-    if card["head"] == "sigmoid":
-        positives = [c for c in np.argsort(-p, kind="stable") if p[c] >= card["thresholds"][card["labels"][c]]]
-        return [int(c) for c in positives] or [int(np.argmax(p))]
-    if card["task"] == "mura":
-        return [2 * MURA_PARTS.index(mura_summary(p)["body_part"]) + 1]
-    return [int(np.argmax(p))]
-
-
-def decide(card: dict, probabilities: np.ndarray) -> dict:
-    """The decision for one image at the card's operating thresholds, in labels and words."""
-    labels, p = card["labels"], np.asarray(probabilities, np.float64)
-    if card["head"] == "sigmoid":
-        thresholds = card["thresholds"]
-        positives = [label for label, value in zip(labels, p) if value >= thresholds[label]]
-        return {"positive": positives, "thresholds": thresholds,
-                "text": "Positive: " + ", ".join(positives) if positives else "No finding above its threshold"}
-    if card["task"] == "mura":
-        summary = mura_summary(p)
-        abnormal = summary["abnormal_probability"] >= 0.5
-        return {**summary, "abnormal": abnormal,
-                "text": f"{'Abnormal' if abnormal else 'Normal'} {summary['body_part']} "
-                        f"(P(abnormal) = {summary['abnormal_probability']:.2f})"}
-    top = int(np.argmax(p))
-    return {"label": labels[top], "probability": float(p[top]), "text": f"{labels[top]} ({p[top]:.2f})"}
-
-
-def decision_key(card: dict, probabilities: np.ndarray) -> tuple:
-    """What must not change between a model and its export: argmax (and MURA's abnormality), or threshold crossings."""
-    if card["head"] == "sigmoid":
-        return tuple(decide(card, probabilities)["positive"])
-    key = (card["labels"][int(np.argmax(probabilities))],)
-    if card["task"] == "mura":
-        key += (mura_summary(probabilities)["abnormal_probability"] >= 0.5,)
-    return key
+                "sha256": self.card.files[self.path.name]["sha256"], "notice": self.card.notice}

@@ -6,10 +6,11 @@
 
 Decoding runs in a thread pool one batch ahead of ONNX Runtime, so the two
 overlap. A file that cannot be read gets a row with status "error" and the
-reason; the batch goes on. For MURA, files are grouped into studies by their
-study folder, and each study gets a row (P(abnormal) = mean over its views).
-With --cam-dir, a class activation map overlay (ONNX path) is written per
-file for its decided class (chest14: the most probable finding).
+reason; the batch goes on. Where the model's card groups images into studies
+(MURA), files are grouped by the folder that holds them, and each study gets a
+row (probabilities: the mean over its views). With --cam-dir, a class
+activation map overlay (ONNX path) is written per file for each class the
+decision shows (chest14: every positive finding).
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ import numpy as np
 
 from radiograph.cam import cam_kernel, class_activation_map, normalise, on_original, overlay
 from radiograph.imaging import FeatureGrid, ImageLoadError, load_for_model
-from radiograph.inference import VARIANTS, ModelFileError, OnnxModel, decide, heatmap_classes
+from radiograph.cards import ModelCard
+from radiograph.decision import decide, heatmap_classes, study_probabilities
+from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
 from radiograph.registry import TASKS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
@@ -62,7 +65,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
     kernel = cam_kernel(model.folder / "model.onnx", card) if cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
-    base = {"task": card["task"], "model_version": card.get("model_version"), "variant": model.variant,
+    base = {"task": card.task, "model_version": card.model_version, "variant": model.variant,
             "provider": model.provider}
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows: list[dict] = []
@@ -86,7 +89,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                 row.update(status="ok", inference_ms=round(share * 1e3, 2),
                            probabilities={label: float(p) for label, p in zip(model.labels, probabilities)},
                            decision=decide(card, probabilities))
-                if card["task"] == "mura":
+                if card.study is not None:  # the folder holding a view is its study
                     row["study"] = str(path.parent)
                 if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
                     row["cams"] = {model.labels[c]: write_cam(cam_dir, path, len(rows), display, geometry,
@@ -96,7 +99,7 @@ def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam
                 rows.append(row)
             bar.update(len(batch))
     bar.close()
-    if card["task"] == "mura":
+    if card.study is not None:
         rows += study_rows(rows, base, card)
     return rows
 
@@ -107,22 +110,22 @@ def write_cam(cam_dir: Path, path: Path, index: int, display, geometry, features
     heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
     mapped = None if flat else on_original(heatmap, geometry, FeatureGrid.from_card(card), display.shape)
     picture = overlay(display, mapped)
-    target = cam_dir / f"{index:05d}_{path.stem}_{card['labels'][class_index]}.png"
+    target = cam_dir / f"{index:05d}_{path.stem}_{card.labels[class_index]}.png"
     cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     return str(target)
 
 
 def study_rows(rows: list[dict], base: dict, card: dict) -> list[dict]:
-    """MURA: one row per study folder; probabilities and P(abnormal) are means over its readable views."""
+    """One row per study folder; its probabilities are the mean over its readable views, decided by the card."""
     views: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         if row["status"] == "ok":
             views[row["study"]].append(row)
     result = []
     for study, members in sorted(views.items()):
-        mean = np.mean([list(r["probabilities"].values()) for r in members], axis=0)
+        mean = study_probabilities([list(r["probabilities"].values()) for r in members])
         result.append({"kind": "study", "file": study, **base, "status": "ok", "views": len(members),
-                       "probabilities": dict(zip(card["labels"], mean.tolist())), "decision": decide(card, mean)})
+                       "probabilities": dict(zip(card.labels, mean.tolist())), "decision": decide(card, mean)})
     return result
 
 
@@ -132,16 +135,17 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="image", disable=not enabled, file=sys.stderr)
 
 
-def flatten(row: dict, labels: list[str]) -> dict:
+def flatten(row: dict, card: ModelCard) -> dict:
     """A CSV row: fixed columns, one probability column per label."""
     decision = row.get("decision", {})
     flat = {key: row.get(key, "") for key in ("kind", "file", "status", "error", "task", "model_version", "variant",
                                                 "provider")}
     flat["decision"] = decision.get("text", "")
-    for label in labels:
+    for label in card.labels:
         value = row.get("probabilities", {}).get(label)
         flat[f"p_{label}"] = "" if value is None else f"{value:.6f}"
-    for key in ("abnormal_probability", "body_part"):
+    grouped = card.decision.kind == "grouped"
+    for key in ([f"{card.decision.positive}_probability", card.decision.group_name] if grouped else []):
         if key in decision:
             flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "inference_ms", "cam")})
@@ -150,11 +154,11 @@ def flatten(row: dict, labels: list[str]) -> dict:
     return flat
 
 
-def write_results(rows: list[dict], labels: list[str], out: Path | None) -> None:
+def write_results(rows: list[dict], card: ModelCard, out: Path | None) -> None:
     if out is not None and out.suffix.lower() == ".json":
         out.write_text(json.dumps(rows, indent=2))
         return
-    flat = [flatten(row, labels) for row in rows]
+    flat = [flatten(row, card) for row in rows]
     columns = list(dict.fromkeys(key for row in flat for key in row))
     handle = out.open("w", newline="") if out else sys.stdout
     try:
@@ -191,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
     rows = predict_files(model, files, args.batch_size, args.cam_dir, progress=not args.quiet)
-    write_results(rows, model.labels, args.out)
+    write_results(rows, model.card, args.out)
     failed = sum(row["status"] == "error" for row in rows)
     print(f"{args.task}: {len(files) - failed} of {len(files)} files predicted on {model.provider} "
-          f"({model.card.get('model_version')}, {model.variant})" + (f"; results in {args.out}" if args.out else ""),
+          f"({model.card.model_version}, {model.variant})" + (f"; results in {args.out}" if args.out else ""),
           file=sys.stderr)
-    if model.card.get("notice"):
-        print(model.card["notice"], file=sys.stderr)
+    if model.card.notice:
+        print(model.card.notice, file=sys.stderr)
     return 0

@@ -1,9 +1,17 @@
 """The task registry: every task this project knows, described as data.
 
 Training, export, the app, the batch command, the tests and the benchmarks
-loop over `TASKS`; nothing else keeps a per-task list. Labels here are the
-single source for training; a trained model copies them into its card.json,
-from which the app reads them.
+loop over `TASKS`; nothing else keeps a per-task list, and nothing outside
+this module branches on a task's name. What a task does is a field here: its
+labels, head, decision rule, study grouping, heatmap scores, headline figures
+and example picks. A trained model copies what serving needs (labels, head,
+decision, study, heatmap scores) into its card (radiograph.cards.ModelCard),
+and serving reads only the card. Dataset readers and phantom recipes live in
+train/ and register themselves under a task id; this package never imports
+train/.
+
+Adding a task: one `TaskSpec` here, a reader in train/datasets.py and a
+phantom recipe in train/phantoms/.
 
     >>> from radiograph.registry import TASKS, get_task
     >>> get_task("chest14").labels[:3]
@@ -11,12 +19,12 @@ from which the app reads them.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 Head = Literal["softmax", "sigmoid"]
 ImbalancePolicy = Literal["class_weight", "weighted_bce"]
+DecisionKind = Literal["top_class", "each_above_threshold", "grouped"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +41,75 @@ class Augmentation:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The real public dataset a task trains on, and how to read its folder."""
+    """The real public dataset a task trains on (its reader registers itself in train/datasets.py)."""
 
     name: str
     reference: str
     layout: str  # shown in error messages when a folder does not match
-    reader: str  # "module:function" taking a root folder, returning train.datasets.DatasetIndex
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How probabilities become a decision.
+
+    - `top_class`: the most probable label.
+    - `each_above_threshold`: every label at or above its card threshold (multi-label heads).
+    - `grouped`: labels are `f"{group}_{member}"` for every group and member, in that order (MURA: body part x
+      {normal, abnormal}). The group is the one with the largest summed probability; the score is the summed
+      probability of the `positive` member over all groups, called positive at or above `cut`.
+    """
+
+    kind: DecisionKind
+    groups: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+    positive: str = ""
+    cut: float = 0.5
+    group_name: str = "group"  # the result's key for the decided group ("body_part")
+
+    def labels(self) -> tuple[str, ...]:
+        return tuple(f"{group}_{member}" for group in self.groups for member in self.members)
+
+    def positive_columns(self) -> tuple[int, ...]:
+        """The columns of the positive member, one per group (MURA: the odd columns)."""
+        index = self.members.index(self.positive)
+        return tuple(g * len(self.members) + index for g in range(len(self.groups)))
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "groups": list(self.groups), "members": list(self.members),
+                "positive": self.positive, "cut": self.cut, "group_name": self.group_name}
+
+
+@dataclass(frozen=True)
+class Study:
+    """Several images form one study (MURA): the folder that holds them is the study, and its probabilities are
+    the mean of its views' probabilities, decided by the task's `Decision`."""
+
+    rule: Literal["mean_over_views"] = "mean_over_views"
+    noun: str = "study"
+    min_views: int = 1
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "noun": self.noun, "min_views": self.min_views}
+
+
+@dataclass(frozen=True)
+class ExamplePicks:
+    """Which phantoms `python -m train.examples` ships in examples/<task>/ (from a fresh set at its own seed).
+
+    One example per entry of `truths` (a label set; () = no label, e.g. No Finding), taken in path order, each a
+    different image (for a study task, a different study of at least `min_views` views). `deeper` also writes one
+    example again in a deeper container: ("16-bit PNG" or "DICOM", the index in `truths` of the example).
+    """
+
+    count: int  # phantoms generated to pick from
+    truths: tuple[tuple[str, ...], ...]
+    min_views: int = 1
+    deeper: tuple[str, int] | None = None
+    # How an example is captioned (after "Truth: "). {labels}: the truth's labels joined by ", " (`no_label` when
+    # there are none); {index}: the first label's position in the task's labels; {group}, {member_title}: a grouped
+    # label's group and its member capitalised; {views}: the number of images.
+    caption: str = "{labels}"
+    no_label: str = "No Finding"
 
 
 @dataclass(frozen=True)
@@ -51,9 +122,13 @@ class TaskSpec:
     image_size: int  # square model input, pixels per side after letterboxing
     backbone: str  # default backbone name (train/ builds it)
     augmentation: Augmentation
-    imbalance: ImbalancePolicy
-    metrics: tuple[str, ...]  # the figures that matter for this task, first = model selection
+    imbalance: ImbalancePolicy  # class_weight: per-class sample weights; weighted_bce: per-class weighted loss
+    metrics: tuple[str, ...]  # the figures evaluation reports for this task (train/evaluate.py METRICS)
+    headline: tuple[str, ...]  # the figures that sum a model up (README table, export's summary line)
     dataset: Dataset
+    examples: ExamplePicks
+    decision: Decision = Decision("top_class")
+    study: Study | None = None  # None: every image stands alone
     # (class, alternative): the class's heatmap score is its logit minus the alternative's. A softmax logit is
     # defined only up to a shift shared by all classes, so where the decision is one class against another
     # (pneumonia or not; a MURA part abnormal or normal), that log-odds is the pre-activation score to explain.
@@ -67,10 +142,9 @@ class TaskSpec:
     def multi_label(self) -> bool:
         return self.head == "sigmoid"
 
-    def reader(self) -> Callable:
-        """Import and return the dataset reader for this task (lazy: the app never needs it)."""
-        module, function = self.dataset.reader.split(":")
-        return getattr(importlib.import_module(module), function)
+    def score_pairs(self) -> list[tuple[int, int]]:
+        """`heatmap_versus` as (class index, alternative index) pairs."""
+        return [(self.labels.index(c), self.labels.index(a)) for c, a in self.heatmap_versus]
 
 
 KL_GRADES = ("Healthy", "Doubtful", "Minimal", "Moderate", "Severe")  # KL 0..4
@@ -79,6 +153,9 @@ CHEST14_FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
+
+MURA_DECISION = Decision("grouped", groups=MURA_PARTS, members=("normal", "abnormal"), positive="abnormal",
+                         cut=0.5, group_name="body_part")
 
 TASKS: dict[str, TaskSpec] = {
     spec.id: spec
@@ -95,24 +172,31 @@ TASKS: dict[str, TaskSpec] = {
             imbalance="class_weight",
             metrics=("quadratic_weighted_kappa", "balanced_accuracy", "accuracy", "macro_f1",
                      "mean_absolute_error", "per_class_auc", "confusion_matrix"),
+            headline=("balanced_accuracy", "quadratic_weighted_kappa"),
+            examples=ExamplePicks(count=100, truths=tuple((grade,) for grade in KL_GRADES), deeper=("16-bit PNG", 3),
+                                  caption="{labels} (KL {index})"),
             dataset=Dataset(
                 name="Knee Osteoarthritis Severity Grading (Chen 2018)",
                 reference="https://doi.org/10.17632/56rmx5bjcr.1",
                 layout="ROOT/{train,val,test[,auto_test]}/{0,1,2,3,4}/*.png",
-                reader="train.datasets:read_knee",
             ),
         ),
         TaskSpec(
             id="mura",
             title="MURA (musculoskeletal)",
             question="Is this upper-extremity study normal or abnormal, and which body part is it?",
-            labels=tuple(f"{part}_{status}" for part in MURA_PARTS for status in ("normal", "abnormal")),
+            labels=MURA_DECISION.labels(),
             head="softmax",
             image_size=320,
             backbone="densenet121",
             augmentation=Augmentation(horizontal_flip=True, rotation_degrees=15.0),
             imbalance="class_weight",
             metrics=("study_cohen_kappa", "study_auc", "study_accuracy", "image_auc", "body_part_accuracy"),
+            headline=("study_auc",),
+            examples=ExamplePicks(count=160, truths=(("wrist_abnormal",), ("humerus_abnormal",), ("hand_normal",)),
+                                  min_views=2, caption="{member_title} {group} study, {views} views"),
+            decision=MURA_DECISION,
+            study=Study(),
             heatmap_versus=tuple(pair for part in MURA_PARTS for pair in (
                 (f"{part}_abnormal", f"{part}_normal"), (f"{part}_normal", f"{part}_abnormal"))),
             dataset=Dataset(
@@ -120,7 +204,6 @@ TASKS: dict[str, TaskSpec] = {
                 reference="https://stanfordmlgroup.github.io/competitions/mura/",
                 layout="ROOT/MURA-v1.1/{train,valid}/XR_<PART>/patient<N>/study<K>_{positive,negative}/image<N>.png "
                        "with headerless {train,valid}_image_paths.csv and {train,valid}_labeled_studies.csv",
-                reader="train.datasets:read_mura",
             ),
         ),
         TaskSpec(
@@ -134,12 +217,13 @@ TASKS: dict[str, TaskSpec] = {
             augmentation=Augmentation(horizontal_flip=False, rotation_degrees=7.0),
             imbalance="class_weight",
             metrics=("auc", "sensitivity", "specificity", "accuracy", "f1", "confusion_matrix"),
+            headline=("auc",),
+            examples=ExamplePicks(count=60, truths=(("NORMAL",), ("NORMAL",), ("PNEUMONIA",), ("PNEUMONIA",))),
             heatmap_versus=(("PNEUMONIA", "NORMAL"), ("NORMAL", "PNEUMONIA")),
             dataset=Dataset(
                 name="Labeled Optical Coherence Tomography and Chest X-Ray Images (Kermany 2018)",
                 reference="https://doi.org/10.17632/rscbjbr9sj.2",
-                layout="ROOT/[chest_xray/]{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
-                reader="train.datasets:read_pneumonia",
+                layout="ROOT/[chest_xray/[chest_xray/]]{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
             ),
         ),
         TaskSpec(
@@ -153,12 +237,15 @@ TASKS: dict[str, TaskSpec] = {
             augmentation=Augmentation(horizontal_flip=False, rotation_degrees=7.0),
             imbalance="weighted_bce",
             metrics=("mean_auc", "per_class_auc", "per_class_f1_at_threshold"),
+            headline=("mean_auc",),
+            examples=ExamplePicks(count=120, truths=(("Cardiomegaly",), ("Effusion",), ("Pneumothorax",), ("Edema",), ()),
+                                  deeper=("DICOM", 0), caption="{labels}"),
+            decision=Decision("each_above_threshold"),
             dataset=Dataset(
                 name="NIH ChestX-ray14",
                 reference="https://nihcc.app.box.com/v/ChestXray-NIHCC",
-                layout="ROOT/{images/,images_*/images/}*.png with Data_Entry_2017*.csv, "
-                       "train_val_list.txt, test_list.txt[, BBox_List_2017.csv]",
-                reader="train.datasets:read_chest14",
+                layout="ROOT/Data_Entry_2017*.csv, train_val_list.txt, test_list.txt, [BBox_List_2017.csv], "
+                       "images in ROOT/images/ or ROOT/images_NNN/images/",
             ),
         ),
     )

@@ -20,7 +20,9 @@ import numpy as np
 from radiograph.cam import hottest_region, on_original, outline, overlay, score_names
 from radiograph.explain import Explainer
 from radiograph.imaging import FeatureGrid, Letterbox, load_for_model
-from radiograph.inference import OnnxModel, decide, heatmap_classes
+from radiograph.cards import ModelCard
+from radiograph.decision import decide, heatmap_classes, study_probabilities
+from radiograph.inference import OnnxModel
 from radiograph.registry import TASKS
 
 
@@ -28,7 +30,7 @@ from radiograph.registry import TASKS
 class Analysis:
     """One image through one model: probabilities, decision, every class's heatmap, timings."""
 
-    card: dict
+    card: ModelCard
     model: dict  # OnnxModel.describe() plus the CAM path
     name: str
     display: np.ndarray  # 2-D uint8: the whole decoded image, longer side at most imaging.DISPLAY_SIDE
@@ -41,11 +43,11 @@ class Analysis:
 
     @property
     def labels(self) -> list[str]:
-        return list(self.card["labels"])
+        return list(self.card.labels)
 
     @property
     def shown_classes(self) -> list[int]:
-        """The default heatmaps: for chest14 every positive finding; the overlay shows the first."""
+        """The default heatmaps (radiograph.decision.heatmap_classes); the overlay shows the first."""
         return heatmap_classes(self.card, self.probabilities)
 
     @property
@@ -84,20 +86,20 @@ class Analysis:
         shown = self.shown_classes
         class_index = shown[0] if class_index is None else class_index
         height, width = self.geometry.original
-        scores = score_names(self.card["task"], self.labels)
+        scores = score_names(self.labels, self.card.heatmap_versus)
         described = {c: {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
                          "hottest_region_xywh": self.region(c)}  # each region once: it maps a full-size map
                      for c in dict.fromkeys([class_index, *shown])}
         return {
-            "task": self.card["task"], "file": self.name,
+            "task": self.card.task, "file": self.name,
             "image": {"width": width, "height": height, "notes": list(self.notes),
                       "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]},
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
             "decision": decide(self.card, self.probabilities),
             "heatmap": {**described[class_index], "method": self.model["cam_path"],
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
-            "heatmaps": [described[c] for c in shown],  # the default ones: chest14's positive findings
-            "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.get("notice"),
+            "heatmaps": [described[c] for c in shown],  # the default ones (e.g. every positive finding)
+            "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.notice,
         }
 
 
@@ -165,17 +167,20 @@ class Service:
         return Analysis(model.card, self.describe(task), name or Path(str(source)).name, display, geometry,
                         probabilities, heatmaps, flat, {k: round(v, 2) for k, v in timings.items()}, notes)
 
-    def analyse_study(self, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
-        """MURA: every view of one study, and the study's result (probabilities = mean over its views)."""
+    def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
+        """Every view of one study of a task whose card groups images into studies, and the study's result
+        (probabilities: the mean over its views, decided by the card's rule)."""
+        if self.models[task].card.study is None:
+            raise ValueError(f"{task} does not group images into studies")
         if not sources:
             raise ValueError("a study needs at least one image")
         names = names or [Path(str(source)).name for source in sources]
-        views = [self.analyse("mura", source, name) for source, name in zip(sources, names)]
+        views = [self.analyse(task, source, name) for source, name in zip(sources, names)]
         card = views[0].card
-        mean = np.mean([view.probabilities for view in views], axis=0)
-        study = {"task": "mura", "views": len(views), "files": names,
-                 "probabilities": dict(zip(card["labels"], mean.tolist())), "decision": decide(card, mean),
+        mean = study_probabilities([view.probabilities for view in views])
+        study = {"task": task, "views": len(views), "files": names,
+                 "probabilities": dict(zip(card.labels, mean.tolist())), "decision": decide(card, mean),
                  "per_view": [view.result() for view in views], "model": views[0].model,
                  "timings_ms": {key: round(sum(view.timings_ms[key] for view in views), 2) for key in views[0].timings_ms},
-                 "notice": card.get("notice")}
+                 "notice": card.notice}
         return views, study

@@ -29,7 +29,7 @@ def tiny_model_folder(models, task, seed=0, mirror=False):
     """An untrained small_cnn model folder with the card fields export and serving read."""
     import keras
 
-    from radiograph.cards import file_entry
+    from radiograph.cards import ModelCard
     from radiograph.registry import TASKS
     from train.backbones import build_model, save_model
 
@@ -38,12 +38,12 @@ def tiny_model_folder(models, task, seed=0, mirror=False):
     folder = models / task
     folder.mkdir(parents=True)
     save_model(build_model(spec, "small_cnn", TINY_SIZE, mirror=mirror), folder / "model.keras")
-    card = {"task": task, "labels": list(spec.labels), "head": spec.head, "cam_layer": "features",
-            "model_version": f"{task}-tiny", "notice": "test model",
-            "input": {"name": "image", "shape": [None, TINY_SIZE, TINY_SIZE, 1], "size": TINY_SIZE},
-            "thresholds": dict.fromkeys(spec.labels, 0.5), "training": {"val_fraction": 0.1, "seed": 0},
-            "files": {"model.keras": file_entry(folder / "model.keras")}}
-    (folder / "card.json").write_text(json.dumps(card))
+    card = ModelCard.for_task(spec, model_version=f"{task}-tiny", notice="test model", backbone="small_cnn",
+                              input={"name": "image", "shape": [None, TINY_SIZE, TINY_SIZE, 1], "size": TINY_SIZE},
+                              thresholds=dict.fromkeys(spec.labels, 0.5), mirror_average=mirror,
+                              training={"val_fraction": 0.1, "seed": 0})
+    card.record_file(folder, "model.keras")
+    card.save(folder)
     return folder
 
 

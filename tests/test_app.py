@@ -160,12 +160,12 @@ def test_the_app_runs_without_tensorflow(tmp_path):
 
 
 def test_model_cards_for_people_name_their_provenance():
-    from radiograph.cards import card_markdown
+    from radiograph.cards import ModelCard, card_markdown
 
     for task in TASKS:
-        card = json.loads((ROOT / "models" / task / "card.json").read_text())
+        card = ModelCard.load(ROOT / "models" / task)
         text = card_markdown(card)
-        assert card["model_version"] in text and "phantom" in text and card["training"]["command"] in text
+        assert card.model_version in text and "phantom" in text and card.training["command"] in text
 
 
 def test_sharing_is_off_unless_asked_for(monkeypatch):
@@ -199,8 +199,8 @@ def test_the_chest_tab_shows_an_overlay_per_positive_finding_when_there_are_seve
     analysis = ui.service.analyse("chest14", EXAMPLES / "chest14" / examples("chest14")[0]["files"][0])
     assert ui.findings_gallery(analysis)["visible"] is (len(analysis.shown_classes) > 1)
     top3 = np.argsort(-analysis.probabilities)[:3]
-    card = {**analysis.card, "thresholds": {label: 1.0 for label in analysis.labels}}
-    card["thresholds"].update({analysis.labels[c]: 0.0 for c in top3})
+    card = analysis.card.updated(thresholds={label: 1.0 for label in analysis.labels})
+    card.thresholds.update({analysis.labels[c]: 0.0 for c in top3})
     gallery = ui.findings_gallery(dataclasses.replace(analysis, card=card), opacity=0.6, region=True)
     assert gallery["visible"] and [caption.split(":")[0] for _, caption in gallery["value"]] == [
         analysis.labels[c] for c in top3]

@@ -12,7 +12,9 @@ onnx = pytest.importorskip("onnx")
 from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
 from export.__main__ import ExportError, export_task, main as export_main  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
-from radiograph.inference import ModelFileError, OnnxModel, decide, providers_for  # noqa: E402
+from radiograph.cards import ModelCard  # noqa: E402
+from radiograph.decision import decide  # noqa: E402
+from radiograph.inference import ModelFileError, OnnxModel, providers_for  # noqa: E402
 from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 
@@ -157,17 +159,21 @@ def test_export_command_errors_are_plain(tmp_path, capsys):
     assert raised.value.code == 2 and "--opset must be 13-18" in capsys.readouterr().err
 
 
+def card_of(task: str, threshold: float = 0.5) -> ModelCard:
+    return ModelCard.for_task(TASKS[task], model_version="test", input={"size": 64}, backbone="test",
+                              thresholds=dict.fromkeys(TASKS[task].labels, threshold))
+
+
 def test_decisions_follow_the_card():
-    knee = {"task": "knee", "head": "softmax", "labels": list(TASKS["knee"].labels)}
+    knee = card_of("knee")
     assert decide(knee, [0.1, 0.2, 0.5, 0.1, 0.1])["label"] == "Minimal"
-    mura = {"task": "mura", "head": "softmax", "labels": list(TASKS["mura"].labels)}
+    mura = card_of("mura")
     p = np.zeros(14)
     p[[10, 11]] = 0.3, 0.6  # shoulder normal 0.3, shoulder abnormal 0.6
     p[1] = 0.1  # elbow abnormal
     decision = decide(mura, p)
     assert decision["body_part"] == "shoulder" and decision["abnormal"] and decision["abnormal_probability"] == pytest.approx(0.7)
-    chest = {"task": "chest14", "head": "sigmoid", "labels": list(TASKS["chest14"].labels),
-             "thresholds": dict.fromkeys(TASKS["chest14"].labels, 0.3)}
+    chest = card_of("chest14", 0.3)
     q = np.full(14, 0.1)
     q[2] = 0.31
     assert decide(chest, q)["positive"] == ["Effusion"]

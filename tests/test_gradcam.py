@@ -123,12 +123,13 @@ def test_a_class_scored_against_its_alternative_is_its_log_odds():
     from radiograph.cam import score_matrix, score_names
 
     labels = list(TASKS["mura"].labels)
-    scores = score_matrix("mura", labels)
+    scores = score_matrix(labels, TASKS["mura"].heatmap_versus)
     logits = np.random.default_rng(0).normal(size=(3, len(labels))).astype(np.float32)
     a, n = labels.index("wrist_abnormal"), labels.index("wrist_normal")
     np.testing.assert_allclose((logits @ scores)[:, a], logits[:, a] - logits[:, n], rtol=1e-6)
-    assert score_names("mura", labels)[a] == "logit(wrist_abnormal) - logit(wrist_normal)"
-    assert score_names("knee", list(TASKS["knee"].labels))[2] == "logit(Minimal)"  # KL grades: the logit itself
+    assert score_names(labels, TASKS["mura"].heatmap_versus)[a] == "logit(wrist_abnormal) - logit(wrist_normal)"
+    knee = TASKS["knee"]
+    assert score_names(knee.labels, knee.heatmap_versus)[2] == "logit(Minimal)"  # KL grades: the logit itself
     x = np.array([[[[1.0, 0.0], [0.0, 2.0]], [[0.5, 1.0], [0.0, 0.0]]]], np.float32)  # the hand model's features
     against = GradCam(hand_model(1.0), scores=np.array([[1, -1], [-1, 1]], np.float32))(x, 0)[0]
     w = np.array([[1.0, -2.0], [3.0, 0.5]])  # d(logit0 - logit1)/d features = (W[:, 0] - W[:, 1]) / 4

@@ -8,7 +8,7 @@ keras = pytest.importorskip("keras")
 
 from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
 from radiograph.cam import feature_grid  # noqa: E402
-from radiograph.cards import sha256_of  # noqa: E402
+from radiograph.cards import ModelCard, sha256_of  # noqa: E402
 from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 
@@ -57,7 +57,7 @@ class TableJudge:
 def test_choose_keeps_the_best_only_beyond_the_standard_error(mirrored_folder, table, kept):
     from train.maps import choose
 
-    card = json.loads((mirrored_folder / "card.json").read_text())
+    card = ModelCard.load(mirrored_folder)
     model = load_model(mirrored_folder / "model.keras")
     offset, shift, candidates = choose(SPEC, card, model, [0, 1, 2], [0], TableJudge(table), (0, 0))
     assert (offset, shift) == kept

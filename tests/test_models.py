@@ -80,7 +80,7 @@ def test_onnx_cam_equals_keras_gradcam_for_every_class(task, phantom_root):
     batch = load_for_model(image, served.size)[0][None]
     features = served.run(batch).features[0]
     model = load_model(folder / "model.keras")
-    for scores in (np.eye(len(served.labels)), score_matrix(task, list(served.labels))):  # logits, served scores
+    for scores in (np.eye(len(served.labels)), score_matrix(served.labels, served.card.heatmap_versus)):  # logits, served scores
         kernel = dense_kernel(folder / "model.onnx", len(served.labels)) @ scores
         gradcam = GradCam(model, scores=scores)
         for c in range(len(served.labels)):

@@ -159,19 +159,22 @@ def test_localisation_scores_every_boxed_finding(tiny_models, phantom_root):
 
 
 def test_heatmap_classes_are_every_positive_finding_or_the_top_class():
-    from radiograph.inference import heatmap_classes
+    from radiograph.cards import ModelCard
+    from radiograph.decision import heatmap_classes
 
     labels = list(TASKS["chest14"].labels)
-    card = {"task": "chest14", "head": "sigmoid", "labels": labels, "thresholds": dict.fromkeys(labels, 0.5)}
-    card["thresholds"]["Hernia"] = 0.1
+    card = ModelCard.for_task(TASKS["chest14"], model_version="test", input={"size": 64}, backbone="test",
+                              thresholds=dict.fromkeys(labels, 0.5))
+    card.thresholds["Hernia"] = 0.1
     p = np.full(14, 0.05)
     p[labels.index("Effusion")], p[labels.index("Mass")], p[labels.index("Hernia")] = 0.7, 0.9, 0.2
     assert [labels[c] for c in heatmap_classes(card, p)] == ["Mass", "Effusion", "Hernia"]
     p[labels.index("Mass")] = p[labels.index("Effusion")] = 0.4  # the top class is below its threshold: Hernia
     assert heatmap_classes(card, p) == [labels.index("Hernia")]  # (0.2 >= 0.1) is the one positive finding
-    card["thresholds"]["Hernia"] = 0.5
+    card.thresholds["Hernia"] = 0.5
     assert heatmap_classes(card, p) == [labels.index("Effusion")]  # none positive: the top class
-    knee = {"task": "knee", "head": "softmax", "labels": list(TASKS["knee"].labels)}
+    knee = ModelCard.for_task(TASKS["knee"], model_version="test", input={"size": 64}, backbone="test",
+                              thresholds=dict.fromkeys(TASKS["knee"].labels, 0.5))
     assert heatmap_classes(knee, np.array([0.1, 0.2, 0.5, 0.1, 0.1])) == [2]
 
 

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from radiograph.cam import feature_grid  # noqa: E402
-from radiograph.cards import file_entry  # noqa: E402
+from radiograph.cards import ModelCard, file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
@@ -189,36 +189,25 @@ def main(argv: list[str] | None = None) -> None:
               "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
               "devices": [d.name for d in gpus] or ["CPU"]}
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    card = {
-        "task": spec.id,
-        "title": spec.title,
-        "question": spec.question,
-        "model_version": f"{spec.id}-{backbone}-{datetime.now(timezone.utc):%Y%m%d}",
-        "notice": DEMO_NOTICE if source["kind"] == "synthetic phantoms" else
-                  "Research software, not a medical device.",
-        "labels": list(spec.labels),
-        "head": spec.head,
-        "input": {"name": "image", "shape": [None, size, size, 1], "dtype": "float32", "range": [0, 255],
-                  "size": size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
-        "backbone": backbone,
-        "mirror_average": args.mirror_average,
-        "cam_layer": "features",
-        "cam_grid": feature_grid(model.get_config()).as_card(),
-        "thresholds": result["thresholds"],
-        "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
-        "training": {"command": "python -m train " + shlex.join(argv), "seed": args.seed,
-                     "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
-                     "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
-                     "kept": kept, "training_seconds": round(seconds, 1)},
-        "data": {**source, "dataset": spec.dataset.name,
-                 "splits": {k: len(v) for k, v in index.splits.items()}},
-        "metrics": {"split": "test", **result["metrics"]},
-        "calibration": result["expected_calibration_error"],
-        "reports": [str(p) for p in reports],
-        "files": {"model.keras": file_entry(model_path)},
-    }
-    (out / "card.json").write_text(json.dumps(card, indent=2))
-    print(json.dumps(card["metrics"], indent=2))
+    card = ModelCard.for_task(
+        spec,
+        model_version=f"{spec.id}-{backbone}-{datetime.now(timezone.utc):%Y%m%d}",
+        notice=DEMO_NOTICE if source["kind"] == "synthetic phantoms" else "Research software, not a medical device.",
+        input={"name": "image", "shape": [None, size, size, 1], "dtype": "float32", "range": [0, 255],
+               "size": size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
+        backbone=backbone, mirror_average=args.mirror_average, cam_layer="features",
+        cam_grid=feature_grid(model.get_config()).as_card(), thresholds=result["thresholds"],
+        temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
+        training={"command": "python -m train " + shlex.join(argv), "seed": args.seed,
+                  "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
+                  "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
+                  "kept": kept, "training_seconds": round(seconds, 1)},
+        data={**source, "dataset": spec.dataset.name, "splits": {k: len(v) for k, v in index.splits.items()}},
+        metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
+        reports=[str(p) for p in reports])
+    card.record_file(out, "model.keras")
+    card.save(out)
+    print(json.dumps(card.metrics, indent=2))
     print(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s of training; "
           f"report in {report_folder}")
 

@@ -36,6 +36,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from radiograph.registry import MURA_PARTS, TASKS, get_task
 
@@ -198,11 +199,24 @@ def _require_images(splits: dict[str, list[Sample]], root: Path, expected: str) 
         raise DatasetLayoutError(f"{root} has the folders of {expected} but no images in them")
 
 
+READERS: dict[str, Callable[..., DatasetIndex]] = {}
+
+
+def reads(task: str):
+    """Register a reader of `task`'s dataset layout: `reader(root, val_fraction, seed) -> DatasetIndex`."""
+    def register(reader):
+        READERS[task] = reader
+        return reader
+
+    return register
+
+
 # ----------------------------------------------------------------------------- knee
 
-KNEE_LAYOUT = "ROOT/{train,val,test[,auto_test]}/{0,1,2,3,4}/*.png"
+KNEE_LAYOUT = TASKS["knee"].dataset.layout
 
 
+@reads("knee")
 def read_knee(root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIndex:
     """Chen 2018 knee KL folders. Patient = the file name's leading digits (the OAI subject id)."""
     labels = TASKS["knee"].labels
@@ -233,10 +247,10 @@ def _knee_patient(stem: str) -> str:
 
 # ----------------------------------------------------------------------------- MURA
 
-MURA_LAYOUT = ("ROOT/MURA-v1.1/{train,valid}/XR_<PART>/patient<N>/study<K>_{positive,negative}/image<N>.png "
-               "with {train,valid}_image_paths.csv and {train,valid}_labeled_studies.csv")
+MURA_LAYOUT = TASKS["mura"].dataset.layout
 
 
+@reads("mura")
 def read_mura(root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIndex:
     """MURA-v1.1: headerless CSVs whose paths start with `MURA-v1.1/`; label per study."""
     labels = TASKS["mura"].labels
@@ -289,10 +303,11 @@ def _headerless_csv(path: Path, columns: int) -> list[list[str]]:
 
 # ----------------------------------------------------------------------------- pneumonia (Kermany)
 
-PNEUMONIA_LAYOUT = "ROOT/[chest_xray/[chest_xray/]]{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg"
+PNEUMONIA_LAYOUT = TASKS["pneumonia"].dataset.layout
 KERMANY_PATIENT = re.compile(r"^(person\d+)_|^((?:NORMAL2-)?IM-\d+)-")
 
 
+@reads("pneumonia")
 def read_pneumonia(root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIndex:
     """Kermany chest_xray folders; patient from the file name (personN_..., IM-NNNN-..., NORMAL2-IM-NNNN-...)."""
     labels = TASKS["pneumonia"].labels
@@ -321,12 +336,12 @@ def _kermany_patient(stem: str) -> str:
 
 # ----------------------------------------------------------------------------- NIH ChestX-ray14
 
-CHEST14_LAYOUT = ("ROOT/Data_Entry_2017*.csv, train_val_list.txt, test_list.txt, [BBox_List_2017.csv], "
-                  "images in ROOT/images/ or ROOT/images_NNN/images/")
+CHEST14_LAYOUT = TASKS["chest14"].dataset.layout
 NIH_HEADER_START = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID"]
 NIH_LABEL_ALIASES = {"Infiltrate": "Infiltration"}  # BBox_List_2017.csv spells it this way
 
 
+@reads("chest14")
 def read_chest14(root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIndex:
     labels = TASKS["chest14"].labels
     base = find_layout_root(Path(root), ("train_val_list.txt", "test_list.txt"), CHEST14_LAYOUT)
@@ -398,7 +413,10 @@ def _read_nih_boxes(base: Path, images: dict[str, Path], labels: tuple[str, ...]
 # ----------------------------------------------------------------------------- command line
 
 def read_dataset(task: str, root: Path, val_fraction: float = 0.1, seed: int = 0) -> DatasetIndex:
-    return get_task(task).reader()(Path(root), val_fraction=val_fraction, seed=seed)
+    get_task(task)  # an unknown task is refused with the list of known ones
+    if task not in READERS:
+        raise ValueError(f"no dataset reader is registered for {task!r} (a reader registers itself with @reads)")
+    return READERS[task](Path(root), val_fraction=val_fraction, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> None:

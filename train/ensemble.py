@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from datetime import datetime, timezone
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 import train.objectives  # noqa: F401 - registers the custom loss for loading members
-from radiograph.cards import file_entry
+from radiograph.cards import ModelCard
 from radiograph.layers import ENSEMBLE_METHODS, EnsembleCombine, load_model
 from radiograph.registry import TaskSpec, get_task
 from train.backbones import save_model
@@ -85,41 +86,40 @@ def main(argv: list[str] | None = None) -> None:
     spec = get_task(args.task)
     if args.method == "f1" and args.data is None:
         parser.error("--method f1 needs --data (its weights come from the validation split)")
-    cards = [json.loads((folder / "card.json").read_text()) for folder in args.members]
+    cards = [ModelCard.load(folder) for folder in args.members]
     for folder, card in zip(args.members, cards):
-        if card["task"] != spec.id or card["labels"] != list(spec.labels):
-            parser.error(f"{folder} is a {card['task']} model with labels {card['labels']}, not {spec.id}")
+        if card.task != spec.id or card.labels != spec.labels:
+            parser.error(f"{folder} is a {card.task} model with labels {list(card.labels)}, not {spec.id}")
     members = [load_model(folder / "model.keras") for folder in args.members]
-    size = cards[0]["input"]["size"]
-    index = read_dataset(spec.id, args.data, cards[0]["training"]["val_fraction"],
-                         cards[0]["training"]["seed"]) if args.data else None
+    size = cards[0].size
+    index = read_dataset(spec.id, args.data, cards[0].training["val_fraction"],
+                         cards[0].training["seed"]) if args.data else None
     weights = None
     if args.method == "f1":
         val = index.splits["val"]
         probabilities = [activate(spec.head, predict_logits(m, val, size)) for m in members]
-        weights = f1_weights(spec, probabilities, targets_of(val), [list(c["thresholds"].values()) for c in cards])
+        weights = f1_weights(spec, probabilities, targets_of(val), [list(c.thresholds.values()) for c in cards])
     model = build_ensemble(spec, members, args.method, weights)
     out = args.out or Path("models") / f"{spec.id}_ensemble"
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, out / "model.keras")
-    card = {
-        "task": spec.id, "title": f"{spec.title} ensemble ({args.method})", "labels": list(spec.labels),
-        "head": spec.head, "input": cards[0]["input"], "thresholds": cards[0]["thresholds"],
-        "notice": cards[0]["notice"], "data": cards[0]["data"],
-        "ensemble": {"method": args.method, "weights": weights, "heatmap": HEATMAP_RULE[args.method],
-                     "members": [{"folder": str(f), "model_version": c.get("model_version"),
-                                  "sha256": c["files"]["model.keras"]["sha256"]} for f, c in zip(args.members, cards)]},
-        "cam_layer": "member_<i>/features",
-        "training": {"command": "python -m train.ensemble " + shlex.join(argv)},
-    }
+    card = ModelCard.for_task(
+        spec, title=f"{spec.title} ensemble ({args.method})",
+        model_version=f"{spec.id}-ensemble-{args.method}-{datetime.now(timezone.utc):%Y%m%d}",
+        backbone="ensemble of " + ", ".join(c.backbone for c in cards), input=cards[0].input,
+        thresholds=cards[0].thresholds, notice=cards[0].notice, data=cards[0].data,
+        ensemble={"method": args.method, "weights": weights, "heatmap": HEATMAP_RULE[args.method],
+                  "members": [{"folder": str(f), "model_version": c.model_version,
+                               "sha256": c.files["model.keras"]["sha256"]} for f, c in zip(args.members, cards)]},
+        cam_layer="member_<i>/features", training={"command": "python -m train.ensemble " + shlex.join(argv)})
     if index is not None:
         test = index.splits["test"]
         probabilities = model.predict(image_dataset(test, size, 32), verbose=0)
-        card["metrics"] = {"split": "test", **evaluate(spec, targets_of(test), probabilities, test,
-                                                       list(cards[0]["thresholds"].values()))}
-    card["files"] = {"model.keras": file_entry(out / "model.keras")}
-    (out / "card.json").write_text(json.dumps(card, indent=2))
-    print(json.dumps(card.get("metrics", {}), indent=2))
+        card.metrics = {"split": "test", **evaluate(spec, targets_of(test), probabilities, test,
+                                                    list(cards[0].thresholds.values()))}
+    card.record_file(out, "model.keras")
+    card.save(out)
+    print(json.dumps(card.metrics, indent=2))
     print(f"wrote {out / 'model.keras'}")
 
 

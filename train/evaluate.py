@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn import metrics as skm
 
+from radiograph.cards import ModelCard
 from radiograph.registry import MURA_PARTS, TaskSpec, get_task
 from train.datasets import Sample
 
@@ -384,7 +385,7 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
         image, geometry = load_for_model(path, model.size)[:2]
         features = model.run(image[None]).features[0]
         scores[label].append(score_finding(features, kernel, model.labels.index(label), geometry, boxes, grid))
-    names = score_names(model.card["task"], list(model.labels))
+    names = score_names(model.labels, model.card.heatmap_versus)
     explained = sorted(names[model.labels.index(label)] for label in scores)
     return {"split": split, "cam": "ONNX features @ Dense kernel (equal to Grad-CAM on each class's score)",
             "score": "each class's logit" if all(" - " not in n for n in explained) else "; ".join(explained),
@@ -408,23 +409,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec = get_task(args.task)
     folder = args.model or Path("models") / spec.id
-    card = json.loads((folder / "card.json").read_text())
+    card = ModelCard.load(folder)
     if args.localisation:
-        index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
+        index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
         result = localisation(folder, index, args.split)
         report = (args.report or Path("reports") / spec.id) / "localisation.json"
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result, indent=2))
-        card["localisation"] = {key: value for key, value in result.items() if key != "per_class"} | {
+        card.localisation = {key: value for key, value in result.items() if key != "per_class"} | {
             "per_class_pointing_game": {k: v["pointing_game"] for k, v in result["per_class"].items()},
             "command": "python -m train.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
             "report": str(report)}
-        (folder / "card.json").write_text(json.dumps(card, indent=2))
-        print(json.dumps(card["localisation"], indent=2))
+        card.save(folder)
+        print(json.dumps(card.localisation, indent=2))
         return
     model = load_model(folder / "model.keras")
-    index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
-    size = card["input"]["size"]
+    index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
+    size = card.size
     val_logits = predict_logits(model, index.splits["val"], size, args.batch_size)
     test_logits = predict_logits(model, index.splits[args.split], size, args.batch_size)
     result = calibrate_and_evaluate(spec, val_logits, index.splits["val"], test_logits, index.splits[args.split])

@@ -46,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from radiograph.cam import feature_grid  # noqa: E402
-from radiograph.cards import file_entry  # noqa: E402
+from radiograph.cards import ModelCard  # noqa: E402
 from radiograph.inference import VARIANTS  # noqa: E402
 from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS, get_task  # noqa: E402
@@ -59,16 +59,16 @@ from train.selection import ValidationPointingGame  # noqa: E402
 DEFAULT_OFFSETS = (0, 1, 2, 3, 4, 5, 6)
 
 
-def with_maps(spec, card: dict, model, mirror_offset: int = 0, stitch_shift: int = 0):
+def with_maps(spec, card: ModelCard, model, mirror_offset: int = 0, stitch_shift: int = 0):
     """`model` rebuilt with these map settings (a model of the card's backbone and input; same weights)."""
-    variant = build_model(spec, card["backbone"], card["input"]["size"], None,
-                          dropout_rate=model.get_layer("dropout").rate, mirror=bool(card.get("mirror_average")),
+    variant = build_model(spec, card.backbone, card.size, None,
+                          dropout_rate=model.get_layer("dropout").rate, mirror=card.mirror_average,
                           mirror_offset=mirror_offset, stitch_shift=stitch_shift)
     variant.set_weights(model.get_weights())
     return variant
 
 
-def stitch_shift_of(spec, card: dict, model) -> int:
+def stitch_shift_of(spec, card: ModelCard, model) -> int:
     """A quarter of the network's own stride (the map's stride without stitching), in input pixels."""
     stride = feature_grid(with_maps(spec, card, model).get_config()).stride
     if stride[0] != stride[1] or stride[0] % 4:
@@ -76,7 +76,7 @@ def stitch_shift_of(spec, card: dict, model) -> int:
     return int(stride[0]) // 4
 
 
-def choose(spec, card: dict, model, offsets, shifts, judge: ValidationPointingGame, current: tuple[int, int]):
+def choose(spec, card: ModelCard, model, offsets, shifts, judge: ValidationPointingGame, current: tuple[int, int]):
     """(offset, stitch shift, [candidate records]): every candidate's figure; the best replaces the `current`
     settings only where it beats them by more than their figure's standard error (ties: the cheaper)."""
     candidates = []
@@ -124,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     card_path = folder / "card.json"
     if not (folder / "model.keras").is_file() or not card_path.is_file():
         parser.error(f"{folder} has no model.keras and card.json; train first: python -m train {spec.id} --data DIR")
-    card = json.loads(card_path.read_text())
-    if "backbone" not in card:
-        parser.error(f"{folder} holds no single-backbone model (an ensemble?): map settings apply to one network")
-    mirrored = bool(card.get("mirror_average"))
+    card = ModelCard.load(folder)
+    if card.ensemble:
+        parser.error(f"{folder} holds no single-backbone model (an ensemble): map settings apply to one network")
+    mirrored = card.mirror_average
     offsets = args.offsets or (DEFAULT_OFFSETS if mirrored else (0,))
     if not mirrored and any(offsets):
         parser.error("--offsets applies to mirror-averaged models (python -m train --mirror-average); this one is not")
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--choose-on must be a dataset the model never trained on, not --data itself (whose "
                      "validation split is used without --choose-on)")
     model = load_model(folder / "model.keras")
-    fold_temperature(model, 1.0 / np.asarray(card["temperature"]["values"], np.float32))  # back to raw logits
-    size = card["input"]["size"]
-    index = read_dataset(spec.id, args.data, card["training"]["val_fraction"], card["training"]["seed"])
+    fold_temperature(model, 1.0 / np.asarray(card.temperature["values"], np.float32))  # back to raw logits
+    size = card.size
+    index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
     val, test = index.splits["val"], index.splits["test"]
     chooser = read_dataset(spec.id, args.choose_on) if args.choose_on else None
     chosen_on = [s for split in chooser.splits.values() for s in split] if chooser else val
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error).replace("--select-by pointing_game", "python -m train.maps"))
     where = f"every boxed image of {args.choose_on}" if chooser else f"the validation split of {args.data}"
     print(f"{spec.id}: choosing on {len(judge.findings)} boxed findings, {where}", flush=True)
-    current = (card.get("maps", {}).get("mirror_offset") or 0, card.get("maps", {}).get("stitch_shift", 0))
+    previous = card.maps or {}
+    current = (previous.get("mirror_offset") or 0, previous.get("stitch_shift", 0))
     offset, shift, candidates = choose(spec, card, model, sorted({*offsets, current[0]}),
                                        sorted({*shifts, current[1]}), judge, current)
     record = {"mirror_offset": offset if mirrored else None, "stitch_shift": shift,
@@ -163,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
               **({"chosen_on_data": provenance(args.choose_on, chooser.root)} if chooser else {}),
               "candidates": candidates, "command": "python -m train.maps " + shlex.join(argv)}
     if (offset, shift) == current:  # nothing to rebuild: the card records the choice, the files stay
-        card["maps"] = record
-        card_path.write_text(json.dumps(card, indent=2))
+        card.maps = record
+        card.save(folder)
         print(f"{spec.id}: map settings kept (offset {offset}, stitch shift {shift}); {card_path} records why")
         return
     chosen = with_maps(spec, card, model, offset, shift)
@@ -174,26 +175,19 @@ def main(argv: list[str] | None = None) -> None:
     fold_temperature(chosen, np.asarray(result["temperature"], np.float32))
     save_model(chosen, folder / "model.keras")
     report = write_report(spec, args.report or Path("reports") / spec.id, result, test, folder / "history.csv",
-                          card["training"].get("kept", {}).get("kept_epoch"))
-    backbone = card["backbone"]
-    card.update({
-        "model_version": f"{spec.id}-{backbone}-{datetime.now(timezone.utc):%Y%m%d}",
-        "cam_grid": feature_grid(chosen.get_config()).as_card(),
-        "maps": record,
-        "thresholds": result["thresholds"],
-        "temperature": {"values": result["temperature"], "applied": "folded into the logits layer"},
-        "metrics": {"split": "test", **result["metrics"]},
-        "calibration": result["expected_calibration_error"],
-        "reports": [str(p) for p in report],
-    })
+                          card.training.get("kept", {}).get("kept_epoch"))
+    card = card.updated(
+        model_version=f"{spec.id}-{card.backbone}-{datetime.now(timezone.utc):%Y%m%d}",
+        cam_grid=feature_grid(chosen.get_config()).as_card(), maps=record, thresholds=result["thresholds"],
+        temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
+        metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
+        reports=[str(p) for p in report], export={}, localisation=None)
     for stale in VARIANTS.values():  # exported from the previous graph: export again
         (folder / stale).unlink(missing_ok=True)
-        card.get("files", {}).pop(stale, None)
-    for stale in ("export", "localisation"):
-        card.pop(stale, None)
-    card.setdefault("files", {})["model.keras"] = file_entry(folder / "model.keras")
-    card_path.write_text(json.dumps(card, indent=2))
-    print(json.dumps({"mirror_offset": offset, "stitch_shift": shift, **card["metrics"]}, indent=2))
+        card.files.pop(stale, None)
+    card.record_file(folder, "model.keras")
+    card.save(folder)
+    print(json.dumps({"mirror_offset": offset, "stitch_shift": shift, **card.metrics}, indent=2))
     print(f"wrote {folder / 'model.keras'}; next: python -m export {spec.id} --fp16 --data {args.data}, then "
           f"python -m train.evaluate {spec.id} --data {args.data} --localisation")
 

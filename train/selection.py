@@ -41,7 +41,7 @@ class ValidationPointingGame(keras.callbacks.Callback):
                              "ships boxes, BBox_List_2017.csv, and they count only where their images fall in the "
                              "validation split). Use --select-by auc.")
         self.spec, self.batch_size = spec, batch_size
-        self.scores = score_matrix(spec.id, list(spec.labels))  # folds each class's heatmap score into the kernel
+        self.scores = score_matrix(spec.labels, spec.heatmap_versus)  # folds each class's heatmap score into the kernel
         paths = sorted({path for path, _, _ in self.findings}, key=str)
         self.row = {path: i for i, path in enumerate(paths)}
         loaded = [load_for_model(path, image_size) for path in paths]

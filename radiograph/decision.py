@@ -1,0 +1,88 @@
+"""From probabilities to a decision, by the rule the model's card records (registry.Decision).
+
+    decide(card, probabilities)          # the decision for one image or one study, in labels and words
+    heatmap_classes(card, probabilities) # the classes whose heatmaps are shown by default
+    study_probabilities(views)           # a study's probabilities: the mean over its views (registry.Study)
+
+Only the card is read: nothing here knows a task by name.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from radiograph.cards import ModelCard
+from radiograph.registry import Decision
+
+
+def grouped_summary(decision: Decision, probabilities: np.ndarray) -> dict:
+    """A grouped decision's figures: the positive member's probability summed over groups, the group with the
+    largest summed probability, and that sum (MURA: abnormal_probability, body_part, body_part_probability)."""
+    p = np.asarray(probabilities, np.float64).reshape(len(decision.groups), len(decision.members))
+    group = int(np.argmax(p.sum(axis=1)))
+    positive = decision.members.index(decision.positive)
+    return {f"{decision.positive}_probability": float(p[:, positive].sum()), decision.group_name: decision.groups[group],
+            f"{decision.group_name}_probability": float(p[group].sum())}
+
+
+def positive_scores(decision: Decision, probabilities: np.ndarray) -> np.ndarray:
+    """[N] the positive member's probability summed over groups, for a batch [N, C] (evaluation's score)."""
+    return np.asarray(probabilities)[:, list(decision.positive_columns())].sum(axis=1)
+
+
+def group_indices(decision: Decision, probabilities: np.ndarray) -> np.ndarray:
+    """[N] the decided group of each row of a batch [N, C] (for targets: the true group)."""
+    p = np.asarray(probabilities)
+    return p.reshape(len(p), len(decision.groups), len(decision.members)).sum(axis=2).argmax(axis=1)
+
+
+def heatmap_classes(card: ModelCard, probabilities: np.ndarray) -> list[int]:
+    """The classes whose heatmaps are shown by default, the first on the overlay: for a multi-label decision every
+    label at or above its threshold, most probable first (the top class when none is); for a grouped decision the
+    positive member of the decided group; else the top class."""
+    p = np.asarray(probabilities, np.float64)
+    decision = card.decision
+    if decision.kind == "each_above_threshold":
+        positives = [c for c in np.argsort(-p, kind="stable") if p[c] >= card.thresholds[card.labels[c]]]
+        return [int(c) for c in positives] or [int(np.argmax(p))]
+    if decision.kind == "grouped":
+        group = decision.groups.index(grouped_summary(decision, p)[decision.group_name])
+        return [group * len(decision.members) + decision.members.index(decision.positive)]
+    return [int(np.argmax(p))]
+
+
+def decide(card: ModelCard, probabilities: np.ndarray) -> dict:
+    """The decision for one image (or one study's mean probabilities) at the card's operating thresholds."""
+    labels, p, decision = card.labels, np.asarray(probabilities, np.float64), card.decision
+    if decision.kind == "each_above_threshold":
+        thresholds = card.thresholds
+        positives = [label for label, value in zip(labels, p) if value >= thresholds[label]]
+        return {"positive": positives, "thresholds": thresholds,
+                "text": "Positive: " + ", ".join(positives) if positives else "No finding above its threshold"}
+    if decision.kind == "grouped":
+        summary = grouped_summary(decision, p)
+        score = summary[f"{decision.positive}_probability"]
+        called = score >= decision.cut
+        other = next(m for m in decision.members if m != decision.positive)
+        word = (decision.positive if called else other).capitalize()
+        return {**summary, decision.positive: called,
+                "text": f"{word} {summary[decision.group_name]} (P({decision.positive}) = {score:.2f})"}
+    top = int(np.argmax(p))
+    return {"label": labels[top], "probability": float(p[top]), "text": f"{labels[top]} ({p[top]:.2f})"}
+
+
+def decision_key(card: ModelCard, probabilities: np.ndarray) -> tuple:
+    """What must not change between a model and its export: the top class (and a grouped decision's call), or
+    the threshold crossings."""
+    if card.decision.kind == "each_above_threshold":
+        return tuple(decide(card, probabilities)["positive"])
+    key = (card.labels[int(np.argmax(probabilities))],)
+    if card.decision.kind == "grouped":
+        key += (decide(card, probabilities)[card.decision.positive],)
+    return key
+
+
+def study_probabilities(views: list[np.ndarray]) -> np.ndarray:
+    """A study's probabilities: the mean over its views (registry.Study rule "mean_over_views")."""
+    if not views:
+        raise ValueError("a study needs at least one view")
+    return np.mean(np.asarray(views), axis=0)
