@@ -25,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from radiograph.registry import TASKS
+
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINTS = ("knee", "pneumonia", "chest14", "mura", "mura_study")
+# every API endpoint: one per task, and `<task>_study` for a task whose images form studies
+ENDPOINTS = tuple(name for task, spec in TASKS.items() for name in [task] + ([f"{task}_study"] if spec.study else []))
 
 
 def rss_mb(pid: int) -> float:
@@ -60,10 +63,11 @@ def start_app(python: str, port: int, extra: list[str]) -> tuple[subprocess.Pope
 def example_input(endpoint: str):
     from gradio_client import handle_file
 
-    task = "mura" if endpoint.startswith("mura") else endpoint
+    study = endpoint.endswith("_study")
+    task = endpoint.removesuffix("_study")
     entry = json.loads((ROOT / "examples" / task / "examples.json").read_text())[0]
     files = [handle_file(str(ROOT / "examples" / task / name)) for name in entry["files"]]
-    return files if endpoint == "mura_study" else files[0]
+    return files if study else files[0]
 
 
 def server_side(result: dict) -> tuple[float, float]:

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.endpoints import example_input, free_port
+from bench.endpoints import ENDPOINTS, example_input, free_port
+from radiograph.registry import TASKS
 
 for _name, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
     os.environ.setdefault(_name, _value)
@@ -59,7 +60,7 @@ READY_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 300
 WORST_SIDE = 5477  # 5477 x 5477 = 29,997,529 pixels: the largest square under a 30,000,000-pixel limit
 FILM_SIDE = 5000  # a 25-megapixel film
-PROBE_ENDPOINTS = ("/knee", "/pneumonia", "/chest14", "/mura", "/mura_study")
+PROBE_ENDPOINTS = tuple(f"/{name}" for name in ENDPOINTS)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
 
@@ -239,7 +240,7 @@ def _value(endpoint: str, files):
     from gradio_client import handle_file
 
     paths = [handle_file(str(p)) for p in _as_list(files)]
-    return paths if endpoint == "/mura_study" else paths[0]
+    return paths if endpoint.endswith("_study") else paths[0]
 
 
 def _describe(files) -> str:
@@ -520,7 +521,7 @@ def burst_jobs(files: dict[str, Path], count: int = 8) -> list[tuple[str, Path]]
     """`count` worst-case requests spread evenly over /knee, /pneumonia, /chest14 and /mura: the `count` heaviest
     accepted files, or (fewer files) each file on two endpoints."""
     honest = accepted_files(files)
-    endpoints = ("/knee", "/pneumonia", "/chest14", "/mura")
+    endpoints = tuple(f"/{task}" for task in TASKS)  # one single-image endpoint per task
     pick = (lambda i: i) if len(honest) >= count else (lambda i: i + i // len(endpoints))
     return [(endpoints[i % len(endpoints)], honest[pick(i) % len(honest)]) for i in range(count)]
 

@@ -14,7 +14,7 @@ Chattopadhay et al. 2018 for an exponential score. The computation is one
 asking for another class does not retrace.
 
 Ensembles (layer `member_<i>` submodels with an EnsembleCombine head) get the
-rule of train.ensemble.HEATMAP_RULE: each member's map on its own logit for
+rule its card records (`ensemble.heatmap`): each member's map on its own logit for
 the class, scaled to [0, 1] and placed on the input by the member's own
 feature grid (radiograph.cam.feature_grid), then averaged (mean), weighted by the member's
 validation F1 for the class (f1), or averaged over the members that voted for

@@ -1,6 +1,6 @@
 """The one image path: file -> one-channel float32 image (0-255) -> letterboxed model input.
 
-Training (train/pipeline.py), export validation, the app and the batch command
+Training, export validation, the app and the batch command
 all call `load_for_model`, so a model sees at serving time exactly the tensor
 it saw in training.
 

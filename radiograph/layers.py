@@ -73,7 +73,7 @@ class MirrorAverage(keras.layers.Layer):
     cells do not sit on one grid (MobileNetV3's stride-16 cells: 15 input pixels apart at offset 0, 1 pixel at
     offset 1), and a trained network's cells may respond beside their geometric centre, to opposite sides in
     the two views; an offset that pairs cells looking at one place keeps a small finding's two responses in
-    one peak instead of two (train.maps chooses it on boxes the model never trained on). The map is rescaled by
+    one peak instead of two (the map-settings step of training chooses it on boxes the model never trained on). The map is rescaled by
     (w + offset) / w so its global average, and so every logit, is the mean of both views' whatever the
     offset.
     """
