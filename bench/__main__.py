@@ -1,7 +1,7 @@
 """Benchmarks of the shipped models, measured in one run on this machine: one table, and bench/results.json.
 
     python -m bench                      # every model folder with a model.onnx
-    python -m bench --tasks knee --repeats 100 --no-app
+    python -m bench knee --repeats 100 --no-app
     python -m bench --light-python .venv-light/bin/python     # the light install's app too
 
 Per task, on phantom images read through the shared loader: batch-1 latency
@@ -136,12 +136,12 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
     files = phantom_files(task, count, workdir / task)
     images = np.stack([load_for_model(path, model.size)[0] for path in files]).astype(np.float32)
     one = images[:1]
-    result = {"task": task, "model_version": model.card.get("model_version"), "input_size": model.size,
+    result = {"task": task, "model_version": model.card.model_version, "input_size": model.size,
               "provider": model.provider, "images": len(files), "latency": {}}
     if with_keras:
         result["latency"].update(keras_latencies(folder, one, repeats))
     for variant, name in VARIANTS.items():
-        if name in model.card.get("files", {}):
+        if name in model.card.files:
             served = model if variant == "fp32" else OnnxModel(folder, variant=variant)
             result["latency"][f"onnx_{variant}"] = timings(lambda: served.run(one), repeats)
 
@@ -232,7 +232,8 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every model with a model.onnx")
+    parser.add_argument("tasks", nargs="*", metavar="TASK",
+                        help=f"any of {', '.join(TASKS)} (default: every model with a model.onnx)")
     parser.add_argument("--images", type=int, default=48, help="phantom images per task")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per latency figure")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -245,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the worst-case memory per request and of eight concurrent requests (bench/memory.py)")
     args = parser.parse_args(argv)
+    unknown = [t for t in args.tasks if t not in TASKS]
+    if unknown:
+        parser.error(f"unknown task {', '.join(unknown)}; known tasks: {', '.join(TASKS)}")
     tasks = args.tasks or [t for t in TASKS if (args.models / t / "model.onnx").is_file()]
     if not tasks:
         parser.exit(2, "error: no exported models under models/; run python -m export all first\n")

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
             export_task(task, args.models, args.opset, args.fp16, args.int8, data, args.triton)
         except ExportError as error:
             sys.exit(f"error: {error}")
-    print(f"next: python -m radiograph predict --task {tasks[0]} PATH_OR_DIR --out results.csv")
+    print(f"next: python -m radiograph predict {tasks[0]} PATH_OR_DIR --out results.csv")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Command line of the serving package.
 
-    python -m radiograph predict --task knee examples/knee --out results.csv
+    python -m radiograph predict knee examples/knee --out results.csv
     python -m radiograph migrate-cards models/*      # rewrite older card.json files in the current schema
 """
 import sys

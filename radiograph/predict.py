@@ -1,8 +1,8 @@
 """Batch prediction: every readable radiograph under the given paths, one result row per file.
 
-    python -m radiograph predict --task knee examples/knee --out results.csv
-    python -m radiograph predict --task mura /data/MURA-v1.1/valid/XR_WRIST --out wrist.json --cam-dir cams
-    python -m radiograph predict --task chest14 scan.dcm --variant int8
+    python -m radiograph predict knee examples/knee --out results.csv
+    python -m radiograph predict mura /data/MURA-v1.1/valid/XR_WRIST --out wrist.json --cam-dir cams
+    python -m radiograph predict chest14 scan.dcm --variant int8
 
 Decoding runs in a thread pool one batch ahead of ONNX Runtime, so the two
 overlap. A file that cannot be read gets a row with status "error" and the
@@ -172,7 +172,7 @@ def write_results(rows: list[dict], card: ModelCard, out: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m radiograph predict", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=list(TASKS))
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH_OR_DIR")
     parser.add_argument("--out", type=Path, help="results.csv or results.json (default: CSV on stdout)")
     parser.add_argument("--cam-dir", type=Path, help="write a class activation map overlay per image here")

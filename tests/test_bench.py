@@ -11,7 +11,7 @@ pytest.importorskip("keras")
 def test_bench_writes_results_and_ratios(tiny_models, tmp_path, capsys):
     models, _ = tiny_models
     out = tmp_path / "results.json"
-    main(["--models", str(models), "--tasks", "knee", "--images", "8", "--repeats", "3", "--batch-size", "4",
+    main(["knee", "--models", str(models), "--images", "8", "--repeats", "3", "--batch-size", "4",
           "--out", str(out), "--no-app"])
     report = json.loads(out.read_text())
     (knee,) = report["tasks"]

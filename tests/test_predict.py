@@ -30,7 +30,7 @@ def test_batch_command_gives_one_row_per_file(tiny_models, phantom_root, tmp_pat
     good = len(list(folder.rglob("*.png")))
     bad = corrupt_files(folder)
     out, cams = tmp_path / "results.csv", tmp_path / "cams"
-    assert main(["--task", "knee", str(folder), "--out", str(out), "--cam-dir", str(cams), "--models", str(models),
+    assert main(["knee", str(folder), "--out", str(out), "--cam-dir", str(cams), "--models", str(models),
                  "--batch-size", "4", "--quiet"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == good + bad
@@ -53,7 +53,7 @@ def test_mura_rows_include_one_per_study(tiny_models, phantom_root, tmp_path):
     models, _ = tiny_models
     folder = phantom_root / "mura" / "MURA-v1.1" / "valid"
     out = tmp_path / "mura.json"
-    main(["--task", "mura", str(folder), "--out", str(out), "--models", str(models), "--quiet"])
+    main(["mura", str(folder), "--out", str(out), "--models", str(models), "--quiet"])
     rows = json.loads(out.read_text())
     images = [r for r in rows if r["kind"] == "image"]
     studies = [r for r in rows if r["kind"] == "study"]
@@ -69,13 +69,13 @@ def test_mura_rows_include_one_per_study(tiny_models, phantom_root, tmp_path):
 def test_the_module_command_runs(tiny_models, phantom_root):
     models, _ = tiny_models
     image = next((phantom_root / "pneumonia").rglob("*.jpeg"))
-    result = subprocess.run([sys.executable, "-m", "radiograph", "predict", "--task", "pneumonia", str(image),
+    result = subprocess.run([sys.executable, "-m", "radiograph", "predict", "pneumonia", str(image),
                              "--models", str(models), "--quiet"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(result.stdout.splitlines()))
     assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["p_PNEUMONIA"]
     assert "1 of 1 files predicted" in result.stderr
-    missing = subprocess.run([sys.executable, "-m", "radiograph", "predict", "--task", "knee", str(image),
+    missing = subprocess.run([sys.executable, "-m", "radiograph", "predict", "knee", str(image),
                               "--models", "/nonexistent"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "card.json is missing" in missing.stderr
 
@@ -187,7 +187,7 @@ def test_batch_command_writes_a_heatmap_per_positive_finding(tiny_models, phanto
     (folder / "chest14" / "card.json").write_text(json.dumps(card))
     image = next((phantom_root / "chest14" / "images").glob("*.png"))
     out = tmp_path / "rows.json"
-    assert main(["--task", "chest14", str(image), "--out", str(out), "--cam-dir", str(tmp_path / "cams"),
+    assert main(["chest14", str(image), "--out", str(out), "--cam-dir", str(tmp_path / "cams"),
                  "--models", str(folder), "--quiet"]) == 0
     row = json.loads(out.read_text())[0]
     assert set(row["cams"]) == set(card["labels"]) and row["cam"] == next(iter(row["cams"].values()))
