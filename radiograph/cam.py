@@ -7,6 +7,12 @@ so serving computes it from one matrix product on the features ONNX Runtime
 already returned. W is the Dense kernel, read from the fp32 ONNX file. A class
 scored against an alternative (the card's heatmap_versus: logit_c - logit_a) is
 the same product with W[:, c] - W[:, a]: `cam_kernel` folds the scores in.
+
+Here: the kernel (`dense_kernel`, `score_matrix`, `score_names`, `cam_kernel`),
+the maps (`class_activation_map(s)`, `normalise(_each)`) and drawing them
+(`overlay`, `hottest_region`, `outline`). Placing a map on the original image
+is radiograph.geometry's (`on_original`); scoring maps against true boxes is
+radiograph.localisation's.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from radiograph.imaging import FeatureGrid, Letterbox
+from radiograph.geometry import Box
 
 
 def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
@@ -33,119 +39,6 @@ def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
                     if kernel.ndim == 2 and kernel.shape[1] == num_classes:
                         return kernel.astype(np.float32)
     raise ValueError(f"{onnx_path} has no MatMul with a [K, {num_classes}] kernel: not a GAP -> Dense head")
-
-
-# Layers that keep a map's grid as it is (elementwise, per-pixel or channel-wise); anything else that is not a
-# convolution, pooling, padding or mirror layer is refused, so a new kind of layer cannot shift maps silently.
-_SAME_GRID = {"Activation", "ReLU", "BatchNormalization", "LayerNormalization", "Rescaling", "Normalization",
-              "Dropout", "SpatialDropout2D", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
-              "Minimum", "MirrorPair", "StitchViews", "Identity"}
-_WINDOWED = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D"}
-_GLOBAL = {"GlobalAveragePooling2D", "GlobalMaxPooling2D"}
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _inputs(layer: dict) -> list[tuple[str, list]]:
-    """(producing layer, shape) of every tensor a layer's first call takes."""
-    found = []
-
-    def walk(value):
-        if isinstance(value, dict):
-            if value.get("class_name") == "__keras_tensor__":
-                found.append((value["config"]["keras_history"][0], value["config"]["shape"]))
-            else:
-                for item in value.values():
-                    walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(layer["inbound_nodes"][:1])
-    return found
-
-
-def feature_grid(config: dict, layer: str = "features") -> FeatureGrid:
-    """Where the cells of `layer`'s map sit on the model input, from a Keras functional model's config (the
-    `config.json` of a .keras file or `model.get_config()`; no TensorFlow needed).
-
-    Each cell is placed on its receptive field's centre, followed layer by layer: a window of k pixels
-    (dilated), stride s and padding p before the first window moves the first cell's centre by
-    ((k - 1) / 2 - p) input cells and multiplies the stride by s. After MirrorAverage (a map averaged with
-    its mirror image's map, mirrored back, columns paired with an offset) a column is the mean of two
-    columns of centres, one from each view, so its centre is the mean of theirs: the grid is centred on the
-    input. After Stitch (the maps of four views moved by -+shift interleaved) the stride halves.
-    """
-    config = config.get("config", config)
-    (image,) = [name for name, *_ in config["input_layers"]] if isinstance(config["input_layers"][0], list) \
-        else [config["input_layers"][0]]
-    grids: dict[str, tuple | None] = {}  # layer -> (stride y, stride x, first y, first x); None: no grid (global)
-    input_width = None
-    for entry in config["layers"]:
-        name, kind, settings = entry["name"], entry["class_name"], entry["config"]
-        inputs = _inputs(entry)
-        if kind == "InputLayer":
-            grids[name] = (1.0, 1.0, 0.5, 0.5)
-            input_width = settings["batch_shape"][2] if name == image else input_width
-            continue
-        spatial = [(grids[source], shape) for source, shape in inputs if grids.get(source) is not None]
-        if not spatial or kind in _GLOBAL or kind in ("Dense", "Flatten", "Reshape"):
-            grids[name] = None
-        elif kind in _SAME_GRID:
-            placed = {grid for grid, _ in spatial}
-            if len({grid[:2] for grid in placed}) > 1:
-                raise ValueError(f"layer {name} merges maps of different strides {sorted(placed)}")
-            grids[name] = tuple(float(np.mean([grid[k] for grid in placed])) for k in range(4))
-        elif kind == "ZeroPadding2D":
-            (grid, _), = spatial
-            (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["padding"]))
-            grids[name] = (grid[0], grid[1], grid[2] - top * grid[0], grid[3] - left * grid[1])
-        elif kind == "Cropping2D":
-            (grid, _), = spatial
-            (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["cropping"]))
-            grids[name] = (grid[0], grid[1], grid[2] + top * grid[0], grid[3] + left * grid[1])
-        elif kind in _WINDOWED:
-            (grid, shape), = spatial
-            kernel = _pair(settings.get("kernel_size") or settings["pool_size"])
-            strides = _pair(settings.get("strides") or kernel)
-            dilation = _pair(settings.get("dilation_rate", 1))
-            moved = []
-            for axis in (0, 1):
-                window = dilation[axis] * (kernel[axis] - 1) + 1
-                before = 0
-                if settings["padding"] == "same":  # TensorFlow's rule: the odd pixel of padding goes after
-                    cells = -(-shape[1 + axis] // strides[axis])
-                    before = max((cells - 1) * strides[axis] + window - shape[1 + axis], 0) // 2
-                moved.append(grid[2 + axis] + grid[axis] * ((window - 1) / 2 - before))
-            grids[name] = (grid[0] * strides[0], grid[1] * strides[1], *moved)
-        elif kind == "MirrorAverage":  # columns paired across the views: centred on the input, a symmetric grid
-            (grid, shape), = spatial
-            columns = shape[2] + settings.get("offset", 0)
-            grids[name] = (grid[0], grid[1], grid[2], (input_width - (columns - 1) * grid[1]) / 2)
-        elif kind == "Stitch":  # four grids moved by -+shift, interleaved: half the stride
-            (grid, _), = spatial
-            shift = settings["shift"]
-            if not grid[0] == grid[1] == 4 * shift:
-                raise ValueError(f"layer {name} stitches views shifted by {shift} px over a stride of "
-                                 f"{grid[:2]}: they interleave into one grid only when the shift is a quarter "
-                                 "of the stride")
-            grids[name] = (grid[0] / 2, grid[1] / 2, grid[2] - shift, grid[3] - shift)
-        else:
-            raise ValueError(f"cannot place the feature map's cells: layer {name} ({kind}) is not one whose "
-                             "effect on the grid is known")
-        if name == layer:
-            stride_y, stride_x, first_y, first_x = grids[name]
-            return FeatureGrid((stride_y, stride_x), (first_y, first_x))
-    raise ValueError(f"the model has no layer {layer!r} with a spatial map")
-
-
-def _pair_of_pairs(value) -> tuple:
-    """Keras padding/cropping: int, (vertical, horizontal), or ((top, bottom), (left, right))."""
-    if isinstance(value, int):
-        return (value, value), (value, value)
-    return tuple(value)
 
 
 def score_matrix(labels, versus) -> np.ndarray:
@@ -197,13 +90,6 @@ def normalise_each(heatmaps: np.ndarray) -> tuple[np.ndarray, list[bool]]:
     return scaled, flat.tolist()
 
 
-def on_original(heatmap: np.ndarray, geometry: Letterbox, grid: FeatureGrid | None = None,
-                shape: tuple[int, int] | None = None) -> np.ndarray:
-    """The [0, 1] map over the model input, mapped onto the original image's pixels (cells placed by `grid`), or
-    onto those of a copy of the whole original at another `shape` (the display copy)."""
-    return np.clip(geometry.to_original(heatmap, grid, shape), 0.0, 1.0)
-
-
 def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4) -> np.ndarray:
     """RGB uint8: the grayscale image with a colour map blended where the heatmap is warm."""
     gray = np.clip(image, 0, 255).astype(np.uint8)
@@ -220,10 +106,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4)
     return np.rint(blended, out=blended).astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- the hottest region, and localisation
-
-Box = tuple[float, float, float, float]  # x, y, width, height in original-image pixels
-
+# ----------------------------------------------------------------------------- the hottest region
 
 def hottest_region(heatmap: np.ndarray, threshold: float = 0.5) -> tuple[Box, np.ndarray] | None:
     """The connected region of heatmap >= threshold * max that holds the maximum: (bounding box, mask)."""
@@ -246,17 +129,3 @@ def outline(picture: np.ndarray, region: tuple[Box, np.ndarray], colour=(255, 25
     cv2.drawContours(drawn, contours, -1, colour, thickness)
     cv2.rectangle(drawn, (int(x), int(y)), (int(x + w - 1), int(y + h - 1)), colour, thickness)
     return drawn
-
-
-def pointing_hit(heatmap: np.ndarray, boxes: list[Box]) -> bool:
-    """Pointing game: the heatmap's maximum lies inside one of the true boxes."""
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return any(bx <= x + 0.5 <= bx + bw and by <= y + 0.5 <= by + bh for bx, by, bw, bh in boxes)
-
-
-def iobb(predicted: Box, truth: Box) -> float:
-    """Intersection over the detected box's area (ChestX-ray8, Wang et al. 2017)."""
-    px, py, pw, ph = predicted
-    tx, ty, tw, th = truth
-    inter = max(0.0, min(px + pw, tx + tw) - max(px, tx)) * max(0.0, min(py + ph, ty + th) - max(py, ty))
-    return inter / (pw * ph) if pw * ph > 0 else 0.0

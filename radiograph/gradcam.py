@@ -16,7 +16,7 @@ asking for another class does not retrace.
 Ensembles (layer `member_<i>` submodels with an EnsembleCombine head) get the
 rule its card records (`ensemble.heatmap`): each member's map on its own logit for
 the class, scaled to [0, 1] and placed on the input by the member's own
-feature grid (radiograph.cam.feature_grid), then averaged (mean), weighted by the member's
+feature grid (radiograph.geometry.feature_grid), then averaged (mean), weighted by the member's
 validation F1 for the class (f1), or averaged over the members that voted for
 the class, all of them when every member votes differently (mixvote).
 """
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from radiograph.cam import feature_grid
+from radiograph.geometry import feature_grid
 
 METHODS = ("gradcam", "gradcam++")
 

@@ -33,6 +33,9 @@ Bounded cost, whatever a header claims (docs/input-budget.md has the figures):
 
 Every failure raises `ImageLoadError` (a ValueError) whose message says what
 was wrong and what is accepted; no other exception type escapes.
+
+Where the image sits in the model input (`Letterbox`, which `letterbox`
+returns) and how maps go back onto it live in radiograph.geometry.
 """
 from __future__ import annotations
 
@@ -44,13 +47,14 @@ import re
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Union
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from radiograph.geometry import Letterbox
 
 Source = Union[str, os.PathLike, bytes]
 
@@ -607,89 +611,6 @@ def _scale_to_255(pixels: np.ndarray, name: str, reuse: bool = False) -> np.ndar
     return image
 
 
-@dataclass(frozen=True)
-class FeatureGrid:
-    """Where a feature map's cells sit on the square model input: cell (i, j) is centred on the input point
-    (first[0] + i * stride[0], first[1] + j * stride[1]), in input pixels (pixel k spans [k, k + 1]).
-
-    The centre is the cell's receptive-field centre (radiograph.cam.feature_grid works it out from the
-    network's kernels, strides and paddings). It is not always the middle of the input tile the cell
-    nominally covers: "same" padding of an even input pads one pixel more after than before, so each
-    stride-2 stage moves the centre half a pixel of its input down and right, and MobileNetV3's stride-16
-    map sits 7.5 input pixels off its nominal tiling.
-    """
-
-    stride: tuple[float, float]
-    first: tuple[float, float]
-
-    @classmethod
-    def nominal(cls, cells: tuple[int, int], size: int) -> "FeatureGrid":
-        """Cells tiling the input evenly, each centred on its tile (what a plain resize assumes)."""
-        stride = (size / cells[0], size / cells[1])
-        return cls(stride, (stride[0] / 2, stride[1] / 2))
-
-    @classmethod
-    def from_card(cls, card) -> "FeatureGrid | None":
-        """The card's `cam_grid`; None for cards written before it was recorded (the nominal tiling is used)."""
-        grid = card.cam_grid
-        return cls(tuple(grid["stride"]), tuple(grid["first_cell_centre"])) if grid else None
-
-    def sample(self, heatmap: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """The map [h, w] at model-input points (rows `ys`, columns `xs`, in input pixels): linear between its
-        cells' centres, constant beyond the outermost ones."""
-        rows = _linear_weights((ys - self.first[0]) / self.stride[0], heatmap.shape[0])
-        columns = _linear_weights((xs - self.first[1]) / self.stride[1], heatmap.shape[1])
-        return (rows @ np.asarray(heatmap, np.float32)) @ columns.T
-
-    def onto_input(self, heatmap: np.ndarray, size: int) -> np.ndarray:
-        """The map at every pixel centre of the square model input [size, size]."""
-        centres = np.arange(size) + 0.5
-        return self.sample(heatmap, centres, centres)
-
-    def as_card(self) -> dict:
-        return {"stride": list(self.stride), "first_cell_centre": list(self.first),
-                "units": "model-input pixels; cell (i, j) is centred on first + (i, j) * stride"}
-
-
-def _linear_weights(coordinates: np.ndarray, cells: int) -> np.ndarray:
-    """[n, cells]: linear interpolation of a row of `cells` values at fractional cell coordinates, clamped at
-    the first and last cell's centres."""
-    position = np.clip(coordinates, 0, cells - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, cells - 1)
-    weights = np.zeros((len(position), cells), np.float32)
-    rows = np.arange(len(position))
-    np.add.at(weights, (rows, low), 1 - (position - low))
-    np.add.at(weights, (rows, high), position - low)
-    return weights
-
-
-@dataclass(frozen=True)
-class Letterbox:
-    """Where an image of `original` (height, width) sits inside the square model input."""
-
-    original: tuple[int, int]
-    size: int
-    scale: float
-    top: int
-    left: int
-    height: int  # of the resized image inside the square
-    width: int
-
-    def to_original(self, heatmap: np.ndarray, grid: FeatureGrid | None = None,
-                    shape: tuple[int, int] | None = None) -> np.ndarray:
-        """Map a map over the model input back onto the original image: each original pixel's centre is
-        placed on the model input and the map is interpolated linearly between its cells' centres (`grid`;
-        default: cells tiling the input evenly). `shape`: the pixels of a copy of the whole original at
-        another size (the display copy) instead of the original's own."""
-        heatmap = np.asarray(heatmap, dtype=np.float32)
-        grid = grid or FeatureGrid.nominal(heatmap.shape, self.size)
-        height, width = shape or self.original
-        ys = self.top + (np.arange(height) + 0.5) * (self.height / height)  # original pixel centres on the input
-        xs = self.left + (np.arange(width) + 0.5) * (self.width / width)
-        return grid.sample(heatmap, ys, xs)
-
-
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """Resize keeping the aspect ratio so the longer side is `size`, centred on a black square."""
     height, width = image.shape
@@ -735,6 +656,5 @@ def load_for_model(source: Source, size: int, name: str | None = None) -> Loaded
     return Loaded(boxed[..., None], geometry, display, notes)
 
 
-__all__ = ["ACCEPTED", "DECODE_BUDGET_BYTES", "DISPLAY_SIDE", "MAX_FILE_BYTES", "MAX_PIXELS", "FeatureGrid",
-           "ImageLoadError", "Letterbox", "Loaded", "decode", "display_copy", "letterbox", "load_for_model",
-           "read_image"]
+__all__ = ["ACCEPTED", "DECODE_BUDGET_BYTES", "DISPLAY_SIDE", "MAX_FILE_BYTES", "MAX_PIXELS", "ImageLoadError",
+           "Loaded", "decode", "display_copy", "letterbox", "load_for_model", "read_image"]

@@ -27,8 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from radiograph.cam import cam_kernel, class_activation_map, normalise, on_original, overlay
-from radiograph.imaging import FeatureGrid, ImageLoadError, load_for_model
+from radiograph.cam import cam_kernel, class_activation_map, normalise, overlay
+from radiograph.geometry import FeatureGrid, on_original
+from radiograph.imaging import ImageLoadError, load_for_model
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, heatmap_classes, study_probabilities
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel

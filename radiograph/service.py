@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from radiograph.cam import hottest_region, on_original, outline, overlay, score_names
+from radiograph.cam import hottest_region, outline, overlay, score_names
 from radiograph.explain import Explainer
-from radiograph.imaging import FeatureGrid, Letterbox, load_for_model
+from radiograph.geometry import FeatureGrid, Letterbox, on_original
+from radiograph.imaging import load_for_model
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, heatmap_classes, study_probabilities
 from radiograph.inference import OnnxModel

@@ -53,7 +53,7 @@ def tiny_models(tmp_path_factory, phantom_root):
     exported to ONNX; knee also as FP16 and INT8, chest14 also into a Triton repository, mura mirror-averaged
     (train.backbones.build_model's `mirror`). (models, triton)."""
     pytest.importorskip("keras")
-    from export.__main__ import export_task
+    from export.onnx_export import export_task
     from radiograph.registry import TASKS
 
     models, triton = tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("triton")

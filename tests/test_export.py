@@ -10,7 +10,8 @@ keras = pytest.importorskip("keras")
 onnx = pytest.importorskip("onnx")
 
 from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
-from export.__main__ import ExportError, export_task, main as export_main  # noqa: E402
+from export.__main__ import main as export_main  # noqa: E402
+from export.onnx_export import ExportError, export_task  # noqa: E402
 from radiograph.cards import file_entry  # noqa: E402
 from radiograph.cards import ModelCard  # noqa: E402
 from radiograph.decision import decide  # noqa: E402
@@ -141,7 +142,7 @@ def test_concurrent_predictions_equal_serial_ones(tiny_models):
 
 
 def test_export_that_misses_parity_writes_nothing(tmp_path, phantom_root, monkeypatch):
-    import export.__main__ as export_module
+    import export.onnx_export as export_module
 
     folder = tiny_model_folder(tmp_path, "pneumonia")
     card_before = (folder / "card.json").read_text()

@@ -170,7 +170,7 @@ def _support_centre(features_model, size, i, j):
 
 
 def test_feature_grid_puts_each_cell_on_its_receptive_field_centre():
-    from radiograph.cam import feature_grid
+    from radiograph.geometry import feature_grid
 
     layers, ones = keras.layers, "ones"
     image = keras.Input((256, 256, 1), name="image")
@@ -188,7 +188,7 @@ def test_feature_grid_puts_each_cell_on_its_receptive_field_centre():
 
 
 def test_feature_grid_of_a_mirror_averaged_map_is_the_mean_of_both_views():
-    from radiograph.cam import feature_grid
+    from radiograph.geometry import feature_grid
     from radiograph.layers import MirrorAverage, MirrorPair
 
     image = keras.Input((64, 64, 1), name="image")
@@ -202,7 +202,7 @@ def test_feature_grid_of_a_mirror_averaged_map_is_the_mean_of_both_views():
 def test_feature_grid_of_stitched_mirror_averaged_views_is_where_each_cell_looks():
     """StitchViews -> MirrorPair -> network -> MirrorAverage(offset) -> Stitch: each cell of the map depends on
     input pixels (of one shifted view and its mirror) centred where the grid says."""
-    from radiograph.cam import feature_grid
+    from radiograph.geometry import feature_grid
     from radiograph.layers import MirrorAverage, MirrorPair, Stitch, StitchViews
 
     layers, ones = keras.layers, "ones"
@@ -220,7 +220,7 @@ def test_feature_grid_of_stitched_mirror_averaged_views_is_where_each_cell_looks
 
 
 def test_stitch_needs_a_shift_of_a_quarter_of_the_stride():
-    from radiograph.cam import feature_grid
+    from radiograph.geometry import feature_grid
     from radiograph.layers import Stitch, StitchViews
 
     image = keras.Input((32, 32, 1), name="image")
@@ -230,7 +230,7 @@ def test_stitch_needs_a_shift_of_a_quarter_of_the_stride():
 
 
 def test_feature_grid_refuses_a_layer_of_unknown_geometry():
-    from radiograph.cam import feature_grid
+    from radiograph.geometry import feature_grid
 
     image = keras.Input((32, 32, 1), name="image")
     x = keras.layers.UpSampling2D(2)(keras.layers.Conv2D(1, 3, strides=2, padding="same")(image))

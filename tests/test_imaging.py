@@ -210,7 +210,7 @@ def test_load_for_model_returns_channel_last(tmp_path):
 
 
 def test_to_original_places_map_cells_by_the_feature_grid():
-    from radiograph.imaging import FeatureGrid
+    from radiograph.geometry import FeatureGrid
 
     _, geometry = letterbox(np.zeros((128, 128), np.float32), 128)
     heatmap = np.zeros((8, 8), np.float32)

@@ -7,7 +7,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from conftest import TINY_SIZE, tiny_model_folder  # noqa: E402
-from radiograph.cam import feature_grid  # noqa: E402
+from radiograph.geometry import feature_grid  # noqa: E402
 from radiograph.cards import ModelCard, sha256_of  # noqa: E402
 from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402

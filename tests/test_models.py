@@ -111,7 +111,7 @@ def test_heatmaps_line_up_on_wide_phantom_films(phantom_root):
 
     import cv2
 
-    from radiograph.cam import pointing_hit
+    from radiograph.localisation import pointing_hit
     from radiograph.service import Service
 
     service = Service(ROOT / "models", ["knee"], cam_path="onnx")

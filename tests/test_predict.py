@@ -115,7 +115,7 @@ def test_every_class_at_once_equals_each_class_on_its_own():
 
 
 def test_heatmap_peak_maps_back_to_the_same_corner_of_a_non_square_image():
-    from radiograph.cam import on_original
+    from radiograph.geometry import on_original
     from radiograph.imaging import letterbox
 
     original = np.zeros((120, 300), np.float32)  # wide: padded above and below in the square input
@@ -129,7 +129,8 @@ def test_heatmap_peak_maps_back_to_the_same_corner_of_a_non_square_image():
 
 
 def test_hottest_region_pointing_and_iobb():
-    from radiograph.cam import hottest_region, iobb, outline, pointing_hit
+    from radiograph.cam import hottest_region, outline
+    from radiograph.localisation import iobb, pointing_hit
 
     heatmap = np.zeros((50, 80), np.float32)
     heatmap[10:20, 30:50] = 0.8
@@ -146,7 +147,8 @@ def test_hottest_region_pointing_and_iobb():
 
 def test_localisation_scores_every_boxed_finding(tiny_models, phantom_root):
     from train.datasets import read_dataset
-    from train.evaluate import IOBB_THRESHOLDS, localisation
+    from radiograph.localisation import IOBB_THRESHOLDS
+    from train.evaluate import localisation
 
     models, _ = tiny_models
     index = read_dataset("chest14", phantom_root / "chest14")

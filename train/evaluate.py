@@ -8,7 +8,8 @@ test split where the dataset has one) and are the ones the task's registry
 entry names (`TaskSpec.metrics`), looked up in `METRICS`. Thresholds (Youden's
 J per class, sigmoid heads) and the temperature are chosen on the validation
 split, never on test. Figures go to reports/<task>/ and a summary into the
-model's card.json.
+model's card.json. `--localisation` scores the class activation maps against
+the split's true boxes with radiograph.localisation's metrics.
 """
 from __future__ import annotations
 
@@ -323,9 +324,6 @@ def _save(figure, path: Path) -> Path:
 
 # ----------------------------------------------------------------------------- localisation
 
-IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
-
-
 def boxed_findings(boxes, samples: list[Sample], labels) -> list[tuple[Path, str, list[tuple]]]:
     """(image, class, the class's true boxes on it) for every boxed finding of `samples`, in a fixed order."""
     in_split = {s.path for s in samples}
@@ -337,34 +335,6 @@ def boxed_findings(boxes, samples: list[Sample], labels) -> list[tuple[Path, str
             sorted(groups.items(), key=lambda item: (str(item[0][0]), item[0][1]))]
 
 
-def score_finding(features: np.ndarray, kernel: np.ndarray, class_index: int, geometry, boxes,
-                  grid=None) -> tuple[bool, float]:
-    """One finding's pointing-game hit and best IoBB: its class's CAM from one image's features [h, w, K],
-    mapped onto the original image (cells placed by `grid`, a FeatureGrid); the hottest region (>= half the
-    maximum, holding it) is the detected box."""
-    from radiograph.cam import class_activation_map, hottest_region, iobb, normalise, on_original, pointing_hit
-
-    heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
-    full = on_original(heatmap, geometry, grid)
-    region = None if flat else hottest_region(full)
-    hit = region is not None and pointing_hit(full, boxes)
-    return hit, max(iobb(region[0], b) for b in boxes) if region else 0.0
-
-
-def localisation_summary(scores: dict[str, list[tuple[bool, float]]]) -> dict:
-    """Pointing game and IoBB > T over every finding, their mean over classes, and per class."""
-    def summary(rows):
-        hits, overlaps = np.array([r[0] for r in rows], float), np.array([r[1] for r in rows])
-        return {"findings": len(rows), "pointing_game": float(hits.mean()),
-                "iobb": {str(t): float((overlaps > t).mean()) for t in IOBB_THRESHOLDS}}
-
-    per_class = {label: summary(rows) for label, rows in sorted(scores.items())}
-    every = [row for rows in scores.values() for row in rows]
-    return {**(summary(every) if every else {"findings": 0}),
-            "pointing_game_mean_over_classes": float(np.mean([c["pointing_game"] for c in per_class.values()]))
-            if per_class else None, "per_class": per_class}
-
-
 def localisation(folder: Path, index, split: str = "test") -> dict:
     """Pointing game and IoBB of the class activation maps against the split's true boxes, per class.
 
@@ -374,8 +344,10 @@ def localisation(folder: Path, index, split: str = "test") -> dict:
     localisation table of the ChestX-ray8 paper).
     """
     from radiograph.cam import cam_kernel, score_names
-    from radiograph.imaging import FeatureGrid, load_for_model
+    from radiograph.geometry import FeatureGrid
+    from radiograph.imaging import load_for_model
     from radiograph.inference import OnnxModel
+    from radiograph.localisation import localisation_summary, score_finding
 
     model = OnnxModel(folder)
     kernel = cam_kernel(model.folder / "model.onnx", model.card)

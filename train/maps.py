@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from radiograph.cam import feature_grid  # noqa: E402
+from radiograph.geometry import feature_grid  # noqa: E402
 from radiograph.cards import ModelCard  # noqa: E402
 from radiograph.inference import VARIANTS  # noqa: E402
 from radiograph.layers import load_model  # noqa: E402

@@ -7,7 +7,7 @@ maps hit the validation split's true boxes most often (ties: the higher AUC,
 then the earlier epoch). The maps are the ones serving shows: the `features`
 map times the logits kernel with each class's heatmap score folded in
 (radiograph.cam), mapped back onto the original image and scored as
-`python -m train.evaluate --localisation` scores them. The learning-rate
+`python -m train.evaluate --localisation` scores them (radiograph.localisation). The learning-rate
 schedule and early stopping follow validation AUC either way; only the choice
 of the kept epoch changes. Test boxes are never looked at.
 """
@@ -20,10 +20,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from radiograph.cam import feature_grid, score_matrix
+from radiograph.cam import score_matrix
+from radiograph.geometry import feature_grid
 from radiograph.imaging import load_for_model
+from radiograph.localisation import localisation_summary, score_finding
 from radiograph.registry import TaskSpec
-from train.evaluate import boxed_findings, localisation_summary, score_finding
+from train.evaluate import boxed_findings
 
 SELECT_BY = ("auc", "pointing_game")
 
