@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from radiograph.registry import TASKS
 from train.datasets import read_dataset
-from train.phantoms import PLANS, PROVENANCE_FILE, generate, render
+from train.phantoms import PROVENANCE_FILE, RECIPES, generate, render
 
 LEAKAGE_IMAGES = 500
 LEAKAGE_AUC_LIMIT = 0.65  # chance is 0.5; the finding itself moves global statistics a little
@@ -38,9 +38,15 @@ def test_deterministic_for_a_seed(tmp_path, task):
     assert digest(first) == digest(second) != digest(third)
 
 
+def test_each_task_keeps_its_own_random_stream():
+    """A phantom depends on its task's stream number, never on the task's place in TASKS: these are pinned (a
+    change would change every phantom of the task)."""
+    assert {task: RECIPES[task].stream for task in TASKS} == {"knee": 0, "mura": 1, "pneumonia": 2, "chest14": 3}
+
+
 @pytest.mark.parametrize("task", list(TASKS))
 def test_every_box_lies_on_its_image(task):
-    jobs = PLANS[task](40, np.random.default_rng(1))
+    jobs = RECIPES[task].plan(40, np.random.default_rng(1))
     for job in jobs[:15]:
         image, findings = render(task, job, seed=2)
         assert image.shape == job.size[::-1] and image.dtype == np.uint8
@@ -52,7 +58,7 @@ def test_every_box_lies_on_its_image(task):
 
 
 def test_chest14_prevalence_follows_nih_with_a_floor():
-    jobs = PLANS["chest14"](3000, np.random.default_rng(0))
+    jobs = RECIPES["chest14"].plan(3000, np.random.default_rng(0))
     counts = {label: sum(label in dict(job.params)["labels"] for job in jobs) / len(jobs)
               for label in TASKS["chest14"].labels}
     assert counts["Infiltration"] > counts["Effusion"] > counts["Nodule"] > counts["Hernia"]
@@ -95,11 +101,11 @@ DRAWN_LAST = ("Effusion", "Atelectasis", "Infiltration", "Pneumonia", "Consolida
 def test_a_chest14_box_holds_what_was_drawn(label):
     """The ground truth Grad-CAM is scored against: 98% or more of the pixels where a finding adds at least half
     its strongest attenuation lie in its box (blur tails below that may spill over)."""
-    from train.phantoms import chest14
+    from train.phantoms.chest14 import draw_chest14
 
     for index in range(8):
-        with_finding, findings = chest14(np.random.default_rng([8, index]), 512, 512, frozenset({label}))
-        without, _ = chest14(np.random.default_rng([8, index]), 512, 512, frozenset())
+        with_finding, findings = draw_chest14(np.random.default_rng([8, index]), 512, 512, frozenset({label}))
+        without, _ = draw_chest14(np.random.default_rng([8, index]), 512, 512, frozenset())
         added = np.abs(with_finding - without)
         core = added >= 0.5 * added.max()
         x, y, w, h = findings[0].box
@@ -109,19 +115,20 @@ def test_a_chest14_box_holds_what_was_drawn(label):
 
 @pytest.mark.parametrize("angle", [-15.0, 0.0, 5.0, 40.0])
 def test_an_ellipse_box_bounds_the_drawn_ellipse(angle):
-    from train.phantoms import _ellipse_box, ellipse
+    from train.phantoms.drawing import ellipse, ellipse_box
 
     canvas = np.zeros((200, 200), np.float32)
     ellipse(canvas, (100, 90), (60, 25), 1.0, angle)  # the heart shadow is drawn this way
     ys, xs = np.nonzero(canvas)
-    x, y, w, h = _ellipse_box((100, 90), (60, 25), angle)
+    x, y, w, h = ellipse_box((100, 90), (60, 25), angle)
     np.testing.assert_allclose([x, y, x + w, y + h], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=2.0)
 
 
 def test_a_box_keeps_only_what_the_exposed_film_shows():
     """Collimator shutters overwrite the film's edges and rotation moves findings off the canvas: a box is cut
     to the exposed field, and a finding wholly outside it has no box (nothing visible to point at)."""
-    from train.phantoms import Finding, _on_film
+    from train.phantoms import Finding
+    from train.phantoms.film import _on_film
 
     field = (10, 20, 190, 180)  # x0, y0, x1, y1 of the exposed film
     findings = [Finding("a", "a", (50.0, 50.0, 30.0, 40.0)),  # inside: unchanged
