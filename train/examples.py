@@ -1,6 +1,7 @@
 """The app's examples: a few phantom radiographs per task, with their ground truth.
 
-    python -m train.examples --out examples --seed 7
+    python -m train.examples all --out examples --seed 7
+    python -m train.examples knee
 
 Images come from a phantom set generated with a seed the demo models never
 trained on (they trained on seed 0), picked by a fixed rule (the first images
@@ -115,9 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.examples", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("examples"))
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("task", nargs="?", choices=[*TASKS, "all"], default="all")
     args = parser.parse_args(argv)
-    for task in args.tasks:
+    for task in TASKS if args.task == "all" else [args.task]:
         entries = write_examples(task, args.out, args.seed)
         print(f"{task}: {len(entries)} examples -> {args.out / task}")
 
