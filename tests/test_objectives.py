@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from radiograph.registry import TASKS
 from train.objectives import WeightedBinaryCrossentropy, class_weights, positive_fraction
 
 
@@ -47,7 +48,30 @@ def test_mura_is_monitored_on_the_auc_of_its_abnormality():
     truth = np.zeros((40, 14), np.float32)
     truth[np.arange(40), rng.integers(0, 14, 40)] = 1
     predicted = rng.dirichlet(np.ones(14), 40).astype(np.float32)
-    metric = monitored_auc("mura", False)
+    metric = monitored_auc(TASKS["mura"])
     metric.update_state(truth, predicted)
     expected = roc_auc_score(truth[:, 1::2].sum(1), predicted[:, 1::2].sum(1))
     assert float(metric.result()) == pytest.approx(expected, abs=0.01)  # keras AUC: 200 thresholds
+
+
+def test_abnormality_auc_records_its_columns_and_reads_configs_without_them():
+    import keras
+
+    from train.objectives import AbnormalityAUC, monitored_auc
+
+    metric = monitored_auc(TASKS["mura"])
+    assert metric.get_config()["columns"] == list(TASKS["mura"].decision.positive_columns())
+    legacy = {"module": "train.objectives", "class_name": "AbnormalityAUC",
+              "registered_name": "radiograph>AbnormalityAUC",
+              "config": {"name": "auc", "dtype": "float32", "num_thresholds": 200, "curve": "ROC",
+                         "summation_method": "interpolation", "multi_label": False, "num_labels": None,
+                         "label_weights": None, "from_logits": False}}  # as models/mura/model.keras stores it
+    old = keras.saving.deserialize_keras_object(legacy)
+    assert isinstance(old, AbnormalityAUC) and old.columns is None
+    rng = np.random.default_rng(1)
+    truth = np.zeros((40, 14), np.float32)
+    truth[np.arange(40), rng.integers(0, 14, 40)] = 1
+    predicted = rng.dirichlet(np.ones(14), 40).astype(np.float32)
+    for m in (old, metric):
+        m.update_state(truth, predicted)
+    assert float(old.result()) == pytest.approx(float(metric.result()))  # no columns: the odd ones, MURA's layout

@@ -36,6 +36,9 @@ def test_train_knee_writes_a_self_describing_model(trained_knee, phantom_root):
     assert card["input"]["size"] == 64 and card["data"]["kind"] == "synthetic phantoms"
     assert "phantom" in card["notice"] and "not a medical device" in card["notice"]
     assert card["training"]["command"].startswith("python -m train knee --data ")
+    schedule = card["training"]["schedule"]  # the learning-rate schedule the run followed
+    assert schedule["phases"] == [{"epochs": 2, "learning_rate": 1e-3, "backbone": "trainable"}]
+    assert schedule["reduce_lr_on_plateau"]["factor"] == 0.3 and schedule["reduce_lr_on_plateau"]["min_lr"] == 1e-6
     assert set(spec.metrics) <= set(card["metrics"])
     model_file = out / "model.keras"
     assert card["files"]["model.keras"]["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()

@@ -11,9 +11,10 @@ metrics, sha256 of the model file), config.json (every setting) and
 history.csv; and reports/<task>/ (metrics.json, ROC, confusion matrix,
 training curves).
 
-Method: the task's augmentation policy; class weights from counts (softmax
-heads) or the weighted binary cross-entropy (sigmoid heads); Adam with
-ReduceLROnPlateau and EarlyStopping on validation AUC, keeping the best
+Method: the task's augmentation policy; class weights from counts or the
+weighted binary cross-entropy, by the task's imbalance policy
+(train.objectives); Adam with ReduceLROnPlateau and EarlyStopping on
+validation AUC (the card records the schedule), keeping the best
 epoch (or, with --select-by pointing_game, the one whose maps best hit the
 validation boxes among those near the best AUC: train.selection); with
 pretrained weights, a first phase trains the head on a frozen backbone at
@@ -29,6 +30,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +47,7 @@ from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.evaluate import (calibrate_and_evaluate, fold_temperature, predict_logits, targets_of,  # noqa: E402
                             write_report)
-from train.objectives import WeightedBinaryCrossentropy, class_weights, monitored_auc, positive_fraction  # noqa: E402
+from train.objectives import imbalance_objective, monitored_auc  # noqa: E402
 from train.phantoms import provenance  # noqa: E402
 from train.pipeline import image_dataset  # noqa: E402
 from train.selection import SELECT_BY, EpochCandidates, ValidationPointingGame  # noqa: E402
@@ -97,41 +99,78 @@ def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
         layer.trainable = trainable or layer.name in HEAD + CUT_LAYERS
 
 
+# The learning-rate schedule (recorded in the card's training["schedule"] by `schedule`).
+FINE_TUNE_LR_DIVISOR = 10  # with pretrained weights, the second (whole-network) phase runs at lr / 10
+REDUCE_LR_FACTOR = 0.3  # ReduceLROnPlateau on validation AUC: lr *= 0.3 ...
+REDUCE_LR_PATIENCE_DIVISOR = 3  # ... after max(1, --patience // 3) epochs without gain ...
+MIN_LEARNING_RATE = 1e-6  # ... down to this floor
+
+
+def schedule(args) -> dict:
+    """The optimiser, phases, learning-rate reduction and early stopping `fit` runs, as the card records them."""
+    phases = [{"epochs": args.epochs, "learning_rate": args.learning_rate, "backbone": "trainable"}]
+    if args.weights != "none":  # fine-tuning: head first on a frozen backbone, then everything, slower
+        phases = [{"epochs": args.warmup_epochs, "learning_rate": args.learning_rate, "backbone": "frozen"},
+                  {"epochs": args.epochs, "learning_rate": args.learning_rate / FINE_TUNE_LR_DIVISOR,
+                   "backbone": "trainable"}]
+    return {"optimizer": "Adam", "phases": phases,
+            "reduce_lr_on_plateau": {"monitor": "val_auc", "mode": "max", "factor": REDUCE_LR_FACTOR,
+                                     "patience": max(1, args.patience // REDUCE_LR_PATIENCE_DIVISOR),
+                                     "min_lr": MIN_LEARNING_RATE},
+            "early_stopping": {"monitor": "val_auc", "mode": "max", "patience": args.patience}}
+
+
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path,
         selector: list[keras.callbacks.Callback]) -> tuple[int, float, dict]:
-    """Train with early stopping on validation AUC (MURA: of P(abnormal)); leaves the kept epoch's weights
-    (train.selection: the best validation AUC, or the best validation pointing game within a tolerance of it)."""
-    phases = [(args.epochs, args.learning_rate, True)]
-    if args.weights != "none":  # fine-tuning: head first on a frozen backbone, then everything, slower
-        phases = [(args.warmup_epochs, args.learning_rate, False), (args.epochs, args.learning_rate / 10, True)]
+    """Train by `schedule(args)`, early stopping on the monitored validation AUC (train.objectives.monitored_auc:
+    for a grouped decision, of its positive score); leaves the kept epoch's weights (train.selection: the best
+    validation AUC, or the best validation pointing game within a tolerance of it)."""
+    plan = schedule(args)
     logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=False)
     candidates = EpochCandidates(args.select_by, args.auc_tolerance)
     start = time.perf_counter()
-    for index, (epochs, learning_rate, backbone_trainable) in enumerate(phases):
-        set_trainable_backbone(model, backbone_trainable)
-        model.compile(keras.optimizers.Adam(learning_rate), loss,
-                      metrics=[monitored_auc(spec.id, spec.multi_label)], jit_compile=False)
+    for index, phase in enumerate(plan["phases"]):
+        set_trainable_backbone(model, phase["backbone"] == "trainable")
+        model.compile(keras.optimizers.Adam(phase["learning_rate"]), loss, metrics=[monitored_auc(spec)],
+                      jit_compile=False)
         callbacks = [
             *selector,  # adds val_pointing_game to the logs the others read
             candidates,
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3,
-                                              patience=max(1, args.patience // 3), min_lr=1e-6),
+            keras.callbacks.EarlyStopping(**plan["early_stopping"]),
+            keras.callbacks.ReduceLROnPlateau(**plan["reduce_lr_on_plateau"]),
             logger,
         ]
         logger.append = index > 0
-        model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
+        model.fit(train_data, validation_data=val_data, epochs=phase["epochs"], callbacks=callbacks,
                   class_weight=weights_by_class, verbose=2)
     epochs_run = len(candidates.history)
     return epochs_run, time.perf_counter() - start, candidates.keep()
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+@dataclass(frozen=True)
+class Run:
+    """One training run's settings: the parsed command, its task, and what the command line leaves to defaults."""
+
+    argv: list[str]
+    args: argparse.Namespace
+    spec: TaskSpec
+    backbone: str
+    size: int
+    out: Path
+    gpus: list
+    strategy: tf.distribute.Strategy
+
+    @property
+    def batch(self) -> int:
+        """The global batch: --batch-size per replica."""
+        return self.args.batch_size * self.strategy.num_replicas_in_sync
+
+
+def configure(argv: list[str]) -> Run:
+    """Parse the command, make the model folder, seed, and set up the devices (mixed precision and
+    MirroredStrategy on GPUs; deterministic ops on CPU)."""
     args = parse(argv)
     spec = get_task(args.task)
-    backbone = args.backbone or spec.backbone
-    size = args.image_size or spec.image_size
     out = args.out or Path("models") / spec.id
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
@@ -141,72 +180,97 @@ def main(argv: list[str] | None = None) -> None:
     else:
         tf.config.experimental.enable_op_determinism()
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return Run(argv, args, spec, args.backbone or spec.backbone, args.image_size or spec.image_size, out, gpus,
+               strategy)
 
-    index = read_dataset(spec.id, args.data, args.val_fraction, args.seed)
+
+def read_splits(run: Run):
+    """(dataset index, train, val, test samples); with --folds, train and val pooled and split by patient."""
+    args = run.args
+    index = read_dataset(run.spec.id, args.data, args.val_fraction, args.seed)
     train_samples, val_samples, test_samples = (index.splits[k] for k in ("train", "val", "test"))
     if args.folds:
         train_samples, val_samples = kfold_by_patient(train_samples + val_samples, args.folds, args.fold, args.seed)
-    train_targets = targets_of(train_samples)
-    if spec.multi_label:
-        fractions = positive_fraction(train_targets)
-        loss, weights_by_class, balance = WeightedBinaryCrossentropy(fractions), None, {
-            "positive_fraction": dict(zip(spec.labels, fractions.tolist()))}
-    else:
-        weights_by_class = class_weights(train_targets.sum(0))
-        loss, balance = keras.losses.CategoricalCrossentropy(), {
-            "class_weight": {spec.labels[i]: w for i, w in weights_by_class.items()}}
-    batch = args.batch_size * strategy.num_replicas_in_sync
-    train_data = image_dataset(train_samples, size, batch, shuffle=True, seed=args.seed,
+    return index, train_samples, val_samples, test_samples
+
+
+def build(run: Run, index, train_samples, val_samples, test_samples):
+    """(model, training data, validation data, epoch-selection callbacks); a --select-by pointing_game run
+    without validation boxes stops here, before any training."""
+    spec, args = run.spec, run.args
+    train_data = image_dataset(train_samples, run.size, run.batch, shuffle=True, seed=args.seed,
                                augmentation=spec.augmentation, cache=True)
-    val_data = image_dataset(val_samples, size, batch, cache=True)
-    with strategy.scope():
-        model = build_model(spec, backbone, size, None if args.weights == "none" else args.weights,
+    val_data = image_dataset(val_samples, run.size, run.batch, cache=True)
+    with run.strategy.scope():
+        model = build_model(spec, run.backbone, run.size, None if args.weights == "none" else args.weights,
                             mirror=args.mirror_average)
-    print(f"{spec.id}: {backbone} at {size}px, {model.count_params():,} parameters; "
+    print(f"{spec.id}: {run.backbone} at {run.size}px, {model.count_params():,} parameters; "
           f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
     try:
-        selector = [ValidationPointingGame(spec, index.boxes, val_samples, size, batch)] \
+        selector = [ValidationPointingGame(spec, index.boxes, val_samples, run.size, run.batch)] \
             if args.select_by == "pointing_game" else []
     except ValueError as error:  # no validation boxes: say so before any training
         raise SystemExit(f"python -m train: error: {error}") from None
-    with strategy.scope():
-        epochs_run, seconds, kept = fit(spec, model, train_data, val_data, loss, weights_by_class, args, out,
-                                        selector)
+    return model, train_data, val_data, selector
 
-    val_logits = predict_logits(model, val_samples, size, batch)
-    test_logits = predict_logits(model, test_samples, size, batch)
-    result = calibrate_and_evaluate(spec, val_logits, val_samples, test_logits, test_samples)
+
+def evaluate_and_save(run: Run, model, val_samples, test_samples, kept: dict):
+    """Calibrate on validation, score on test, fold the temperature into the model and save it, write the
+    report; returns (evaluation result, report files, report folder)."""
+    val_logits = predict_logits(model, val_samples, run.size, run.batch)
+    test_logits = predict_logits(model, test_samples, run.size, run.batch)
+    result = calibrate_and_evaluate(run.spec, val_logits, val_samples, test_logits, test_samples)
     fold_temperature(model, np.asarray(result["temperature"], np.float32))
-    model_path = out / "model.keras"
-    save_model(model, model_path)
-    report_folder = args.report or Path("reports") / spec.id
-    reports = write_report(spec, report_folder, result, test_samples, out / "history.csv", kept["kept_epoch"])
+    save_model(model, run.out / "model.keras")
+    report_folder = run.args.report or Path("reports") / run.spec.id
+    reports = write_report(run.spec, report_folder, result, test_samples, run.out / "history.csv",
+                           kept["kept_epoch"])
+    return result, reports, report_folder
 
+
+def write_card(run: Run, model, index, result: dict, reports: list[Path], balance: dict, epochs_run: int,
+               seconds: float, kept: dict) -> ModelCard:
+    """config.json (every setting) and card.json (with the sha256 of model.keras) in the model folder."""
+    spec, args, out = run.spec, run.args, run.out
     source = provenance(args.data, index.root)
     config = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "backbone": backbone, "image_size": size, "batch_size_global": batch, **balance,
+              "backbone": run.backbone, "image_size": run.size, "batch_size_global": run.batch, **balance,
               "epochs_run": epochs_run, "training_seconds": round(seconds, 1),
               "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
-              "devices": [d.name for d in gpus] or ["CPU"]}
+              "devices": [d.name for d in run.gpus] or ["CPU"]}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     card = ModelCard.for_task(
         spec,
-        model_version=f"{spec.id}-{backbone}-{datetime.now(timezone.utc):%Y%m%d}",
+        model_version=f"{spec.id}-{run.backbone}-{datetime.now(timezone.utc):%Y%m%d}",
         notice=DEMO_NOTICE if source["kind"] == "synthetic phantoms" else "Research software, not a medical device.",
-        input={"name": "image", "shape": [None, size, size, 1], "dtype": "float32", "range": [0, 255],
-               "size": size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
-        backbone=backbone, mirror_average=args.mirror_average, cam_layer="features",
+        input={"name": "image", "shape": [None, run.size, run.size, 1], "dtype": "float32", "range": [0, 255],
+               "size": run.size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
+        backbone=run.backbone, mirror_average=args.mirror_average, cam_layer="features",
         cam_grid=feature_grid(model.get_config()).as_card(), thresholds=result["thresholds"],
         temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
-        training={"command": "python -m train " + shlex.join(argv), "seed": args.seed,
+        training={"command": "python -m train " + shlex.join(run.argv), "seed": args.seed,
                   "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
                   "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
-                  "kept": kept, "training_seconds": round(seconds, 1)},
+                  "kept": kept, "training_seconds": round(seconds, 1), "schedule": schedule(args)},
         data={**source, "dataset": spec.dataset.name, "splits": {k: len(v) for k, v in index.splits.items()}},
         metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
         reports=[str(p) for p in reports])
     card.record_file(out, "model.keras")
     card.save(out)
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = configure(sys.argv[1:] if argv is None else argv)
+    index, train_samples, val_samples, test_samples = read_splits(run)
+    loss, weights_by_class, balance = imbalance_objective(run.spec, targets_of(train_samples))
+    model, train_data, val_data, selector = build(run, index, train_samples, val_samples, test_samples)
+    with run.strategy.scope():
+        epochs_run, seconds, kept = fit(run.spec, model, train_data, val_data, loss, weights_by_class, run.args,
+                                        run.out, selector)
+    result, reports, report_folder = evaluate_and_save(run, model, val_samples, test_samples, kept)
+    card = write_card(run, model, index, result, reports, balance, epochs_run, seconds, kept)
+    model_path = run.out / "model.keras"
     print(json.dumps(card.metrics, indent=2))
     print(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s of training; "
           f"report in {report_folder}")

@@ -24,37 +24,40 @@ from scipy.optimize import minimize
 from sklearn import metrics as skm
 
 from radiograph.cards import ModelCard
-from radiograph.registry import MURA_PARTS, TaskSpec, get_task
+from radiograph.decision import group_indices, positive_scores, study_probabilities
+from radiograph.registry import Decision, TaskSpec, get_task
 from train.datasets import Sample
 
 ECE_BINS = 15
 
 
-# ----------------------------------------------------------------------------- per-task quantities
-
-def _abnormal(probabilities):
-    """MURA: P(abnormal) = sum over body parts of the part's abnormal column."""
-    return probabilities[:, 1::2].sum(axis=1)
-
+# ----------------------------------------------------------------------------- decision-driven quantities
 
 def _studies(samples, values):
-    """Mean of `values` over the views of each study; returns (study ids, means)."""
+    """Each study's value by the study rule (registry.Study, `study_probabilities`: the mean over its views) of
+    per-image `values`; an image without a study stands alone. Returns (study ids, values)."""
     grouped: dict[str, list[float]] = defaultdict(list)
     for sample, value in zip(samples, values):
         grouped[sample.study or str(sample.path)].append(value)
     ids = sorted(grouped)
-    return ids, np.array([np.mean(grouped[i]) for i in ids])
+    return ids, np.array([study_probabilities(grouped[i]) for i in ids])
 
 
-def _study_truth_and_score(targets, probabilities, samples):
-    _, truth = _studies(samples, _abnormal(targets))
-    _, score = _studies(samples, _abnormal(probabilities))
+def _image_truth_and_score(decision: Decision, targets, probabilities):
+    """Per image: whether the positive member is true (0/1), and its summed probability (the decision's score)."""
+    return positive_scores(decision, targets).round(), positive_scores(decision, probabilities)
+
+
+def _study_truth_and_score(decision: Decision, targets, probabilities, samples):
+    _, truth = _studies(samples, positive_scores(decision, targets))
+    _, score = _studies(samples, positive_scores(decision, probabilities))
     return truth.round().astype(int), score
 
 
-def _study_decisions(targets, probabilities, samples):
-    truth, score = _study_truth_and_score(targets, probabilities, samples)
-    return truth, (score >= 0.5).astype(int)
+def _study_decisions(decision: Decision, targets, probabilities, samples):
+    """Per study: the true call and the decision's call (score at or above `decision.cut`)."""
+    truth, score = _study_truth_and_score(decision, targets, probabilities, samples)
+    return truth, (score >= decision.cut).astype(int)
 
 
 def _per_class_auc(targets, probabilities, labels):
@@ -86,15 +89,19 @@ def _specificity(targets, probabilities, **_):
     return float(skm.recall_score(truth, predicted, pos_label=0, zero_division=0))
 
 
-def _body_part_accuracy(targets, probabilities, samples, **_):
-    true_part = targets.reshape(len(targets), len(MURA_PARTS), 2).sum(2).argmax(1)
-    predicted_part = probabilities.reshape(len(probabilities), len(MURA_PARTS), 2).sum(2).argmax(1)
-    overall = float(np.mean(true_part == predicted_part))
-    truth, score = _study_truth_and_score(targets, probabilities, samples)
-    _, parts = _studies(samples, true_part)
-    per_part = {part: float(np.mean((score[parts == i] >= 0.5) == truth[parts == i]))
-                for i, part in enumerate(MURA_PARTS) if np.any(parts == i)}
-    return {"image_body_part_accuracy": overall, "study_accuracy_per_part": per_part}
+def _group_accuracy(targets, probabilities, samples, spec: TaskSpec, **_):
+    """A grouped decision's group (MURA: body part): image accuracy of the decided group, and per true group the
+    study accuracy of the positive call."""
+    decision = spec.decision
+    true_group = group_indices(decision, targets)
+    overall = float(np.mean(true_group == group_indices(decision, probabilities)))
+    truth, score = _study_truth_and_score(decision, targets, probabilities, samples)
+    _, groups = _studies(samples, true_group)
+    per_group = {group: float(np.mean((score[groups == i] >= decision.cut) == truth[groups == i]))
+                 for i, group in enumerate(decision.groups) if np.any(groups == i)}
+    noun = spec.study.noun if spec.study else "image"
+    short = decision.group_name.rsplit("_", 1)[-1]  # the keys as cards have them: body_part -> ..._per_part
+    return {f"image_{decision.group_name}_accuracy": overall, f"{noun}_accuracy_per_{short}": per_group}
 
 
 def _f1_at_thresholds(targets, probabilities, labels, thresholds, **_):
@@ -102,7 +109,8 @@ def _f1_at_thresholds(targets, probabilities, labels, thresholds, **_):
             for i, label in enumerate(labels)}
 
 
-# name -> function(targets [N,C], probabilities [N,C], labels, samples, thresholds) -> JSON value
+# name -> function(targets [N,C], probabilities [N,C], labels, samples, thresholds, spec) -> JSON value;
+# the grouped figures (image_auc, study_*, body_part_accuracy) read the task's decision (registry.Decision)
 METRICS = {
     "accuracy": lambda t, p, **_: float(skm.accuracy_score(t.argmax(1), p.argmax(1))),
     "balanced_accuracy": lambda t, p, **_: float(skm.balanced_accuracy_score(t.argmax(1), p.argmax(1))),
@@ -118,11 +126,14 @@ METRICS = {
     "sensitivity": _sensitivity,
     "specificity": _specificity,
     "f1": lambda t, p, **_: float(skm.f1_score(*_binary(t, p), zero_division=0)),
-    "image_auc": lambda t, p, **_: float(skm.roc_auc_score(_abnormal(t), _abnormal(p))),
-    "study_auc": lambda t, p, samples, **_: float(skm.roc_auc_score(*_study_truth_and_score(t, p, samples))),
-    "study_cohen_kappa": lambda t, p, samples, **_: float(skm.cohen_kappa_score(*_study_decisions(t, p, samples))),
-    "study_accuracy": lambda t, p, samples, **_: float(skm.accuracy_score(*_study_decisions(t, p, samples))),
-    "body_part_accuracy": _body_part_accuracy,
+    "image_auc": lambda t, p, spec, **_: float(skm.roc_auc_score(*_image_truth_and_score(spec.decision, t, p))),
+    "study_auc": lambda t, p, samples, spec, **_: float(skm.roc_auc_score(
+        *_study_truth_and_score(spec.decision, t, p, samples))),
+    "study_cohen_kappa": lambda t, p, samples, spec, **_: float(skm.cohen_kappa_score(
+        *_study_decisions(spec.decision, t, p, samples))),
+    "study_accuracy": lambda t, p, samples, spec, **_: float(skm.accuracy_score(
+        *_study_decisions(spec.decision, t, p, samples))),
+    "body_part_accuracy": _group_accuracy,
     "per_class_f1_at_threshold": _f1_at_thresholds,
 }
 
@@ -131,8 +142,8 @@ def evaluate(spec: TaskSpec, targets, probabilities, samples: list[Sample], thre
     """The task's metrics (spec.metrics) on one split."""
     targets, probabilities = np.asarray(targets, np.float64), np.asarray(probabilities, np.float64)
     thresholds = thresholds if thresholds is not None else default_thresholds(spec)
-    return {name: METRICS[name](targets, probabilities, labels=spec.labels, samples=samples, thresholds=thresholds)
-            for name in spec.metrics}
+    return {name: METRICS[name](targets, probabilities, labels=spec.labels, samples=samples, thresholds=thresholds,
+                                spec=spec) for name in spec.metrics}
 
 
 # ----------------------------------------------------------------------------- thresholds and calibration
@@ -244,6 +255,21 @@ def calibrate_and_evaluate(spec: TaskSpec, val_logits, val_samples, test_logits,
     }
 
 
+def roc_curves(spec: TaskSpec, targets, probabilities, samples: list[Sample]) -> dict:
+    """name -> (truth, score) of each ROC curve the report draws: for a grouped decision the positive call per
+    study (where the task has studies) and per image; the positive class of a two-class head; else every class."""
+    decision = spec.decision
+    if decision.kind == "grouped":
+        curves = {}
+        if spec.study is not None:
+            curves[f"{spec.study.noun} ({spec.study.rule.replace('_', ' ')})"] = _study_truth_and_score(
+                decision, targets, probabilities, samples)
+        return {**curves, "image": _image_truth_and_score(decision, targets, probabilities)}
+    if spec.num_classes == 2:
+        return {spec.labels[1]: (targets[:, 1], probabilities[:, 1])}
+    return {label: (targets[:, i], probabilities[:, i]) for i, label in enumerate(spec.labels)}
+
+
 def write_report(spec: TaskSpec, folder: Path, result: dict, test_samples: list[Sample],
                  history_csv: Path | None = None, kept_epoch: int | None = None) -> list[Path]:
     """metrics.json plus ROC curves, confusion matrix and training curves (the kept epoch marked) as PNG."""
@@ -260,14 +286,7 @@ def write_report(spec: TaskSpec, folder: Path, result: dict, test_samples: list[
     targets, probabilities = targets_of(test_samples), result["probabilities"]
 
     figure, axis = plt.subplots(figsize=(6, 6))
-    if spec.id == "mura":
-        curves = {"study (mean over views)": _study_truth_and_score(targets, probabilities, test_samples),
-                  "image": (_abnormal(targets).round(), _abnormal(probabilities))}
-    elif spec.num_classes == 2:
-        curves = {spec.labels[1]: (targets[:, 1], probabilities[:, 1])}
-    else:
-        curves = {label: (targets[:, i], probabilities[:, i]) for i, label in enumerate(spec.labels)}
-    for name, (truth, score) in curves.items():
+    for name, (truth, score) in roc_curves(spec, targets, probabilities, test_samples).items():
         if 0 < np.sum(truth) < len(truth):
             fpr, tpr, _ = skm.roc_curve(truth, score)
             axis.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(truth, score):.3f})")

@@ -100,10 +100,7 @@ def choose(spec, card: ModelCard, model, offsets, shifts, judge: ValidationPoint
     return best["mirror_offset"], best["stitch_shift"], candidates
 
 
-def main(argv: list[str] | None = None) -> None:
-    import train.objectives  # noqa: F401 - registers the custom loss for loading
-
-    argv = sys.argv[1:] if argv is None else argv
+def parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m train.maps", description=__doc__.split("\n")[0])
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--data", required=True, type=Path,
@@ -118,58 +115,63 @@ def main(argv: list[str] | None = None) -> None:
                                                        "model never trained on), not --data's validation split")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (each is 2-8 network views)")
     parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
-    args = parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
+
+
+def validated(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """(task, model folder, card, offsets to try) once the folder, the card and the flags are checked."""
     spec = get_task(args.task)
     folder = args.model or Path("models") / spec.id
-    card_path = folder / "card.json"
-    if not (folder / "model.keras").is_file() or not card_path.is_file():
+    if not (folder / "model.keras").is_file() or not (folder / "card.json").is_file():
         parser.error(f"{folder} has no model.keras and card.json; train first: python -m train {spec.id} --data DIR")
     card = ModelCard.load(folder)
     if card.ensemble:
         parser.error(f"{folder} holds no single-backbone model (an ensemble): map settings apply to one network")
-    mirrored = card.mirror_average
-    offsets = args.offsets or (DEFAULT_OFFSETS if mirrored else (0,))
-    if not mirrored and any(offsets):
+    offsets = args.offsets or (DEFAULT_OFFSETS if card.mirror_average else (0,))
+    if not card.mirror_average and any(offsets):
         parser.error("--offsets applies to mirror-averaged models (python -m train --mirror-average); this one is not")
     if min(offsets) < 0:
         parser.error(f"--offsets must be 0 or more, got {offsets}")
-
     if args.choose_on and args.choose_on.resolve() == args.data.resolve():
         parser.error("--choose-on must be a dataset the model never trained on, not --data itself (whose "
                      "validation split is used without --choose-on)")
+    return spec, folder, card, offsets
+
+
+def prepare(parser: argparse.ArgumentParser, args: argparse.Namespace, spec, folder: Path, card: ModelCard):
+    """(model with raw logits, dataset index, the judge of the candidates, stitch shifts to try, the dataset
+    chosen on (None: --data's validation split), where that is in words)."""
     model = load_model(folder / "model.keras")
     fold_temperature(model, 1.0 / np.asarray(card.temperature["values"], np.float32))  # back to raw logits
-    size = card.size
     index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
-    val, test = index.splits["val"], index.splits["test"]
     chooser = read_dataset(spec.id, args.choose_on) if args.choose_on else None
-    chosen_on = [s for split in chooser.splits.values() for s in split] if chooser else val
+    chosen_on = [s for split in chooser.splits.values() for s in split] if chooser else index.splits["val"]
     try:
-        judge = ValidationPointingGame(spec, chooser.boxes if chooser else index.boxes, chosen_on, size,
+        judge = ValidationPointingGame(spec, chooser.boxes if chooser else index.boxes, chosen_on, card.size,
                                        args.batch_size)
         shifts = (0, stitch_shift_of(spec, card, model)) if args.stitch else (0,)
     except ValueError as error:
         parser.error(str(error).replace("--select-by pointing_game", "python -m train.maps"))
     where = f"every boxed image of {args.choose_on}" if chooser else f"the validation split of {args.data}"
-    print(f"{spec.id}: choosing on {len(judge.findings)} boxed findings, {where}", flush=True)
-    previous = card.maps or {}
-    current = (previous.get("mirror_offset") or 0, previous.get("stitch_shift", 0))
-    offset, shift, candidates = choose(spec, card, model, sorted({*offsets, current[0]}),
-                                       sorted({*shifts, current[1]}), judge, current)
-    record = {"mirror_offset": offset if mirrored else None, "stitch_shift": shift,
-              "chosen_on": f"{len(judge.findings)} boxed findings, {where}: pointing game"
-                           + (" (mean over classes)" if spec.multi_label else ""),
-              "rule": "the best candidate, where it beats the settings before by more than their standard error "
-                      "(ties: no stitching, then the smaller offset)",
-              **({"chosen_on_data": provenance(args.choose_on, chooser.root)} if chooser else {}),
-              "candidates": candidates, "command": "python -m train.maps " + shlex.join(argv)}
-    if (offset, shift) == current:  # nothing to rebuild: the card records the choice, the files stay
-        card.maps = record
-        card.save(folder)
-        print(f"{spec.id}: map settings kept (offset {offset}, stitch shift {shift}); {card_path} records why")
-        return
-    chosen = with_maps(spec, card, model, offset, shift)
+    return model, index, judge, shifts, chooser, where
 
+
+def settings_record(spec, card: ModelCard, argv: list[str], args, judge: ValidationPointingGame, chooser, where: str,
+                    offset: int, shift: int, candidates: list[dict]) -> dict:
+    """The card's `maps` section: the settings, how they were chosen, every candidate's figure and the command."""
+    return {"mirror_offset": offset if card.mirror_average else None, "stitch_shift": shift,
+            "chosen_on": f"{len(judge.findings)} boxed findings, {where}: pointing game"
+                         + (" (mean over classes)" if spec.multi_label else ""),
+            "rule": "the best candidate, where it beats the settings before by more than their standard error "
+                    "(ties: no stitching, then the smaller offset)",
+            **({"chosen_on_data": provenance(args.choose_on, chooser.root)} if chooser else {}),
+            "candidates": candidates, "command": "python -m train.maps " + shlex.join(argv)}
+
+
+def rewrite(spec, card: ModelCard, folder: Path, chosen, index, args, record: dict) -> ModelCard:
+    """Calibrate and measure the rebuilt model again, save it, rewrite the report and the card; the ONNX files of
+    the previous graph are removed."""
+    val, test, size = index.splits["val"], index.splits["test"], card.size
     result = calibrate_and_evaluate(spec, predict_logits(chosen, val, size, args.batch_size), val,
                                     predict_logits(chosen, test, size, args.batch_size), test)
     fold_temperature(chosen, np.asarray(result["temperature"], np.float32))
@@ -187,6 +189,29 @@ def main(argv: list[str] | None = None) -> None:
         card.files.pop(stale, None)
     card.record_file(folder, "model.keras")
     card.save(folder)
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    import train.objectives  # noqa: F401 - registers the custom loss for loading
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser, args = parse(argv)
+    spec, folder, card, offsets = validated(parser, args)
+    model, index, judge, shifts, chooser, where = prepare(parser, args, spec, folder, card)
+    print(f"{spec.id}: choosing on {len(judge.findings)} boxed findings, {where}", flush=True)
+    previous = card.maps or {}
+    current = (previous.get("mirror_offset") or 0, previous.get("stitch_shift", 0))
+    offset, shift, candidates = choose(spec, card, model, sorted({*offsets, current[0]}),
+                                       sorted({*shifts, current[1]}), judge, current)
+    record = settings_record(spec, card, argv, args, judge, chooser, where, offset, shift, candidates)
+    if (offset, shift) == current:  # nothing to rebuild: the card records the choice, the files stay
+        card.maps = record
+        card.save(folder)
+        print(f"{spec.id}: map settings kept (offset {offset}, stitch shift {shift}); {folder / 'card.json'} records "
+              "why")
+        return
+    card = rewrite(spec, card, folder, with_maps(spec, card, model, offset, shift), index, args, record)
     print(json.dumps({"mirror_offset": offset, "stitch_shift": shift, **card.metrics}, indent=2))
     print(f"wrote {folder / 'model.keras'}; next: python -m export {spec.id} --fp16 --data {args.data}, then "
           f"python -m train.evaluate {spec.id} --data {args.data} --localisation")
