@@ -69,7 +69,7 @@ def run_maps(monkeypatch, folder, data, chosen, *options):
     import train.maps
 
     monkeypatch.setattr(train.maps, "choose", lambda *args: (*chosen, [{"mirror_offset": chosen[0]}]))
-    train.maps.main(["chest14", "--data", str(data), "--model", str(folder), "--report", str(folder / "report"),
+    train.maps.main(["chest14", "--data", str(data), "--models", str(folder.parent), "--report", str(folder / "report"),
                      *options])
     return json.loads((folder / "card.json").read_text())
 
@@ -107,7 +107,7 @@ def test_maps_scores_every_candidate_on_a_fresh_set(mirrored_folder, phantom_roo
     from train.phantoms import generate
 
     fresh = generate("chest14", tmp_path / "fresh", 40, seed=11)  # never trained on
-    main(["chest14", "--data", str(phantom_root / "chest14"), "--model", str(mirrored_folder), "--offsets", "0", "1",
+    main(["chest14", "--data", str(phantom_root / "chest14"), "--models", str(mirrored_folder.parent), "--offsets", "0", "1",
           "--stitch", "--choose-on", str(fresh), "--report", str(tmp_path / "report")])
     maps = json.loads((mirrored_folder / "card.json").read_text())["maps"]
     assert {(c["mirror_offset"], c["stitch_shift"]) for c in maps["candidates"]} == {(0, 0), (1, 0), (0, 2), (1, 2)}
@@ -119,7 +119,7 @@ def test_maps_refuses_to_choose_on_the_training_data(mirrored_folder, phantom_ro
 
     data = str(phantom_root / "chest14")
     with pytest.raises(SystemExit) as raised:
-        main(["chest14", "--data", data, "--model", str(mirrored_folder), "--choose-on", data])
+        main(["chest14", "--data", data, "--models", str(mirrored_folder.parent), "--choose-on", data])
     assert raised.value.code == 2 and "--choose-on must be a dataset the model never trained on" in capsys.readouterr().err
 
 
@@ -129,5 +129,5 @@ def test_maps_refuses_offsets_for_a_model_without_mirror_averaging(mirrored_fold
     card = json.loads((mirrored_folder / "card.json").read_text())
     (mirrored_folder / "card.json").write_text(json.dumps({**card, "mirror_average": False}))
     with pytest.raises(SystemExit) as raised:
-        main(["chest14", "--data", str(phantom_root / "chest14"), "--model", str(mirrored_folder), "--offsets", "1"])
+        main(["chest14", "--data", str(phantom_root / "chest14"), "--models", str(mirrored_folder.parent), "--offsets", "1"])
     assert raised.value.code == 2 and "--offsets applies to mirror-averaged models" in capsys.readouterr().err

@@ -50,7 +50,7 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
     phantoms(replace_option(phantom_command, "--out", tmp_path / "phantoms"))
     command = shlex.split(card["training"]["command"])[3:]  # after "python -m train"
     command = replace_option(command, "--data", tmp_path / "phantoms" / task)
-    train([*command, "--out", str(tmp_path / "model"), "--report", str(tmp_path / "report")])
+    train([*command, "--out", str(tmp_path / "models" / task), "--report", str(tmp_path / "report")])
     if "maps" in card:  # the map settings the shipped model was given after training (train.maps)
         from train.maps import main as maps
 
@@ -59,8 +59,8 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
             chooser = shlex.split(card["maps"]["chosen_on_data"]["command"])[3:]
             phantoms(replace_option(chooser, "--out", tmp_path / "chooser"))
             settings = replace_option(settings, "--choose-on", tmp_path / "chooser" / task)
-        maps([*settings, "--model", str(tmp_path / "model"), "--report", str(tmp_path / "report")])
-    again = json.loads((tmp_path / "model" / "card.json").read_text())
+        maps([*settings, "--models", str(tmp_path / "models"), "--report", str(tmp_path / "report")])
+    again = json.loads((tmp_path / "models" / task / "card.json").read_text())
     expected, measured = numbers(card["metrics"]), numbers(again["metrics"])
     for name in [n for n in expected if not n.startswith("confusion_matrix")]:
         assert measured[name] == pytest.approx(expected[name], abs=0.02), name

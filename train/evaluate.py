@@ -1,7 +1,7 @@
 """Evaluation, operating thresholds, calibration and reports for a trained model.
 
-    python -m train.evaluate knee --data phantoms/knee --model models/knee
-    python -m train.evaluate chest14 --data /data/nih --model models/chest14 --split test
+    python -m train.evaluate knee --data phantoms/knee                        # the model in models/knee
+    python -m train.evaluate chest14 --data /data/nih --models runs --split test   # runs/chest14
 
 Metrics are computed with scikit-learn on the held-out split (the official
 test split where the dataset has one) and are the ones the task's registry
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("task")
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--model", type=Path, help="model folder (default models/<task>)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="models root: the model is MODELS/<task>")
     parser.add_argument("--split", default="test", help="held-out split to score (default test)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="score class activation maps against the split's true boxes (needs model.onnx)")
     args = parser.parse_args(argv)
     spec = get_task(args.task)
-    folder = args.model or Path("models") / spec.id
+    folder = args.models / spec.id
     card = ModelCard.load(folder)
     if args.localisation:
         index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])

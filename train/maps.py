@@ -106,7 +106,7 @@ def parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]
     parser.add_argument("--data", required=True, type=Path,
                         help="the dataset the model was trained on (without --choose-on its validation boxes "
                              "choose; its test split measures)")
-    parser.add_argument("--model", type=Path, help="model folder (default models/<task>)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="models root: the model is MODELS/<task>")
     parser.add_argument("--offsets", type=int, nargs="+", help="mirror offsets to try (mirror-averaged models; "
                                                                f"default {' '.join(map(str, DEFAULT_OFFSETS))})")
     parser.add_argument("--stitch", action="store_true", help="also try shift-and-stitch (a map of half the "
@@ -121,7 +121,7 @@ def parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]
 def validated(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """(task, model folder, card, offsets to try) once the folder, the card and the flags are checked."""
     spec = get_task(args.task)
-    folder = args.model or Path("models") / spec.id
+    folder = args.models / spec.id
     if not (folder / "model.keras").is_file() or not (folder / "card.json").is_file():
         parser.error(f"{folder} has no model.keras and card.json; train first: python -m train {spec.id} --data DIR")
     card = ModelCard.load(folder)
