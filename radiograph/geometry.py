@@ -161,60 +161,66 @@ def feature_grid(config: dict, layer: str = "features") -> FeatureGrid:
     input_width = None
     for entry in config["layers"]:
         name, kind, settings = entry["name"], entry["class_name"], entry["config"]
-        inputs = _inputs(entry)
         if kind == "InputLayer":
             grids[name] = (1.0, 1.0, 0.5, 0.5)
             input_width = settings["batch_shape"][2] if name == image else input_width
             continue
-        spatial = [(grids[source], shape) for source, shape in inputs if grids.get(source) is not None]
-        if not spatial or kind in _GLOBAL or kind in ("Dense", "Flatten", "Reshape"):
-            grids[name] = None
-        elif kind in _SAME_GRID:
-            placed = {grid for grid, _ in spatial}
-            if len({grid[:2] for grid in placed}) > 1:
-                raise ValueError(f"layer {name} merges maps of different strides {sorted(placed)}")
-            grids[name] = tuple(float(np.mean([grid[k] for grid in placed])) for k in range(4))
-        elif kind == "ZeroPadding2D":
-            (grid, _), = spatial
-            (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["padding"]))
-            grids[name] = (grid[0], grid[1], grid[2] - top * grid[0], grid[3] - left * grid[1])
-        elif kind == "Cropping2D":
-            (grid, _), = spatial
-            (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["cropping"]))
-            grids[name] = (grid[0], grid[1], grid[2] + top * grid[0], grid[3] + left * grid[1])
-        elif kind in _WINDOWED:
-            (grid, shape), = spatial
-            kernel = _pair(settings.get("kernel_size") or settings["pool_size"])
-            strides = _pair(settings.get("strides") or kernel)
-            dilation = _pair(settings.get("dilation_rate", 1))
-            moved = []
-            for axis in (0, 1):
-                window = dilation[axis] * (kernel[axis] - 1) + 1
-                before = 0
-                if settings["padding"] == "same":  # TensorFlow's rule: the odd pixel of padding goes after
-                    cells = -(-shape[1 + axis] // strides[axis])
-                    before = max((cells - 1) * strides[axis] + window - shape[1 + axis], 0) // 2
-                moved.append(grid[2 + axis] + grid[axis] * ((window - 1) / 2 - before))
-            grids[name] = (grid[0] * strides[0], grid[1] * strides[1], *moved)
-        elif kind == "MirrorAverage":  # columns paired across the views: centred on the input, a symmetric grid
-            (grid, shape), = spatial
-            columns = shape[2] + settings.get("offset", 0)
-            grids[name] = (grid[0], grid[1], grid[2], (input_width - (columns - 1) * grid[1]) / 2)
-        elif kind == "Stitch":  # four grids moved by -+shift, interleaved: half the stride
-            (grid, _), = spatial
-            shift = settings["shift"]
-            if not grid[0] == grid[1] == 4 * shift:
-                raise ValueError(f"layer {name} stitches views shifted by {shift} px over a stride of "
-                                 f"{grid[:2]}: they interleave into one grid only when the shift is a quarter "
-                                 "of the stride")
-            grids[name] = (grid[0] / 2, grid[1] / 2, grid[2] - shift, grid[3] - shift)
-        else:
-            raise ValueError(f"cannot place the feature map's cells: layer {name} ({kind}) is not one whose "
-                             "effect on the grid is known")
+        spatial = [(grids[source], shape) for source, shape in _inputs(entry) if grids.get(source) is not None]
+        grids[name] = _placed(name, kind, settings, spatial, input_width)
         if name == layer:
             stride_y, stride_x, first_y, first_x = grids[name]
             return FeatureGrid((stride_y, stride_x), (first_y, first_x))
     raise ValueError(f"the model has no layer {layer!r} with a spatial map")
+
+
+def _placed(name: str, kind: str, settings: dict, spatial: list, input_width) -> tuple | None:
+    """One layer's output grid (stride y, stride x, first y, first x) from its spatial inputs' (grid, shape)."""
+    if not spatial or kind in _GLOBAL or kind in ("Dense", "Flatten", "Reshape"):
+        return None
+    if kind in _SAME_GRID:
+        return _merged(name, {grid for grid, _ in spatial})
+    (grid, shape), = spatial
+    if kind in ("ZeroPadding2D", "Cropping2D"):  # padding moves the first cell back, cropping forward
+        sign = -1 if kind == "ZeroPadding2D" else 1
+        (top, _), (left, _) = (_pair(p) for p in _pair_of_pairs(settings["padding" if sign < 0 else "cropping"]))
+        return grid[0], grid[1], grid[2] + sign * top * grid[0], grid[3] + sign * left * grid[1]
+    if kind in _WINDOWED:
+        return _windowed(grid, shape, settings)
+    if kind == "MirrorAverage":  # columns paired across the views: centred on the input, a symmetric grid
+        columns = shape[2] + settings.get("offset", 0)
+        return grid[0], grid[1], grid[2], (input_width - (columns - 1) * grid[1]) / 2
+    if kind == "Stitch":  # four grids moved by -+shift, interleaved: half the stride
+        shift = settings["shift"]
+        if not grid[0] == grid[1] == 4 * shift:
+            raise ValueError(f"layer {name} stitches views shifted by {shift} px over a stride of {grid[:2]}: "
+                             "they interleave into one grid only when the shift is a quarter of the stride")
+        return grid[0] / 2, grid[1] / 2, grid[2] - shift, grid[3] - shift
+    raise ValueError(f"cannot place the feature map's cells: layer {name} ({kind}) is not one whose "
+                     "effect on the grid is known")
+
+
+def _merged(name: str, placed: set) -> tuple:
+    """Elementwise layers over maps of one stride: the mean of their first cells' centres."""
+    if len({grid[:2] for grid in placed}) > 1:
+        raise ValueError(f"layer {name} merges maps of different strides {sorted(placed)}")
+    return tuple(float(np.mean([grid[k] for grid in placed])) for k in range(4))
+
+
+def _windowed(grid: tuple, shape: list, settings: dict) -> tuple:
+    """A convolution or pooling window: the first centre moves by (window - 1) / 2 - padding before, the stride
+    multiplies."""
+    kernel = _pair(settings.get("kernel_size") or settings["pool_size"])
+    strides = _pair(settings.get("strides") or kernel)
+    dilation = _pair(settings.get("dilation_rate", 1))
+    moved = []
+    for axis in (0, 1):
+        window = dilation[axis] * (kernel[axis] - 1) + 1
+        before = 0
+        if settings["padding"] == "same":  # TensorFlow's rule: the odd pixel of padding goes after
+            cells = -(-shape[1 + axis] // strides[axis])
+            before = max((cells - 1) * strides[axis] + window - shape[1 + axis], 0) // 2
+        moved.append(grid[2 + axis] + grid[axis] * ((window - 1) / 2 - before))
+    return grid[0] * strides[0], grid[1] * strides[1], *moved
 
 
 def _pair_of_pairs(value) -> tuple:

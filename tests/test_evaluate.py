@@ -1,12 +1,29 @@
-"""Evaluation metrics against hand-worked values and scikit-learn; thresholds and temperature scaling."""
+"""Evaluation metrics against hand-worked values and independent definitions (not the scikit-learn calls the
+implementation makes); thresholds and temperature scaling."""
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
 from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.evaluate import (METRICS, activate, evaluate, expected_calibration_error, fit_temperature,
                             youden_thresholds)
+
+
+def pairwise_auc(truth, score) -> float:
+    """ROC AUC by its definition: the share of (positive, negative) pairs ranked right, ties counting half."""
+    truth, score = np.asarray(truth, bool), np.asarray(score, float)
+    difference = score[truth][:, None] - score[~truth][None, :]
+    return float(np.mean((difference > 0) + 0.5 * (difference == 0)))
+
+
+def quadratic_kappa(truth, predicted, classes) -> float:
+    """Cohen's kappa with quadratic weights, from its definition: 1 - sum(w O) / sum(w E)."""
+    observed = np.zeros((classes, classes))
+    np.add.at(observed, (truth, predicted), 1)
+    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
+    i, j = np.indices((classes, classes))
+    weights = (i - j) ** 2 / (classes - 1) ** 2
+    return 1 - (weights * observed).sum() / (weights * expected).sum()
 
 
 def samples_for(targets, studies=None):
@@ -27,8 +44,8 @@ def test_knee_metrics_by_hand():
     assert result["accuracy"] == pytest.approx(4 / 6)
     assert result["mean_absolute_error"] == pytest.approx(2 / 6)
     assert result["balanced_accuracy"] == pytest.approx(np.mean([1, 1, 0.5, 0, 1]))
-    assert result["quadratic_weighted_kappa"] == pytest.approx(skm.cohen_kappa_score(truth, predicted,
-                                                                                     weights="quadratic"))
+    assert result["quadratic_weighted_kappa"] == pytest.approx(quadratic_kappa(truth, predicted, 5))
+    assert result["quadratic_weighted_kappa"] == pytest.approx(1 - 2 / 24)  # by hand: 16 sum wO = 1 + 1, 16 sum wE = 24
     assert result["confusion_matrix"][3] == [0, 0, 0, 0, 1]
 
 
@@ -43,10 +60,11 @@ def test_mura_study_level_is_the_mean_over_views():
         probabilities[i, 2 * part + 1], probabilities[i, 2 * part] = abnormal, 1 - abnormal
     samples = samples_for(targets, [r[2] for r in rows])
     result = evaluate(TASKS["mura"], targets, probabilities, samples)
-    study_truth, study_score = [1, 0, 1, 0], [0.55, 0.3, 0.6, 0.4]  # s1..s4
-    assert result["study_auc"] == pytest.approx(skm.roc_auc_score(study_truth, study_score))
+    # studies s1..s4: truth 1, 0, 1, 0; P(abnormal) 0.55, 0.3, 0.6, 0.4: every positive above every negative
+    assert result["study_auc"] == 1.0
     assert result["study_accuracy"] == 1.0 and result["study_cohen_kappa"] == 1.0
-    assert result["image_auc"] == pytest.approx(skm.roc_auc_score([1, 1, 0, 1, 0, 0], [0.9, 0.2, 0.3, 0.6, 0.1, 0.7]))
+    # images: positives 0.9, 0.2, 0.6 against negatives 0.3, 0.1, 0.7: 3 + 1 + 2 of 9 pairs ranked right
+    assert result["image_auc"] == pytest.approx(6 / 9)
     assert result["body_part_accuracy"]["image_body_part_accuracy"] == 1.0
 
 
@@ -56,7 +74,7 @@ def test_pneumonia_sensitivity_and_specificity():
     targets, probabilities = np.eye(2)[truth], np.stack([1 - score, score], 1)
     result = evaluate(TASKS["pneumonia"], targets, probabilities, samples_for(targets))
     assert result["sensitivity"] == pytest.approx(2 / 3) and result["specificity"] == pytest.approx(1 / 2)
-    assert result["auc"] == pytest.approx(skm.roc_auc_score(truth, score))
+    assert result["auc"] == pytest.approx(4 / 6)  # positives 0.9, 0.6, 0.4 above negatives 0.3, 0.7: 2 + 1 + 1 of 6
 
 
 def test_chest14_youden_thresholds_and_f1():
@@ -64,15 +82,20 @@ def test_chest14_youden_thresholds_and_f1():
     targets = (rng.random((200, 14)) < 0.3).astype(float)
     probabilities = np.clip(targets * 0.3 + rng.random((200, 14)) * 0.7, 0, 1)
     thresholds = youden_thresholds(targets, probabilities)
-    for c in (0, 7):
-        fpr, tpr, cuts = skm.roc_curve(targets[:, c], probabilities[:, c])
-        assert thresholds[c] == pytest.approx(min(1.0, cuts[np.argmax(tpr - fpr)]))
+    def youden(c, cut):  # sensitivity + specificity - 1 of "positive at or above cut"
+        positive, called = targets[:, c] == 1, probabilities[:, c] >= cut
+        return called[positive].mean() - called[~positive].mean()
+
+    for c in (0, 7):  # the chosen cut reaches the largest Youden index over every cut the scores allow
+        best = max(youden(c, cut) for cut in np.unique(probabilities[:, c]))
+        assert youden(c, thresholds[c]) == pytest.approx(best)
     result = evaluate(TASKS["chest14"], targets, probabilities, samples_for(targets), thresholds)
-    assert result["mean_auc"] == pytest.approx(np.mean([skm.roc_auc_score(targets[:, c], probabilities[:, c])
+    assert result["mean_auc"] == pytest.approx(np.mean([pairwise_auc(targets[:, c], probabilities[:, c])
                                                         for c in range(14)]))
     label = TASKS["chest14"].labels[3]
-    assert result["per_class_f1_at_threshold"][label] == pytest.approx(
-        skm.f1_score(targets[:, 3], probabilities[:, 3] >= thresholds[3]))
+    called, truth = probabilities[:, 3] >= thresholds[3], targets[:, 3] == 1
+    hits = np.sum(called & truth)
+    assert result["per_class_f1_at_threshold"][label] == pytest.approx(2 * hits / (called.sum() + truth.sum()))
 
 
 @pytest.mark.parametrize("head,classes", [("softmax", 3), ("sigmoid", 4)])
