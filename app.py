@@ -83,15 +83,14 @@ def notice(card) -> str:
     return f"> {NOT_A_DEVICE} {trained}"
 
 
-def examples_of(task: str) -> tuple[list, list[str]]:
+def examples_of(task: str, studies: bool) -> tuple[list, list[str]]:
     """([[file or list of files]], captions) from examples/<task>/examples.json."""
     index = ROOT / "examples" / task / "examples.json"
     if not index.exists():
         return [], []
     entries = json.loads(index.read_text())
     folder = index.parent
-    grouped = TASKS[task].study is not None  # an example is a study: the list of its views
-    values = [[[str(folder / f) for f in e["files"]]] if grouped else [str(folder / e["files"][0])]
+    values = [[[str(folder / f) for f in e["files"]]] if studies else [str(folder / e["files"][0])]
               for e in entries]
     return values, [e["caption"] for e in entries]
 
@@ -314,7 +313,7 @@ class App:
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
         outputs = [decision, label_value, analysis.display, selector,
                    timing_text(analysis.timings_ms, analysis.model)]
-        if TASKS[task].multi_label:
+        if analysis.card.multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
                         self.findings_gallery(analysis)]
         return outputs
@@ -337,14 +336,14 @@ class App:
 
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="Radiograph classifier (research demo)", delete_cache=(600, 1800)) as demo:
-            gr.Markdown("# Radiograph classifier\nKnee osteoarthritis grade, MURA musculoskeletal studies, "
-                        "pediatric pneumonia and 14 chest findings, served by ONNX Runtime with Grad-CAM heatmaps.")
+            gr.Markdown("# Radiograph classifier\n" + ", ".join(spec.title for spec in TASKS.values())
+                        + ", served by ONNX Runtime with Grad-CAM heatmaps.")
             with gr.Tabs():
                 for task in self.service.tasks:
                     with gr.Tab(TASKS[task].title, id=task):
                         if task in self.service.unavailable:
                             self.unavailable_tab(task)
-                        elif TASKS[task].study is not None:
+                        elif self.service.models[task].card.study is not None:
                             gr.Markdown(notice(self.service.models[task].card))
                             self.study_tab(task)
                         else:
@@ -354,9 +353,9 @@ class App:
                     self.models_tab()
         return demo
 
-    @staticmethod
-    def examples(task: str, upload):
-        values, captions = examples_of(task)
+    def examples(self, task: str, upload):
+        """The task's phantom examples; for a model whose card groups images into studies, each is a study."""
+        values, captions = examples_of(task, self.service.models[task].card.study is not None)
         if not values:
             return None
         return gr.Examples(values, inputs=[upload], example_labels=captions, api_visibility="private",
@@ -371,7 +370,7 @@ class App:
 
     def image_tab(self, task: str):
         labels = self.service.models[task].labels
-        multi_label = TASKS[task].multi_label
+        multi_label = self.service.models[task].card.multi_label
         state = gr.State(time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):  # what goes in, and where the model looked

@@ -518,7 +518,7 @@ def accepted_files(files: dict[str, Path]) -> list[Path]:
 
 
 def burst_jobs(files: dict[str, Path], count: int = 8) -> list[tuple[str, Path]]:
-    """`count` worst-case requests spread evenly over /knee, /pneumonia, /chest14 and /mura: the `count` heaviest
+    """`count` worst-case requests spread evenly over every task's single-image endpoint: the `count` heaviest
     accepted files, or (fewer files) each file on two endpoints."""
     honest = accepted_files(files)
     endpoints = tuple(f"/{task}" for task in TASKS)  # one single-image endpoint per task

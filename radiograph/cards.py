@@ -109,6 +109,11 @@ class ModelCard:
                                  "update the project")
         if version == 1:
             spec = get_task(values["task"])
+            values.setdefault("title", spec.title)
+            values.setdefault("question", spec.question)
+            ensemble = "ensemble" in values  # ensembles of schema 1 recorded no version or backbone
+            values.setdefault("model_version", f"{spec.id}-{'ensemble' if ensemble else 'model'}-unversioned")
+            values.setdefault("backbone", "ensemble" if ensemble else "unknown")
             values.setdefault("decision", spec.decision.as_dict())
             values.setdefault("study", spec.study.as_dict() if spec.study else None)
             values.setdefault("heatmap_versus", [list(pair) for pair in spec.heatmap_versus])
@@ -137,6 +142,8 @@ class ModelCard:
             problems.append("the grouped decision's groups x members are not the labels")
         if any(c not in self.labels or a not in self.labels for c, a in self.heatmap_versus):
             problems.append("a heatmap score names a label the card does not have")
+        if self.study is not None and self.decision.kind != "grouped":
+            problems.append("a study grouping needs a grouped decision (a study shows P(positive) per view)")
         if problems:
             raise ModelFileError(f"card of {self.task!r} is inconsistent: {'; '.join(problems)}")
 
@@ -195,12 +202,12 @@ class ModelCard:
 
 
 def migrate_cards(folders: list[Path]) -> list[str]:
-    """Rewrite each folder's card.json in the current schema; returns one line per folder."""
+    """Rewrite each folder's card.json in the current schema; returns one line per folder. Every card is read
+    first, so a missing or unreadable one stops the command before any card is written."""
+    cards = [(Path(folder), ModelCard.load(folder)) for folder in folders]  # raises ModelFileError, naming it
     lines = []
-    for folder in folders:
-        text = (Path(folder) / "card.json").read_text()
-        version = json.loads(text).get("schema_version", 1)
-        card = ModelCard.load(folder)
+    for folder, card in cards:
+        version = json.loads((folder / "card.json").read_text()).get("schema_version", 1)
         if version == SCHEMA_VERSION:
             lines.append(f"{folder}: already schema {SCHEMA_VERSION}")
             continue

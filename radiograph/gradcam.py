@@ -14,7 +14,7 @@ Chattopadhay et al. 2018 for an exponential score. The computation is one
 asking for another class does not retrace.
 
 Ensembles (layer `member_<i>` submodels with an EnsembleCombine head) get the
-rule its card records (`ensemble.heatmap`): each member's map on its own logit for
+rule of their combine layer's `method` (the card records it as `ensemble.heatmap`): each member's map on its own logit for
 the class, scaled to [0, 1] and placed on the input by the member's own
 feature grid (radiograph.geometry.feature_grid), then averaged (mean), weighted by the member's
 validation F1 for the class (f1), or averaged over the members that voted for
@@ -44,7 +44,7 @@ def members_of(model: keras.Model) -> list[keras.Model]:
 
 
 def member_weights(combine, probabilities: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """[N, M] weight of each member's map for each image's class, by the ensemble's HEATMAP_RULE."""
+    """[N, M] weight of each member's map for each image's class, by the ensemble's combine method."""
     members, images = probabilities.shape[:2]
     if combine.method == "f1":
         return np.asarray(combine.member_weights, np.float64)[:, classes].T

@@ -5,8 +5,8 @@ The measures of the ChestX-ray8 paper (Wang et al. 2017): the pointing game
 over the detected box's area (`iobb`), where the detected box is the map's
 hottest region. `score_finding` scores one finding from one image's features,
 `localisation_summary` sums findings up per class and over all. Pure numpy and
-radiograph modules: `python -m train.evaluate --localisation` (on a dataset
-split) and train.selection (on the validation findings) both use them.
+radiograph modules: evaluation on a test split and epoch selection on the
+validation findings both use them.
 """
 from __future__ import annotations
 

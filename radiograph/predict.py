@@ -116,7 +116,7 @@ def write_cam(cam_dir: Path, path: Path, index: int, display, geometry, features
     return str(target)
 
 
-def study_rows(rows: list[dict], base: dict, card: dict) -> list[dict]:
+def study_rows(rows: list[dict], base: dict, card: ModelCard) -> list[dict]:
     """One row per study folder; its probabilities are the mean over its readable views, decided by the card."""
     views: dict[str, list[dict]] = defaultdict(list)
     for row in rows:

@@ -82,14 +82,14 @@ class Decision:
 @dataclass(frozen=True)
 class Study:
     """Several images form one study (MURA): the folder that holds them is the study, and its probabilities are
-    the mean of its views' probabilities, decided by the task's `Decision`."""
+    the mean of its views' probabilities (radiograph.decision.study_probabilities), decided by the task's
+    `Decision`, which must be `grouped` (the app shows each view's P(positive))."""
 
     rule: Literal["mean_over_views"] = "mean_over_views"
     noun: str = "study"
-    min_views: int = 1
 
     def as_dict(self) -> dict:
-        return {"rule": self.rule, "noun": self.noun, "min_views": self.min_views}
+        return {"rule": self.rule, "noun": self.noun}
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class TaskSpec:
     augmentation: Augmentation
     imbalance: ImbalancePolicy  # class_weight: per-class sample weights; weighted_bce: per-class weighted loss
     metrics: tuple[str, ...]  # the figures evaluation reports for this task (train/evaluate.py METRICS)
-    headline: tuple[str, ...]  # the figures that sum a model up (README table, export's summary line)
+    headline: tuple[str, ...]  # the figures that sum a model up (export reports a variant's change in them)
     dataset: Dataset
     examples: ExamplePicks
     decision: Decision = Decision("top_class")

@@ -58,7 +58,7 @@ DEMO_NOTICE = ("Demo model trained on synthetic phantom radiographs: its metrics
 
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (real layout or phantoms)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the task's registry backbone")
     parser.add_argument("--image-size", type=int, help="model input side (default: the task's)")

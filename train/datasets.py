@@ -421,7 +421,7 @@ def read_dataset(task: str, root: Path, val_fraction: float = 0.1, seed: int = 0
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.datasets", description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (real or phantom)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="patients carved for validation")
     parser.add_argument("--seed", type=int, default=0)

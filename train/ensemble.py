@@ -34,7 +34,7 @@ from sklearn.metrics import f1_score
 import train.objectives  # noqa: F401 - registers the custom loss for loading members
 from radiograph.cards import ModelCard
 from radiograph.layers import ENSEMBLE_METHODS, EnsembleCombine, load_model
-from radiograph.registry import TaskSpec, get_task
+from radiograph.registry import TASKS, TaskSpec, get_task
 from train.backbones import save_model
 from train.datasets import read_dataset
 from train.evaluate import activate, evaluate, predict_logits, targets_of
@@ -77,7 +77,7 @@ def build_ensemble(spec: TaskSpec, members: list[keras.Model], method: str, weig
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m train.ensemble", description=__doc__.split("\n")[0])
-    parser.add_argument("task")
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("--members", nargs="+", type=Path, required=True, help="model folders (model.keras + card)")
     parser.add_argument("--method", choices=ENSEMBLE_METHODS, default="mean")
     parser.add_argument("--data", type=Path, help="dataset folder: validation for f1 weights, test for metrics")

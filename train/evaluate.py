@@ -25,7 +25,7 @@ from sklearn import metrics as skm
 
 from radiograph.cards import ModelCard
 from radiograph.decision import group_indices, positive_scores, study_probabilities
-from radiograph.registry import Decision, TaskSpec, get_task
+from radiograph.registry import TASKS, Decision, TaskSpec, get_task
 from train.datasets import Sample
 
 ECE_BINS = 15
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     from train.datasets import read_dataset
 
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("task")
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--models", type=Path, default=Path("models"), help="models root: the model is MODELS/<task>")
     parser.add_argument("--split", default="test", help="held-out split to score (default test)")

@@ -102,7 +102,7 @@ def choose(spec, card: ModelCard, model, offsets, shifts, judge: ValidationPoint
 
 def parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m train.maps", description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("task", choices=list(TASKS))
     parser.add_argument("--data", required=True, type=Path,
                         help="the dataset the model was trained on (without --choose-on its validation boxes "
                              "choose; its test split measures)")

@@ -37,9 +37,11 @@ registers its recipe, random stream number included, with `recipe(...)`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
+import pkgutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -52,8 +54,11 @@ from train.phantoms.dicom import dicom_bytes
 from train.phantoms.drawing import Finding
 from train.phantoms.film import expose
 from train.phantoms.recipes import RECIPES, Job, Recipe, get_recipe, recipe
-# The task modules register their recipes when imported.
-from train.phantoms import chest14, knee, mura, pneumonia  # noqa: E402, F401  isort: skip
+# Every module of this package is imported once, so each task module registers its recipe: a new task's
+# module needs no line here.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "__main__":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["PROVENANCE_FILE", "RECIPES", "Finding", "Job", "Recipe", "dicom_bytes", "generate", "get_recipe", "main",
            "provenance", "recipe", "render"]

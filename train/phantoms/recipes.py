@@ -60,8 +60,8 @@ def get_recipe(task: str) -> Recipe:
     try:
         return RECIPES[task]
     except KeyError:
-        raise ValueError(f"no phantom recipe is registered for {task!r} (a task module registers one with "
-                         f"@recipe); known: {', '.join(RECIPES)}") from None
+        raise ValueError(f"no phantom recipe is registered for {task!r} (a task module registers one by "
+                         f"calling recipe(...)); known: {', '.join(RECIPES)}") from None
 
 
 # ============================================================================ layout helpers shared by the recipes
