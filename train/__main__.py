@@ -142,7 +142,7 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
         ]
         logger.append = index > 0
         model.fit(train_data, validation_data=val_data, epochs=phase["epochs"], callbacks=callbacks,
-                  class_weight=weights_by_class, verbose=2)
+                  class_weight=weights_by_class, verbose=2, shuffle=False)  # the dataset shuffles itself
     epochs_run = len(candidates.history)
     return epochs_run, time.perf_counter() - start, candidates.keep()
 
