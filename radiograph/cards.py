@@ -170,6 +170,8 @@ class ModelCard:
                                  "(train with `python -m train`, export with `python -m export`)")
         try:
             return cls.from_dict(json.loads(path.read_text()))
+        except ModelFileError as error:
+            raise ModelFileError(f"{path}: {error}") from None
         except (ValueError, KeyError, TypeError) as error:
             raise ModelFileError(f"{path} is not a readable model card: {error}") from None
 
