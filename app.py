@@ -321,7 +321,7 @@ class App:
     def present_study(self, state):
         views, study = state
         decision, rule = study["decision"], views[0].card.decision
-        positive, other = rule.positive, next(m for m in rule.members if m != rule.positive)
+        positive, other = rule.positive, rule.negative
         score = decision[f"{positive}_probability"]
         label_value = {positive: score, other: 1 - score}
         labels = views[0].labels
@@ -430,7 +430,7 @@ class App:
         single-view endpoint `/<task>` is there for scripts."""
         labels = self.service.models[task].labels
         rule = self.service.models[task].card.decision
-        positive, other = rule.positive, next(m for m in rule.members if m != rule.positive)
+        positive, other = rule.positive, rule.negative
         state = gr.State(time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):

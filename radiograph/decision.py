@@ -62,8 +62,7 @@ def decide(card: ModelCard, probabilities: np.ndarray) -> dict:
         summary = grouped_summary(decision, p)
         score = summary[f"{decision.positive}_probability"]
         called = score >= decision.cut
-        other = next(m for m in decision.members if m != decision.positive)
-        word = (decision.positive if called else other).capitalize()
+        word = (decision.positive if called else decision.negative).capitalize()
         return {**summary, decision.positive: called,
                 "text": f"{word} {summary[decision.group_name]} (P({decision.positive}) = {score:.2f})"}
     top = int(np.argmax(p))

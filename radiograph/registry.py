@@ -69,6 +69,11 @@ class Decision:
     def labels(self) -> tuple[str, ...]:
         return tuple(f"{group}_{member}" for group in self.groups for member in self.members)
 
+    @property
+    def negative(self) -> str:
+        """The member a grouped decision calls when the score is below the cut (MURA: normal)."""
+        return next(member for member in self.members if member != self.positive)
+
     def positive_columns(self) -> tuple[int, ...]:
         """The columns of the positive member, one per group (MURA: the odd columns)."""
         index = self.members.index(self.positive)
