@@ -292,7 +292,7 @@ class App:
         decision = views[0].card.decision  # a grouped decision (registry.Decision): P(positive) per view
         return [(self.png(view.overlay(class_index, opacity, region)),
                  f"{view.name}: P({decision.positive}) "
-                 f"{grouped_summary(decision, view.probabilities)[decision.positive + '_probability']:.2f}")
+                 f"{grouped_summary(decision, view.probabilities)[decision.score_key]:.2f}")
                 for view in views]
 
     def findings_gallery(self, analysis, opacity=0.4, region=False):
@@ -322,13 +322,13 @@ class App:
         views, study = state
         decision, rule = study["decision"], views[0].card.decision
         positive, other = rule.positive, rule.negative
-        score = decision[f"{positive}_probability"]
+        score = decision[rule.score_key]
         label_value = {positive: score, other: 1 - score}
         labels = views[0].labels
         selector = gr.update(choices=labels, value=labels[views[0].shown_class])
         group = rule.group_name
         text = (f"### {decision['text']}\nStudy of {len(views)} view(s); P({positive}) is the mean over the views. "
-                f"{group.replace('_', ' ').capitalize()}: {decision[group]} ({decision[group + '_probability']:.2f})."
+                f"{group.replace('_', ' ').capitalize()}: {decision[group]} ({decision[rule.group_score_key]:.2f})."
                 + notes_text([f"{view.name}: {note}" for view in views for note in view.notes]))
         return text, label_value, selector, timing_text(study["timings_ms"], study["model"])
 

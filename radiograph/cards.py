@@ -23,8 +23,6 @@ from pathlib import Path
 from radiograph.registry import Decision, Study, TaskSpec, get_task
 
 SCHEMA_VERSION = 2
-SECTIONS = ("training", "data", "metrics", "calibration", "reports", "files", "export", "localisation", "maps",
-            "ensemble")
 
 
 class ModelFileError(RuntimeError):

@@ -20,8 +20,8 @@ def grouped_summary(decision: Decision, probabilities: np.ndarray) -> dict:
     p = np.asarray(probabilities, np.float64).reshape(len(decision.groups), len(decision.members))
     group = int(np.argmax(p.sum(axis=1)))
     positive = decision.members.index(decision.positive)
-    return {f"{decision.positive}_probability": float(p[:, positive].sum()), decision.group_name: decision.groups[group],
-            f"{decision.group_name}_probability": float(p[group].sum())}
+    return {decision.score_key: float(p[:, positive].sum()), decision.group_name: decision.groups[group],
+            decision.group_score_key: float(p[group].sum())}
 
 
 def positive_scores(decision: Decision, probabilities: np.ndarray) -> np.ndarray:
@@ -45,8 +45,7 @@ def heatmap_classes(card: ModelCard, probabilities: np.ndarray) -> list[int]:
         positives = [c for c in np.argsort(-p, kind="stable") if p[c] >= card.thresholds[card.labels[c]]]
         return [int(c) for c in positives] or [int(np.argmax(p))]
     if decision.kind == "grouped":
-        group = decision.groups.index(grouped_summary(decision, p)[decision.group_name])
-        return [group * len(decision.members) + decision.members.index(decision.positive)]
+        return [decision.positive_columns()[int(group_indices(decision, p[None])[0])]]
     return [int(np.argmax(p))]
 
 
@@ -60,7 +59,7 @@ def decide(card: ModelCard, probabilities: np.ndarray) -> dict:
                 "text": "Positive: " + ", ".join(positives) if positives else "No finding above its threshold"}
     if decision.kind == "grouped":
         summary = grouped_summary(decision, p)
-        score = summary[f"{decision.positive}_probability"]
+        score = summary[decision.score_key]
         called = score >= decision.cut
         word = (decision.positive if called else decision.negative).capitalize()
         return {**summary, decision.positive: called,

@@ -146,7 +146,7 @@ def flatten(row: dict, card: ModelCard) -> dict:
         value = row.get("probabilities", {}).get(label)
         flat[f"p_{label}"] = "" if value is None else f"{value:.6f}"
     grouped = card.decision.kind == "grouped"
-    for key in ([f"{card.decision.positive}_probability", card.decision.group_name] if grouped else []):
+    for key in ([card.decision.score_key, card.decision.group_name] if grouped else []):
         if key in decision:
             flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "inference_ms", "cam")})

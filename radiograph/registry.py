@@ -70,9 +70,26 @@ class Decision:
         return tuple(f"{group}_{member}" for group in self.groups for member in self.members)
 
     @property
+    def score_key(self) -> str:
+        """The result's key for the positive member's probability summed over groups ("abnormal_probability")."""
+        return f"{self.positive}_probability"
+
+    @property
+    def group_score_key(self) -> str:
+        """The result's key for the decided group's summed probability ("body_part_probability")."""
+        return f"{self.group_name}_probability"
+
+    @property
     def negative(self) -> str:
         """The member a grouped decision calls when the score is below the cut (MURA: normal)."""
         return next(member for member in self.members if member != self.positive)
+
+    def versus_pairs(self) -> tuple[tuple[str, str], ...]:
+        """Each group's members scored against each other, positive first (TaskSpec.heatmap_versus of a grouped
+        task: a part's abnormal map explains logit(abnormal) - logit(normal), and its normal map the reverse)."""
+        return tuple(pair for group in self.groups for pair in (
+            (f"{group}_{self.positive}", f"{group}_{self.negative}"),
+            (f"{group}_{self.negative}", f"{group}_{self.positive}")))
 
     def positive_columns(self) -> tuple[int, ...]:
         """The columns of the positive member, one per group (MURA: the odd columns)."""
@@ -147,9 +164,6 @@ class TaskSpec:
     def multi_label(self) -> bool:
         return self.head == "sigmoid"
 
-    def score_pairs(self) -> list[tuple[int, int]]:
-        """`heatmap_versus` as (class index, alternative index) pairs."""
-        return [(self.labels.index(c), self.labels.index(a)) for c, a in self.heatmap_versus]
 
 
 KL_GRADES = ("Healthy", "Doubtful", "Minimal", "Moderate", "Severe")  # KL 0..4
@@ -202,8 +216,7 @@ TASKS: dict[str, TaskSpec] = {
                                   min_views=2, caption="{member_title} {group} study, {views} views"),
             decision=MURA_DECISION,
             study=Study(),
-            heatmap_versus=tuple(pair for part in MURA_PARTS for pair in (
-                (f"{part}_abnormal", f"{part}_normal"), (f"{part}_normal", f"{part}_abnormal"))),
+            heatmap_versus=MURA_DECISION.versus_pairs(),
             dataset=Dataset(
                 name="MURA v1.1 (Stanford ML Group)",
                 reference="https://stanfordmlgroup.github.io/competitions/mura/",
