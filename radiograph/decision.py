@@ -2,6 +2,7 @@
 
     decide(card, probabilities)          # the decision for one image or one study, in labels and words
     heatmap_classes(card, probabilities) # the classes whose heatmaps are shown by default
+    uncertainty(card, probabilities)     # 0 (far from the decision boundary) .. 1 (on it)
     study_probabilities(views)           # a study's probabilities: the mean over its views (registry.Study)
 
 Only the card is read: nothing here knows a task by name.
@@ -66,6 +67,35 @@ def decide(card: ModelCard, probabilities: np.ndarray) -> dict:
                 "text": f"{word} {summary[decision.group_name]} (P({decision.positive}) = {score:.2f})"}
     top = int(np.argmax(p))
     return {"label": labels[top], "probability": float(p[top]), "text": f"{labels[top]} ({p[top]:.2f})"}
+
+
+def uncertainty(card: ModelCard, probabilities: np.ndarray) -> float:
+    """How near the decision is to flipping: 0 where it is as far from its boundary as it can be, 1 on it.
+
+    The margin of the decision the card's rule makes, scaled by the room on its side of the boundary:
+    - top_class: 1 - (top probability - second probability);
+    - grouped: 1 - |score - cut| / (cut below it, 1 - cut above it), on the summed positive probability;
+    - each_above_threshold: the same for every label against its threshold, and the largest (the least
+      certain call of the image).
+    One pass, no extra model run; the card's `uncertainty.high_above` (chosen on validation) says which values
+    count as high."""
+    p = np.asarray(probabilities, np.float64)
+    decision = card.decision
+    if decision.kind == "each_above_threshold":
+        cuts = np.array([card.thresholds[label] for label in card.labels], np.float64)
+        return float(np.max(_beyond(p, cuts)))
+    if decision.kind == "grouped":
+        return float(_beyond(np.array([grouped_summary(decision, p)[decision.score_key]]),
+                             np.array([decision.cut]))[0])
+    top, second = np.sort(p)[::-1][:2] if len(p) > 1 else (p[0], 0.0)
+    return float(np.clip(1.0 - (top - second), 0.0, 1.0))
+
+
+def _beyond(values: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """1 - distance from each cut, as a fraction of the room between the cut and 0 (below) or 1 (above)."""
+    room = np.where(values < cuts, cuts, 1.0 - cuts)
+    margin = np.divide(np.abs(values - cuts), room, out=np.ones_like(values), where=room > 0)
+    return np.clip(1.0 - margin, 0.0, 1.0)
 
 
 def decision_key(card: ModelCard, probabilities: np.ndarray) -> tuple:

@@ -155,6 +155,10 @@ class TaskSpec:
     # defined only up to a shift shared by all classes, so where the decision is one class against another
     # (pneumonia or not; a MURA part abnormal or normal), that log-odds is the pre-activation score to explain.
     heatmap_versus: tuple[tuple[str, str], ...] = ()
+    # Films of this task have one right way up (a chest is shown upright, a knee with the femur on top): a copy
+    # turned by 90 degrees or more is not this task's image as the model knows it, and the input gate says so.
+    # False where real films come in any orientation (MURA's hands and fingers are photographed every way).
+    upright: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -216,6 +220,7 @@ TASKS: dict[str, TaskSpec] = {
                                   min_views=2, caption="{member_title} {group} study, {views} views"),
             decision=MURA_DECISION,
             study=Study(),
+            upright=False,
             heatmap_versus=MURA_DECISION.versus_pairs(),
             dataset=Dataset(
                 name="MURA v1.1 (Stanford ML Group)",
