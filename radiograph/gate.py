@@ -1,0 +1,280 @@
+"""The input gate: is this a radiograph a model here reads, and is it inside that model's training distribution?
+
+    keeper = Gatekeeper(router, distances)              # radiograph.routing.Router (or None), {task: FeatureDistance}
+    seen = keeper.inspect(display, colourfulness)       # image checks and routing, before any task model runs
+    keeper.refusal(task, seen)                          # a Gate whose verdict is "refuse", or None: run the model
+    keeper.verdict(task, seen, features)                # the full Gate, with the task model's feature distance
+
+Every result (app, API, batch output) carries `Gate.as_dict()`:
+    {"verdict": "ok" | "warn" | "refuse", "reasons": [sentences], "codes": [one per reason],
+     "ood_score": float | null, "ood_threshold": float | null,
+     "routed_task": str | null, "routed_probability": float | null}
+`ood_score` is null when the task model did not run (a refusal) or its card has no fitted distance.
+
+What each check looks at, and its verdict:
+  refuse  colour      colour content (Hasler-Suesstrunk colourfulness of the file's channels above COLOUR_LIMIT):
+                      a photograph, screenshot or coloured figure, not a radiograph
+  refuse  blank       near-constant: the central 98% of grey levels span under BLANK_RANGE levels
+  refuse  not_radiograph  the router says "none" with probability >= NONE_REFUSE (no task here reads it)
+  warn    low_contrast    the central 98% span under LOW_RANGE of 256 levels
+  warn    clipped_white / clipped_black   more than CLIPPED_WHITE / CLIPPED_BLACK of the pixels at full white /
+                      full black (burnt out, or an empty film)
+  warn    pose        the router reads the image only once it is turned or inverted (rotated 90 degrees or more,
+                      or a negative), for tasks whose films have one right way up (registry `upright`)
+  warn    unrecognised    the router says "none", but below NONE_REFUSE
+  warn    other_task  the router assigns the image to another task with probability >= OTHER_TASK
+  warn    ood         the task model's feature distance is above its threshold (chosen on validation for a stated
+                      false-alarm rate, radiograph.ood)
+  warn    mixed_parts the views of one study are of different body parts (study_gate)
+The thresholds on image statistics sit far outside every phantom the demo models trained on (docs/gate.md
+gives the measured ranges); the router's and the distance's are chosen on validation data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from radiograph.registry import TASKS
+
+Verdict = Literal["ok", "warn", "refuse"]
+SEVERITY = {"ok": 0, "warn": 1, "refuse": 2}
+
+COLOUR_LIMIT = 20.0  # colourfulness; Hasler-Suesstrunk read 15 as "slightly", 33 as "moderately colourful"
+BLANK_RANGE = 6  # grey levels spanned by the central 98% of pixels
+LOW_RANGE = 64  # phantoms span at least 124
+CLIPPED_WHITE = 0.5  # fraction of pixels at 254-255; phantoms reach at most 0.37
+CLIPPED_BLACK = 0.6  # at 0-1; phantoms reach at most 0.35 (air and collimation are black on real films too)
+NONE_REFUSE = 0.9  # router's P(none) at or above which an image is refused
+OTHER_TASK = 0.9  # router's probability of another task at or above which a task's result is warned about
+STATISTICS_SIDE = 256  # image statistics are taken on a copy at most this many pixels a side
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    verdict: Verdict
+    text: str  # a sentence for a person
+    short: str  # a few words, for the decision text
+
+
+@dataclass
+class Inspection:
+    """What is known of an image before any task model runs."""
+
+    reasons: list[Reason]
+    routing: object | None = None  # radiograph.routing.Routing, when a router is loaded
+
+
+@dataclass
+class Gate:
+    verdict: Verdict
+    reasons: list[Reason] = field(default_factory=list)
+    ood_score: float | None = None
+    ood_threshold: float | None = None
+    routed_task: str | None = None
+    routed_probability: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.verdict == "refuse"
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "reasons": [r.text for r in self.reasons],
+                "codes": [r.code for r in self.reasons],
+                "ood_score": _rounded(self.ood_score), "ood_threshold": _rounded(self.ood_threshold),
+                "routed_task": self.routed_task, "routed_probability": _rounded(self.routed_probability)}
+
+    def summary(self) -> str:
+        """The warnings in a few words ("" when there are none), for a decision text."""
+        return "; ".join(r.short for r in self.reasons if r.verdict != "ok")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def gate_of(reasons: list[Reason], **values) -> Gate:
+    verdict = max((r.verdict for r in reasons), key=SEVERITY.__getitem__, default="ok")
+    return Gate(verdict, list(reasons), **values)
+
+
+def title(task: str | None) -> str:
+    return TASKS[task].title if task in TASKS else str(task)
+
+
+# ----------------------------------------------------------------------------- image statistics
+
+def image_reasons(display: np.ndarray, colourfulness: float = 0.0) -> list[Reason]:
+    """The checks on the image itself (colour, blank, contrast, clipping), on a copy at most STATISTICS_SIDE a
+    side of the display copy (uint8, 2-D)."""
+    if colourfulness > COLOUR_LIMIT:
+        return [Reason("colour", "refuse", f"The image has colour content (colourfulness {colourfulness:.0f}; "
+                       f"radiographs are gray, and above {COLOUR_LIMIT:.0f} an image is refused): it looks like a "
+                       "photograph, screenshot or coloured figure, not a radiograph.", "colour image")]
+    small = _small(display)
+    low, high = np.percentile(small, (1, 99))
+    span = float(high - low)
+    if span < BLANK_RANGE:
+        return [Reason("blank", "refuse", f"The image is blank or nearly constant (98% of its pixels lie within "
+                       f"{span:.0f} grey levels): there is nothing to analyse.", "blank image")]
+    reasons = []
+    if span < LOW_RANGE:
+        reasons.append(Reason("low_contrast", "warn", f"The image has very little contrast: 98% of its pixels lie "
+                              f"within {span:.0f} of 256 grey levels (the training films span at least 124).",
+                              "very low contrast"))
+    white, black = float(np.mean(small >= 254)), float(np.mean(small <= 1))
+    if white > CLIPPED_WHITE:
+        reasons.append(Reason("clipped_white", "warn", f"{100 * white:.0f}% of the image is burnt out at full white "
+                              "(over-exposed, or clipped when it was exported).", "burnt out"))
+    if black > CLIPPED_BLACK:
+        reasons.append(Reason("clipped_black", "warn", f"{100 * black:.0f}% of the image is at full black "
+                              "(under-exposed, or mostly empty).", "mostly black"))
+    return reasons
+
+
+def _small(display: np.ndarray) -> np.ndarray:
+    height, width = display.shape[:2]
+    scale = STATISTICS_SIDE / max(height, width)
+    if scale >= 1:
+        return display
+    return cv2.resize(display, (max(1, round(width * scale)), max(1, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+# ----------------------------------------------------------------------------- routing and distance
+
+ROUTER_FOLDER = "router"  # models/router: the task router's model and card
+
+
+def load_gatekeeper(models: Path, loaded: dict, device: str = "auto") -> tuple[Gatekeeper, str | None]:
+    """The gate of the loaded task models (`loaded`: task -> OnnxModel): the router of models/router and each
+    card's feature distance; and why there is no router (None when there is one). A distance or router whose
+    file fails verification raises (radiograph.cards.ModelFileError)."""
+    from radiograph.ood import FeatureDistance
+    from radiograph.routing import Router
+
+    distances = {task: FeatureDistance.load(model.folder, model.card) for task, model in loaded.items()}
+    folder = Path(models) / ROUTER_FOLDER
+    if not (folder / "card.json").exists():
+        return Gatekeeper(None, distances), f"no router model in {folder}"
+    return Gatekeeper(Router(folder, device=device), distances), None
+
+class Gatekeeper:
+    """The gate of every task served: the router (None: no routing) and each task's feature distance
+    (radiograph.ood.FeatureDistance, or None where a card has none)."""
+
+    def __init__(self, router=None, distances: dict | None = None):
+        self.router = router
+        self.distances = distances or {}
+
+    def inspect(self, display: np.ndarray, colourfulness: float = 0.0) -> Inspection:
+        reasons = image_reasons(display, colourfulness)
+        refused = any(r.verdict == "refuse" for r in reasons)
+        routing = self.router.route(display) if self.router is not None and not refused else None
+        return Inspection(reasons, routing)
+
+    @staticmethod
+    def chosen_task(seen: Inspection) -> str | None:
+        """The task the router assigns the image to (turned upright where it had to be), or None."""
+        routing = seen.routing
+        if routing is None:
+            return None
+        return routing.task or (routing.pose_task if routing.pose else None)
+
+    def routing_reasons(self, task: str | None, seen: Inspection) -> list[Reason]:
+        """What the router says about the image, for the task it is analysed as (None: the Auto tab)."""
+        routing = seen.routing
+        if routing is None:
+            return []
+        if routing.pose and routing.pose_task is not None:
+            return [Reason("pose", "warn", f"The image appears {routing.pose}: it reads as a {title(routing.pose_task)}"
+                           f" image only once corrected (router P = {routing.pose_probability:.2f}). Correct it and "
+                           "analyse it again; the result below is of the image as given.", f"appears {routing.pose}")]
+        if routing.task is None:
+            p_none = routing.probability
+            known = ", ".join(spec.title for spec in TASKS.values())
+            if p_none >= NONE_REFUSE:
+                return [Reason("not_radiograph", "refuse", f"This does not look like an image any model here reads "
+                               f"({known}): the router says none of them, P = {p_none:.2f}. It may not be a "
+                               "radiograph, or be one of another body part or view.", "not a recognised radiograph")]
+            return [Reason("unrecognised", "warn", f"The router does not recognise this as one of the tasks here "
+                           f"(P(none) = {p_none:.2f}).", "not recognised")]
+        if task is not None and routing.task != task and routing.probability >= OTHER_TASK:
+            return [Reason("other_task", "warn", f"This looks like a {title(routing.task)} image (router P = "
+                           f"{routing.probability:.2f}), not a {title(task)} one: its result below is likely "
+                           f"meaningless. Analyse it in the {title(routing.task)} tab.",
+                           f"looks like {title(routing.task)}")]
+        return []
+
+    def choose(self, seen: Inspection, available) -> tuple[str | None, Gate | None]:
+        """The Auto tab's and `--task auto`'s choice: (the routed task, None) when the router assigns the image to
+        a task in `available`, else (None, the refusal, with the reasons)."""
+        task = self.chosen_task(seen)
+        if task in available:
+            return task, None
+        reasons = seen.reasons + self.routing_reasons(None, seen)
+        if task is not None:
+            reasons.append(Reason("task_unavailable", "refuse", f"The router assigns this image to {title(task)}, "
+                                  "whose model is unavailable here.", "task unavailable"))
+        elif not any(r.verdict == "refuse" for r in reasons):
+            reasons.append(Reason("not_routed", "refuse", "No task here could be chosen for this image; if you know "
+                                  "its task, analyse it there.", "no task chosen"))
+        return None, gate_of(reasons, **self._routed(seen))
+
+    def _routed(self, seen: Inspection) -> dict:
+        routing = seen.routing
+        if routing is None:
+            return {}
+        task = self.chosen_task(seen)
+        probability = routing.probability if routing.task else (routing.pose_probability if routing.pose else None)
+        return {"routed_task": task, "routed_probability": probability}
+
+    def refusal(self, task: str | None, seen: Inspection) -> Gate | None:
+        """The gate when the image is refused before the task model runs; None when the model should run."""
+        reasons = seen.reasons + self.routing_reasons(task, seen)
+        if any(r.verdict == "refuse" for r in reasons):
+            distance = self.distances.get(task)
+            return gate_of(reasons, ood_threshold=distance.threshold if distance else None, **self._routed(seen))
+        return None
+
+    def verdict(self, task: str, seen: Inspection, features: np.ndarray | None) -> Gate:
+        """The full gate of an image the task model has run on (`features`: its [h, w, K] map)."""
+        reasons = seen.reasons + self.routing_reasons(task, seen)
+        distance = self.distances.get(task)
+        score = distance.score(features) if distance is not None and features is not None else None
+        if score is not None and score > distance.threshold:
+            reasons.append(Reason("ood", "warn", f"The image is outside this model's training distribution: its "
+                                  f"feature distance {score:.1f} is above the threshold {distance.threshold:.1f} that "
+                                  f"{100 * distance.false_alarm_rate:.0f}% of validation images exceed. Treat the "
+                                  "result with suspicion.", "outside the training distribution"))
+        return gate_of(reasons, ood_score=score, ood_threshold=distance.threshold if distance else None,
+                       **self._routed(seen))
+
+
+def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str = "body part") -> Gate:
+    """One study's gate from its views' (name, gate): each view's reasons under its name, a warning when the views
+    are of different `parts` (each view's decided group; None for a refused view), and the worst verdict. A view
+    refused while others were read is left out of the study, so its refusal is a warning here."""
+    some_read = any(part is not None for part in parts)
+    reasons = [Reason(r.code, "warn" if some_read and r.verdict == "refuse" else r.verdict, f"{name}: {r.text}",
+                      r.short) for name, gate in views for r in gate.reasons]
+    left_out = [name for (name, gate), part in zip(views, parts) if part is None]
+    if some_read and left_out:
+        reasons.append(Reason("views_left_out", "warn", f"{len(left_out)} of {len(views)} views were refused and "
+                              f"left out of the study result: {', '.join(left_out)}.", f"{len(left_out)} view(s) left out"))
+    shown = sorted({part for part in parts if part})
+    if len(shown) > 1:
+        reasons.append(Reason("mixed_parts", "warn", f"The views are of different {noun}s ({', '.join(shown)}): one "
+                              f"study is one {noun}, so the study result mixes them. Analyse each {noun}'s views as "
+                              "a study of its own.", f"mixed {noun}s"))
+    scores = [gate.ood_score for _, gate in views if gate.ood_score is not None]
+    routed = [gate.routed_task for _, gate in views if gate.routed_task]
+    probabilities = [gate.routed_probability for _, gate in views if gate.routed_probability is not None]
+    return gate_of(reasons, ood_score=max(scores) if scores else None,
+                   ood_threshold=next((g.ood_threshold for _, g in views if g.ood_threshold is not None), None),
+                   routed_task=max(sorted(set(routed)), key=routed.count) if routed else None,
+                   routed_probability=min(probabilities) if probabilities else None)
