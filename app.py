@@ -53,9 +53,9 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
-from radiograph.decision import decide, grouped_summary  # noqa: E402
+from radiograph.decision import grouped_summary  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
-from radiograph.service import Service, UnusableResult  # noqa: E402
+from radiograph.service import RoutingUnavailable, Service, UnusableResult  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 LOG = logging.getLogger("radiograph.app")
@@ -69,6 +69,7 @@ STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) 
 SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
 OVERLAY_AGE_S = 600  # overlay files older than this are removed (Gradio has copied them to its cache by then)
 ANALYSIS = "analysis"  # the one concurrency group every analysing event shares
+AUTO = "auto"  # the Any radiograph tab and its endpoint /auto
 QUICK = {"api_visibility": "private", "show_progress": "hidden", "queue": False}  # clearing a tab's outputs
 NOT_A_DEVICE = ("**Research demo, not a medical device.** Do not use it to diagnose, treat or triage anyone; "
                 "the heatmap shows where the model looked, not where disease is.")
@@ -122,13 +123,39 @@ CSS = """
 .bar-row.positive .bar-fill {background: #f97316}
 .bar-threshold {position: absolute; top: -3px; bottom: -3px; width: 2px; background: #111827}
 .bar-value {width: 40px}
+.gate {padding: 8px 12px; border-radius: 6px; margin-bottom: 8px}
+.gate ul {margin: 4px 0 0 18px}
+.gate-ok {background: #ecfdf5; color: #065f46}
+.gate-warn {background: #fef3c7; color: #78350f; border: 2px solid #b45309}
+.gate-refuse {background: #fee2e2; color: #7f1d1d; border: 2px solid #b91c1c}
 """
 
 
-def timing_text(timings: dict, model: dict) -> str:
+def timing_text(timings: dict, model: dict | None) -> str:
     parts = " · ".join(f"{name} {value:.0f} ms" for name, value in timings.items() if name != "total")
+    if model is None:
+        return f"**{timings['total']:.0f} ms** ({parts}); no model ran"
     return (f"**{timings['total']:.0f} ms** ({parts}) on `{model['provider']}`, heatmap by `{model['cam_path']}`, "
             f"model `{model['model_version']}` ({model['variant']})")
+
+
+def gate_panel(gate: dict) -> str:
+    """HTML: the input gate's verdict, prominent when it warns or refuses (role=alert, so screen readers say it)."""
+    if gate["verdict"] == "ok":
+        return ('<div class="gate gate-ok">Input gate: passed (image checks'
+                + (", router" if gate.get("routed_task") else "") + (", feature distance" if gate.get("ood_score")
+                                                                      is not None else "") + ").</div>")
+    heading = "Refused: no diagnosis" if gate["verdict"] == "refuse" else "Warning: read the result with care"
+    items = "".join(f"<li>{html.escape(reason)}</li>" for reason in gate["reasons"])
+    return f'<div class="gate gate-{gate["verdict"]}" role="alert"><strong>{heading}</strong><ul>{items}</ul></div>'
+
+
+def uncertainty_text(uncertainty: dict | None) -> str:
+    if not uncertainty:
+        return ""
+    level = {True: "**high**: the decision is near its boundary", False: "low", None: "not calibrated"}[
+        uncertainty.get("high")]
+    return f"\n\nUncertainty {uncertainty['value']:.2f} ({level})."
 
 
 def notes_text(notes) -> str:
@@ -139,6 +166,7 @@ def notes_text(notes) -> str:
 def cleared(outputs: list) -> list:
     """Empty values for a tab's outputs (a new upload, a cleared one, or a failed analysis shows nothing old)."""
     return [gr.update(value=None, visible=False) if isinstance(o, gr.Gallery) and not o.visible  # hidden again
+            else gr.update(visible=False) if isinstance(o, gr.Button)  # "open in the routed task's tab"
             else gr.update(value=None, choices=[]) if isinstance(o, gr.Dropdown) else None for o in outputs]
 
 
@@ -229,6 +257,8 @@ class App:
         message without server paths and a logged traceback."""
         try:
             return work()
+        except RoutingUnavailable as error:
+            raise refusal(str(error)) from None
         except (ImageLoadError, UnusableResult) as error:
             name = str(error).split(":", 1)[0]
             size = next((Path(p).stat().st_size for p in paths if Path(p).name == name and Path(p).exists()), 0)
@@ -247,7 +277,10 @@ class App:
         self.checked_files(endpoint, [radiograph])
 
         def work():
-            analysis = self.service.analyse(task, radiograph, Path(radiograph).name)
+            if task == AUTO:
+                analysis = self.service.analyse_auto(radiograph, Path(radiograph).name)
+            else:
+                analysis = self.service.analyse(task, radiograph, Path(radiograph).name)
             return analysis.result(), self.png(analysis.overlay()), analysis
 
         return self.answer(endpoint, [radiograph], work)
@@ -291,8 +324,10 @@ class App:
     def gallery(self, views, class_index=None, opacity=0.4, region=False):
         decision = views[0].card.decision  # a grouped decision (registry.Decision): P(positive) per view
         return [(self.png(view.overlay(class_index, opacity, region)),
+                 f"{view.name}: refused by the input gate" if view.refused else
                  f"{view.name}: P({decision.positive}) "
-                 f"{grouped_summary(decision, view.probabilities)[decision.score_key]:.2f}")
+                 f"{grouped_summary(decision, view.probabilities)[decision.score_key]:.2f}"
+                 + (" (warning)" if view.gate.verdict == "warn" else ""))
                 for view in views]
 
     def findings_gallery(self, analysis, opacity=0.4, region=False):
@@ -307,55 +342,115 @@ class App:
             for c in shown])
 
     def present(self, task: str, analysis):
-        """UI: the rest of the page from the state of the last analysis."""
-        decision = f"### {decide(analysis.card, analysis.probabilities)['text']}" + notes_text(analysis.notes)
+        """UI: the rest of the page from the state of the last analysis (task: the tab's, or AUTO)."""
+        result = analysis.result()
+        routed = ""
+        if task == AUTO and analysis.task:
+            routed = (f"Routed to **{TASKS[analysis.task].title}** (router P = "
+                      f"{analysis.gate.routed_probability:.2f}).\n\n")
+        multi_label = task == AUTO or self.service.models[task].card.multi_label
+        if analysis.refused:
+            outputs = [gate_panel(result["gate"]), "### Refused: not analysed" + notes_text(analysis.notes), None,
+                       analysis.display, gr.update(value=None, choices=[]),
+                       timing_text(analysis.timings_ms, analysis.model)]
+            return outputs + ([None, gr.update(value=None, visible=False)] if multi_label else [])
+        decision = (routed + f"### {result['decision']['text']}" + uncertainty_text(result["uncertainty"])
+                    + notes_text(analysis.notes))
         label_value = {label: round(float(p), 4) for label, p in zip(analysis.labels, analysis.probabilities)}
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
-        outputs = [decision, label_value, analysis.display, selector,
+        outputs = [gate_panel(result["gate"]), decision, label_value, analysis.display, selector,
                    timing_text(analysis.timings_ms, analysis.model)]
-        if analysis.card.multi_label:
+        if multi_label and analysis.card.multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
                         self.findings_gallery(analysis)]
+        elif multi_label:
+            outputs += [None, gr.update(value=None, visible=False)]
         return outputs
+
+    def open_routed(self, state) -> gr.Button:
+        """The button that opens the image in the tab of the task the router assigns it to (shown when that is
+        another task than the tab's)."""
+        analysis = state[0][0] if isinstance(state, tuple) else state
+        routed = getattr(getattr(analysis, "gate", None), "routed_task", None)
+        if routed is None or routed == analysis.task or routed not in self.service.models:
+            return gr.update(visible=False)
+        return gr.update(visible=True, value=f"Open this image in the {TASKS[routed].title} tab")
 
     def present_study(self, state):
         views, study = state
         decision, rule = study["decision"], views[0].card.decision
         positive, other = rule.positive, rule.negative
+        labels = views[0].labels
+        if "probabilities" not in study:  # every view refused
+            return (gate_panel(study["gate"]), f"### {decision['text']}", None, gr.update(value=None, choices=[]),
+                    timing_text(study["timings_ms"], study["model"]))
         score = decision[rule.score_key]
         label_value = {positive: score, other: 1 - score}
-        labels = views[0].labels
         selector = gr.update(choices=labels, value=labels[views[0].shown_class])
         group = rule.group_name
         text = (f"### {decision['text']}\nStudy of {len(views)} view(s); P({positive}) is the mean over the views. "
                 f"{group.replace('_', ' ').capitalize()}: {decision[group]} ({decision[rule.group_score_key]:.2f})."
+                + uncertainty_text(study["uncertainty"])
                 + notes_text([f"{view.name}: {note}" for view in views for note in view.notes]))
-        return text, label_value, selector, timing_text(study["timings_ms"], study["model"])
+        return gate_panel(study["gate"]), text, label_value, selector, timing_text(study["timings_ms"], study["model"])
 
     # ------------------------------------------------------------------ layout
 
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="Radiograph classifier (research demo)", delete_cache=(600, 1800)) as demo:
             gr.Markdown("# Radiograph classifier\n" + ", ".join(spec.title for spec in TASKS.values())
-                        + ", served by ONNX Runtime with Grad-CAM heatmaps.")
-            with gr.Tabs():
+                        + ", served by ONNX Runtime with Grad-CAM heatmaps. Every image passes an input gate first.")
+            opened = {}  # tab -> (its upload, its "open in the routed task's tab" button, its state)
+            with gr.Tabs() as tabs:
+                if self.service.router is not None:
+                    with gr.Tab("Any radiograph", id=AUTO):
+                        gr.Markdown(f"> {NOT_A_DEVICE} The router and every model here are **demo models trained "
+                                    "on synthetic phantoms**.\n\nThe router says which task an image belongs to "
+                                    "(or none), and the image is analysed by that task's model.")
+                        opened[AUTO] = self.image_tab(AUTO)
                 for task in self.service.tasks:
                     with gr.Tab(TASKS[task].title, id=task):
                         if task in self.service.unavailable:
                             self.unavailable_tab(task)
                         elif self.service.models[task].card.study is not None:
                             gr.Markdown(notice(self.service.models[task].card))
-                            self.study_tab(task)
+                            opened[task] = self.study_tab(task)
                         else:
                             gr.Markdown(notice(self.service.models[task].card))
-                            self.image_tab(task)
+                            opened[task] = self.image_tab(task)
                 with gr.Tab("Models", id="models"):
                     self.models_tab()
+            self.wire_opening(tabs, opened)
         return demo
 
+    def wire_opening(self, tabs, opened: dict) -> None:
+        """Each tab's "open in the routed task's tab" button: switches to that tab with the same file in its
+        upload (a study tab gets it as a one-view study); the user presses Analyse there."""
+        uploads = {task: upload for task, (upload, _, _) in opened.items() if task != AUTO}
+
+        def open_in_routed(state, files):
+            analysis = state[0][0] if isinstance(state, tuple) else state
+            target = getattr(getattr(analysis, "gate", None), "routed_task", None)
+            first = (files[0] if isinstance(files, list) else files) if files else None
+            if target not in uploads or first is None:
+                return [gr.skip()] * (1 + len(uploads))
+            studies = {task: self.service.models[task].card.study is not None for task in uploads}
+            return [gr.Tabs(selected=target)] + [([first] if studies[task] else first) if task == target
+                                                 else gr.skip() for task in uploads]
+
+        for upload, button, state in opened.values():
+            button.click(open_in_routed, [state, upload], [tabs, *uploads.values()], api_visibility="private",
+                         **{k: v for k, v in QUICK.items() if k != "api_visibility"})
+
     def examples(self, task: str, upload):
-        """The task's phantom examples; for a model whose card groups images into studies, each is a study."""
-        values, captions = examples_of(task, self.service.models[task].card.study is not None)
+        """The task's phantom examples; for a model whose card groups images into studies, each is a study. The
+        Any radiograph tab gets every task's examples (a study's first view)."""
+        if task == AUTO:
+            pairs = [(value, f"{TASKS[t].title}: {caption}") for t in self.service.models
+                     for value, caption in zip(*examples_of(t, False))]
+            values, captions = [v for v, _ in pairs], [c for _, c in pairs]
+        else:
+            values, captions = examples_of(task, self.service.models[task].card.study is not None)
         if not values:
             return None
         return gr.Examples(values, inputs=[upload], example_labels=captions, api_visibility="private",
@@ -369,8 +464,11 @@ class App:
         return selector, opacity, region
 
     def image_tab(self, task: str):
-        labels = self.service.models[task].labels
-        multi_label = self.service.models[task].card.multi_label
+        """One image, one task's model; for AUTO, the task the router assigns the image to (its labels, bars and
+        findings gallery are set per analysis)."""
+        routed = task == AUTO
+        labels = [] if routed else self.service.models[task].labels
+        multi_label = routed or self.service.models[task].card.multi_label
         state = gr.State(time_to_live=STATE_TTL_S)
         with gr.Row():
             with gr.Column(scale=1):  # what goes in, and where the model looked
@@ -383,15 +481,20 @@ class App:
                 findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height="auto", format="png",
                                       allow_preview=False, object_fit="contain", visible=False,
                                       elem_id=f"{task}-findings") if multi_label else None
-            with gr.Column(scale=1):  # what the model said
+            with gr.Column(scale=1):  # what the gate and the model said
+                gate = gr.HTML(elem_id=f"{task}-gate")
+                open_routed = gr.Button(visible=False, variant="secondary", elem_id=f"{task}-open-routed")
                 decision = gr.Markdown(elem_id=f"{task}-decision")
-                label = gr.Label(num_top_classes=min(5, len(labels)), label="Top probabilities", elem_id=f"{task}-label")
+                label = gr.Label(num_top_classes=5 if routed else min(5, len(labels)), label="Top probabilities",
+                                 elem_id=f"{task}-label")
                 bars = gr.HTML(elem_id=f"{task}-bars") if multi_label else None
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
                                    height=260, elem_id=f"{task}-preview")
                 result = gr.JSON(label="Result (JSON)", open=False)
-        shown = [decision, label, preview, selector, timing] + ([bars, findings] if multi_label else [])
+        shown = [gate, decision, label, preview, selector, timing] + ([bars, findings] if multi_label else [])
+        description = ("Any radiograph: the router chooses its task (knee, MURA, pediatric or adult chest) or refuses "
+                       "it, and that task's model analyses it" if routed else TASKS[task].question)
 
         def run(radiograph):
             return self.analyse(task, radiograph)
@@ -400,22 +503,24 @@ class App:
             return self.present(task, analysis)
 
         def rerender(analysis, class_name, alpha, outline):
-            if analysis is None or class_name not in analysis.labels:
+            if analysis is None or analysis.refused or class_name not in analysis.labels:
                 return gr.skip()
             return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline))
 
-        every = [result, overlay, state] + shown
+        every = [result, overlay, state, open_routed] + shown
         clear = self.clearing(every)
         analysed = gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
             run, [upload], [result, overlay, state], api_name=task, concurrency_id=ANALYSIS,
-            api_description=f"{TASKS[task].question}. Returns (result JSON, Grad-CAM overlay PNG at the input's size, "
-                            "at most 2048 pixels a side).")
-        analysed.success(show, [state], shown, api_visibility="private")
+            api_description=f"{description}. Returns (result JSON with the input gate's verdict, Grad-CAM overlay PNG "
+                            "at the input's size, at most 2048 pixels a side; the plain image when refused).")
+        analysed.success(show, [state], shown, api_visibility="private").success(
+            self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         upload.clear(clear, None, every, **QUICK)
         if examples:
             examples.load_input_event.then(clear, None, every, **QUICK).then(
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
-                show, [state], shown, api_visibility="private")
+                show, [state], shown, api_visibility="private").success(
+                self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
               [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render")
         if multi_label:
@@ -424,6 +529,7 @@ class App:
 
             gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
                   api_visibility="private", show_progress="hidden", concurrency_id="render")
+        return upload, open_routed, state
 
     def study_tab(self, task: str):
         """A task whose images form studies (registry.Study): the tab analyses every view of one study; the
@@ -439,6 +545,8 @@ class App:
                 button = gr.Button("Analyse study", variant="primary", elem_id=f"{task}-analyse")
                 examples = self.examples(task, upload)
             with gr.Column(scale=1):
+                gate = gr.HTML(elem_id=f"{task}-gate")
+                open_routed = gr.Button(visible=False, variant="secondary", elem_id=f"{task}-open-routed")
                 decision = gr.Markdown(elem_id=f"{task}-decision")
                 label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id=f"{task}-label")
                 timing = gr.Markdown(elem_id=f"{task}-timing")
@@ -446,7 +554,7 @@ class App:
                              elem_id=f"{task}-gallery")
         selector, opacity, region = self.heatmap_controls(task, labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
-        shown = [decision, label, selector, timing]
+        shown = [gate, decision, label, selector, timing]
 
         def rerender(state, class_name, alpha, outline):
             if not state or class_name not in state[0][0].labels:
@@ -454,19 +562,21 @@ class App:
             views = state[0]
             return self.gallery(views, views[0].labels.index(class_name), alpha, outline)
 
-        every = [result, gallery, state] + shown
+        every = [result, gallery, state, open_routed] + shown
         clear = self.clearing(every)
         gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
             partial(self.analyse_study, task), [upload], [result, gallery, state], api_name=f"{task}_study",
             concurrency_id=ANALYSIS, api_description=f"The views of one {TASKS[task].title} study: {other} or "
             f"{positive} (mean over the views) and {rule.group_name.replace('_', ' ')}. "
-            "Returns (study JSON with per-view results, gallery of Grad-CAM overlays).").success(
-            self.present_study, [state], shown, api_visibility="private")
+            "Returns (study JSON with the input gate's verdict and per-view results, gallery of Grad-CAM overlays)."
+        ).success(self.present_study, [state], shown, api_visibility="private").success(
+            self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         upload.clear(clear, None, every, **QUICK)
         if examples:
             examples.load_input_event.then(clear, None, every, **QUICK).then(
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
-                concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private")
+                concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private").success(
+                self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
               [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render")
         # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
@@ -483,6 +593,7 @@ class App:
                       api_name=task, api_description=f"One view of a {TASKS[task].title} study: {other} or {positive} "
                       f"and {rule.group_name.replace('_', ' ')}. "
                       "Returns (result JSON, Grad-CAM overlay PNG at the input's size, at most 2048 pixels a side).")
+        return upload, open_routed, state
 
     @staticmethod
     def clearing(outputs: list):

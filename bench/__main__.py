@@ -129,10 +129,12 @@ def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path) -> dict:
+    from radiograph.gate import load_gatekeeper
     from radiograph.predict import predict_files
 
     task = folder.name
     model = OnnxModel(folder)
+    keeper, _ = load_gatekeeper(folder.parent, {task: model})  # the batch command runs the input gate too
     files = phantom_files(task, count, workdir / task)
     images = np.stack([load_for_model(path, model.size)[0] for path in files]).astype(np.float32)
     one = images[:1]
@@ -152,7 +154,8 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
             model.run(images[i:i + batch])
 
     raw = timings(raw_batched, max(3, repeats // 10), warmup=1)
-    command = timings(lambda: predict_files(model, files, batch, progress=False), max(3, repeats // 10), warmup=1)
+    command = timings(lambda: predict_files({task: model}, files, task, keeper, batch,
+                                                     progress=False), max(3, repeats // 10), warmup=1)
     result["throughput"] = {"batch_size": batch,
                             "onnx_fp32_images_per_s": len(images) / (raw["median_ms"] / 1e3),
                             "batch_command_images_per_s": len(files) / (command["median_ms"] / 1e3)}

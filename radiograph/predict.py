@@ -1,12 +1,16 @@
 """Batch prediction: every readable radiograph under the given paths, one result row per file.
 
     python -m radiograph predict knee examples/knee --out results.csv
+    python -m radiograph predict auto examples --out routed.csv     # each file to the task the router assigns it to
     python -m radiograph predict mura /data/MURA-v1.1/valid/XR_WRIST --out wrist.json --cam-dir cams
     python -m radiograph predict chest14 scan.dcm --variant int8
 
-Decoding runs in a thread pool one batch ahead of ONNX Runtime, so the two
-overlap. A file that cannot be read gets a row with status "error" and the
-reason; the batch goes on. Where the model's card groups images into studies
+Decoding and the input gate's image checks and routing (radiograph.gate) run
+in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
+row carries the gate (verdict, reasons, feature distance, routed task) and
+the decision's uncertainty. A file the gate refuses gets status "refused",
+its reasons and no probabilities; one that cannot be read gets status
+"error" and the reason; the batch goes on. Where the model's card groups images into studies
 (MURA), files are grouped by the folder that holds them, and each study gets a
 row (probabilities: the mean over its views). With --cam-dir, a class
 activation map overlay (ONNX path) is written per file for each class the
@@ -22,18 +26,22 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from radiograph.cam import cam_kernel, class_activation_map, normalise, overlay
-from radiograph.geometry import FeatureGrid, on_original
-from radiograph.imaging import ImageLoadError, load_for_model
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, heatmap_classes, study_probabilities
+from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty
+from radiograph.gate import Gate, Gatekeeper, Inspection, load_gatekeeper, study_gate
+from radiograph.geometry import FeatureGrid, on_original
+from radiograph.imaging import DISPLAY_SIDE, ImageLoadError, decode, display_copy, model_input
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
 from radiograph.registry import TASKS
+
+AUTO = "auto"  # the task argument that routes each file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
 
@@ -50,59 +58,119 @@ def expand(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _decode(path: Path, size: int):
+@dataclass
+class Prepared:
+    """One file after decoding and the input gate, before any task model: the task it goes to, its model input
+    (None when refused or unreadable), and the gate's refusal or the inspection that completes the gate."""
+
+    path: Path
+    task: str | None
+    tensor: np.ndarray | None = None
+    geometry: object = None
+    display: np.ndarray | None = None  # kept only for --cam-dir
+    seen: Inspection | None = None
+    refusal: Gate | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekeeper, keep_display: bool) -> Prepared:
+    """Decode, inspect and letterbox one file for `task` ("auto": the task the router assigns it to)."""
     start = time.perf_counter()
     try:
-        image, geometry, display, _ = load_for_model(path, size)
-        return image, geometry, display, None, time.perf_counter() - start
+        decoded = decode(path, reduce_to=DISPLAY_SIDE)
+        display = display_copy(decoded.image)
+        seen = keeper.inspect(display, decoded.colourfulness)
+        if task == AUTO:
+            chosen, refusal = keeper.choose(seen, models)
+        else:
+            chosen, refusal = task, keeper.refusal(task, seen)
+        if refusal is not None:
+            return Prepared(path, chosen, refusal=refusal, seconds=time.perf_counter() - start)
+        tensor, geometry = model_input(decoded, models[chosen].size)
+        return Prepared(path, chosen, tensor, geometry, display if keep_display else None, seen,
+                        seconds=time.perf_counter() - start)
     except (ImageLoadError, OSError) as error:
-        return None, None, None, str(error), time.perf_counter() - start
+        return Prepared(path, None if task == AUTO else task, error=str(error), seconds=time.perf_counter() - start)
 
 
-def predict_files(model: OnnxModel, files: list[Path], batch_size: int = 16, cam_dir: Path | None = None,
-                  workers: int = 2, progress: bool = True) -> list[dict]:
-    """One row per file (status ok or error), in input order."""
-    card, size = model.card, model.size
-    kernel = cam_kernel(model.folder / "model.onnx", card) if cam_dir else None
+def predict_files(models: dict[str, OnnxModel], files: list[Path], task: str, keeper: Gatekeeper | None = None,
+                  batch_size: int = 16, cam_dir: Path | None = None, workers: int = 2,
+                  progress: bool = True) -> list[dict]:
+    """One row per file (status ok, refused or error), in input order, then one row per study where a card groups
+    images into studies. `task` is a task id, or "auto": each file goes to the task the router assigns it to."""
+    keeper = keeper or Gatekeeper()
+    kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()} if cam_dir else {}
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
-    base = {"task": card.task, "model_version": card.model_version, "variant": model.variant,
-            "provider": model.provider}
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
     rows: list[dict] = []
+    gates: list[Gate | None] = []  # each row's gate (None for an unreadable file), to combine views into studies
     bar = _progress(len(files), progress)
     with ThreadPoolExecutor(workers) as pool:
-        pending = [pool.submit(_decode, path, size) for path in batches[0]] if batches else []
+        def submit(batch):
+            return [pool.submit(prepare, path, task, models, keeper, cam_dir is not None) for path in batch]
+
+        pending = submit(batches[0]) if batches else []
         for index, batch in enumerate(batches):
-            decoded = [future.result() for future in pending]
+            prepared = [future.result() for future in pending]
             if index + 1 < len(batches):  # decode the next batch while this one runs
-                pending = [pool.submit(_decode, path, size) for path in batches[index + 1]]
-            good = [i for i, d in enumerate(decoded) if d[3] is None]
-            output = model.run(np.stack([decoded[i][0] for i in good])) if good else None
-            share = output.seconds / len(good) if good else 0.0
-            for position, (path, (_, geometry, display, error, decode_seconds)) in enumerate(zip(batch, decoded)):
-                row = {"kind": "image", "file": str(path), **base, "decode_ms": round(decode_seconds * 1e3, 2)}
-                if error:
-                    rows.append({**row, "status": "error", "error": error})
-                    continue
-                k = good.index(position)
-                probabilities = output.probabilities[k]
-                row.update(status="ok", inference_ms=round(share * 1e3, 2),
-                           probabilities={label: float(p) for label, p in zip(model.labels, probabilities)},
-                           decision=decide(card, probabilities))
-                if card.study is not None:  # the folder holding a view is its study
-                    row["study"] = str(path.parent)
-                if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
-                    row["cams"] = {model.labels[c]: write_cam(cam_dir, path, len(rows), display, geometry,
-                                                              output.features[k], kernel, c, card)
-                                   for c in heatmap_classes(card, probabilities)}
-                    row["cam"] = next(iter(row["cams"].values()))
+                pending = submit(batches[index + 1])
+            outputs = {}
+            for chosen in dict.fromkeys(p.task for p in prepared if p.tensor is not None):  # one run per task
+                members = [k for k, p in enumerate(prepared) if p.tensor is not None and p.task == chosen]
+                output = models[chosen].run(np.stack([prepared[k].tensor for k in members]))
+                for position, k in enumerate(members):
+                    outputs[k] = (output, position, output.seconds / len(members))
+            for k, item in enumerate(prepared):
+                row, gate = _row(item, models, keeper, outputs.get(k), cam_dir, kernels, len(rows))
                 rows.append(row)
+                gates.append(gate)
             bar.update(len(batch))
     bar.close()
-    if card.study is not None:
-        rows += study_rows(rows, base, card)
+    for chosen, model in models.items():
+        if model.card.study is not None:
+            mine = [k for k, r in enumerate(rows) if r.get("task") == chosen and gates[k] is not None]
+            rows += study_rows([rows[k] for k in mine], [gates[k] for k in mine], _base(model), model.card)
     return rows
+
+
+def _base(model: OnnxModel) -> dict:
+    return {"task": model.card.task, "model_version": model.card.model_version, "variant": model.variant,
+            "provider": model.provider}
+
+
+def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, cam_dir, kernels,
+         index) -> tuple[dict, Gate | None]:
+    model = models.get(item.task)
+    row = {"kind": "image", "file": str(item.path), **(_base(model) if model else {"task": item.task}),
+           "decode_ms": round(item.seconds * 1e3, 2)}
+    if item.error:
+        return {**row, "status": "error", "error": item.error}, None
+    if item.refusal is not None:
+        return {**row, "status": "refused", "gate": item.refusal.as_dict(),
+                "decision": {"text": "Refused: " + " ".join(r.text for r in item.refusal.reasons)}}, item.refusal
+    output, position, share = ran
+    card, probabilities = model.card, output.probabilities[position]
+    features = output.features[position] if output.features is not None else None
+    gate = keeper.verdict(item.task, item.seen, features)
+    decided = decide(card, probabilities)
+    if gate.verdict == "warn":
+        decided["text"] = f"Warning ({gate.summary()}): {decided['text']}"
+    cut = (card.uncertainty or {}).get("high_above")
+    value = uncertainty(card, probabilities)
+    row.update(status="ok", inference_ms=round(share * 1e3, 2), gate=gate.as_dict(),
+               probabilities={label: float(p) for label, p in zip(card.labels, probabilities)},
+               uncertainty={"value": round(value, 4), "high": None if cut is None else bool(value >= cut)},
+               decision=decided)
+    if card.study is not None:  # the folder holding a view is its study
+        row["study"] = str(item.path.parent)
+    if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
+        row["cams"] = {card.labels[c]: write_cam(cam_dir, item.path, index, item.display, item.geometry, features,
+                                                 kernels[item.task], c, card)
+                       for c in heatmap_classes(card, probabilities)}
+        row["cam"] = next(iter(row["cams"].values()))
+    return row, gate
 
 
 def write_cam(cam_dir: Path, path: Path, index: int, display, geometry, features, kernel, class_index,
@@ -116,17 +184,29 @@ def write_cam(cam_dir: Path, path: Path, index: int, display, geometry, features
     return str(target)
 
 
-def study_rows(rows: list[dict], base: dict, card: ModelCard) -> list[dict]:
-    """One row per study folder; its probabilities are the mean over its readable views, decided by the card."""
-    views: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        if row["status"] == "ok":
-            views[row["study"]].append(row)
-    result = []
+def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard) -> list[dict]:
+    """One row per study folder; its probabilities are the mean over its views that passed the gate, decided by
+    the card; its gate is the views' (radiograph.gate.study_gate: mixed body parts are warned about)."""
+    views: dict[str, list[tuple[dict, Gate]]] = defaultdict(list)
+    for row, gate in zip(rows, gates):
+        views[str(Path(row["file"]).parent)].append((row, gate))
+    decision, result = card.decision, []
     for study, members in sorted(views.items()):
-        mean = study_probabilities([list(r["probabilities"].values()) for r in members])
-        result.append({"kind": "study", "file": study, **base, "status": "ok", "views": len(members),
-                       "probabilities": dict(zip(card.labels, mean.tolist())), "decision": decide(card, mean)})
+        read = [r for r, _ in members if r["status"] == "ok"]
+        parts = [grouped_summary(decision, list(r["probabilities"].values()))[decision.group_name]
+                 if r["status"] == "ok" else None for r, _ in members]
+        gate = study_gate([(Path(r["file"]).name, g) for r, g in members], parts,
+                          noun=decision.group_name.replace("_", " "))
+        row = {"kind": "study", "file": study, **base, "views": len(members), "gate": gate.as_dict()}
+        if not read:
+            result.append({**row, "status": "refused", "decision": {"text": "Refused: no view passed the gate."}})
+            continue
+        mean = study_probabilities([list(r["probabilities"].values()) for r in read])
+        decided = decide(card, mean)
+        if gate.verdict == "warn":
+            decided["text"] = f"Warning ({gate.summary()}): {decided['text']}"
+        result.append({**row, "status": "ok", "probabilities": dict(zip(card.labels, mean.tolist())),
+                       "uncertainty": {"value": round(uncertainty(card, mean), 4)}, "decision": decided})
     return result
 
 
@@ -136,30 +216,38 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="image", disable=not enabled, file=sys.stderr)
 
 
-def flatten(row: dict, card: ModelCard) -> dict:
-    """A CSV row: fixed columns, one probability column per label."""
-    decision = row.get("decision", {})
+def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
+    """A CSV row: fixed columns, the gate, one probability column per label (`p_<label>`; with several tasks,
+    `p_<task>_<label>`)."""
+    decision, gate, card = row.get("decision", {}), row.get("gate") or {}, cards.get(row.get("task"))
     flat = {key: row.get(key, "") for key in ("kind", "file", "status", "error", "task", "model_version", "variant",
                                                 "provider")}
     flat["decision"] = decision.get("text", "")
-    for label in card.labels:
-        value = row.get("probabilities", {}).get(label)
-        flat[f"p_{label}"] = "" if value is None else f"{value:.6f}"
-    grouped = card.decision.kind == "grouped"
-    for key in ([card.decision.score_key, card.decision.group_name] if grouped else []):
-        if key in decision:
-            flat[key] = decision[key]
+    flat["gate_verdict"] = gate.get("verdict", "")
+    flat["gate_reasons"] = " | ".join(gate.get("reasons", []))
+    for key in ("ood_score", "ood_threshold", "routed_task", "routed_probability"):
+        flat[key] = "" if gate.get(key) is None else gate[key]
+    flat["uncertainty"] = (row.get("uncertainty") or {}).get("value", "")
+    for task, each in cards.items():
+        prefix = "p_" if len(cards) == 1 else f"p_{task}_"
+        for label in each.labels:
+            value = row.get("probabilities", {}).get(label) if task == row.get("task") else None
+            flat[f"{prefix}{label}"] = "" if value is None else f"{value:.6f}"
+    if card is not None and card.decision.kind == "grouped":
+        for key in (card.decision.score_key, card.decision.group_name):
+            if key in decision:
+                flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "inference_ms", "cam")})
     if len(row.get("cams", {})) > 1:
         flat["cams"] = ";".join(f"{label}={path}" for label, path in row["cams"].items())
     return flat
 
 
-def write_results(rows: list[dict], card: ModelCard, out: Path | None) -> None:
+def write_results(rows: list[dict], cards: dict[str, ModelCard], out: Path | None) -> None:
     if out is not None and out.suffix.lower() == ".json":
         out.write_text(json.dumps(rows, indent=2))
         return
-    flat = [flatten(row, card) for row in rows]
+    flat = [flatten(row, cards) for row in rows]
     columns = list(dict.fromkeys(key for row in flat for key in row))
     handle = out.open("w", newline="") if out else sys.stdout
     try:
@@ -173,7 +261,8 @@ def write_results(rows: list[dict], card: ModelCard, out: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m radiograph predict", description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=list(TASKS))
+    parser.add_argument("task", choices=[*TASKS, AUTO], help="a task, or auto: each file goes to the task the "
+                        "router assigns it to")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH_OR_DIR")
     parser.add_argument("--out", type=Path, help="results.csv or results.json (default: CSV on stdout)")
     parser.add_argument("--cam-dir", type=Path, help="write a class activation map overlay per image here")
@@ -188,19 +277,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out}")
+    tasks = [t for t in TASKS if (args.models / t / "card.json").exists()] if args.task == AUTO else [args.task]
     try:
-        model = OnnxModel(args.models / args.task, variant=args.variant, device=args.device, tensorrt=args.tensorrt)
+        models = {t: OnnxModel(args.models / t, variant=args.variant, device=args.device, tensorrt=args.tensorrt)
+                  for t in tasks}
+        keeper, problem = load_gatekeeper(args.models, models, args.device)
     except ModelFileError as error:
         parser.exit(2, f"error: {error}\n")
+    if problem:
+        if args.task == AUTO:
+            parser.exit(2, f"error: --task auto needs the router: {problem}\n")
+        print(f"note: no routing ({problem}); the image checks and feature distance still run", file=sys.stderr)
     files = expand(args.paths)
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
-    rows = predict_files(model, files, args.batch_size, args.cam_dir, progress=not args.quiet)
-    write_results(rows, model.card, args.out)
-    failed = sum(row["status"] == "error" for row in rows)
-    print(f"{args.task}: {len(files) - failed} of {len(files)} files predicted on {model.provider} "
-          f"({model.card.model_version}, {model.variant})" + (f"; results in {args.out}" if args.out else ""),
-          file=sys.stderr)
-    if model.card.notice:
-        print(model.card.notice, file=sys.stderr)
+    rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet)
+    write_results(rows, {t: m.card for t, m in models.items()}, args.out)
+    images = [row for row in rows if row["kind"] == "image"]
+    counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}
+    warned = sum(row.get("gate", {}).get("verdict") == "warn" for row in images)
+    versions = ", ".join(f"{m.card.model_version} ({m.variant}, {m.provider})" for m in models.values())
+    print(f"{args.task}: {counts['ok']} of {len(files)} files predicted ({warned} with a warning), "
+          f"{counts['refused']} refused by the input gate, {counts['error']} unreadable; {versions}"
+          + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+    for notice in dict.fromkeys(m.card.notice for m in models.values() if m.card.notice):
+        print(notice, file=sys.stderr)
     return 0

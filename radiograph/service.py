@@ -2,8 +2,13 @@
 
     service = Service(Path("models"))                     # every task with a model folder; loads once
     analysis = service.analyse("knee", "examples/knee/9143052L.png")
-    analysis.result()                                     # JSON-serialisable: probabilities, decision, model, timings
+    analysis.result()                                     # JSON-serialisable: gate, probabilities, decision, timings
     analysis.overlay(class_index=3, opacity=0.5)          # RGB uint8 at the original image's size
+    service.analyse_auto("film.png")                      # routed to the task the router assigns it to
+
+Every analysis passes the input gate (radiograph.gate) first: the image checks and the router (models/router,
+when there is one) run before the task model, and a refused image gets no probabilities and no heatmap, only
+the gate's reasons. The task model's feature distance (radiograph.ood) completes the gate of an image it ran on.
 
 An analysis keeps the heatmap of every class (one batched Grad-CAM call on the
 Keras path, one matrix product on the ONNX path), so choosing another class or
@@ -18,29 +23,41 @@ from pathlib import Path
 import numpy as np
 
 from radiograph.cam import hottest_region, outline, overlay, score_names
-from radiograph.explain import Explainer
-from radiograph.geometry import FeatureGrid, Letterbox, on_original
-from radiograph.imaging import load_for_model
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, heatmap_classes, study_probabilities
+from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty
+from radiograph.explain import Explainer
+from radiograph.gate import ROUTER_FOLDER, Gate, Gatekeeper, Inspection, study_gate
+from radiograph.geometry import FeatureGrid, Letterbox, on_original
+from radiograph.imaging import DISPLAY_SIDE, decode, display_copy, model_input
 from radiograph.inference import OnnxModel
+from radiograph.ood import FeatureDistance
 from radiograph.registry import TASKS
+from radiograph.routing import Router
 
 
 @dataclass
 class Analysis:
     """One image through one model: probabilities, decision, every class's heatmap, timings."""
 
-    card: ModelCard
-    model: dict  # OnnxModel.describe() plus the CAM path
+    card: ModelCard | None  # None only for an image the Auto tab refused before choosing a task
+    model: dict | None  # OnnxModel.describe() plus the CAM path
     name: str
     display: np.ndarray  # 2-D uint8: the whole decoded image, longer side at most imaging.DISPLAY_SIDE
     geometry: Letterbox  # `original`: the file's own size
-    probabilities: np.ndarray
-    heatmaps: np.ndarray  # [C, h, w], each scaled to [0, 1] (all zero where the class has no positive evidence)
-    flat: list[bool]
+    probabilities: np.ndarray | None  # None when the gate refused the image (no model ran)
+    heatmaps: np.ndarray | None  # [C, h, w], each scaled to [0, 1] (all zero where the class has no positive evidence)
+    flat: list[bool] | None
+    gate: Gate = field(default_factory=lambda: Gate("ok"))
     timings_ms: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # values of the file the loader did not trust and worked around
+
+    @property
+    def refused(self) -> bool:
+        return self.probabilities is None
+
+    @property
+    def task(self) -> str | None:
+        return self.card.task if self.card is not None else None
 
     @property
     def labels(self) -> list[str]:
@@ -56,14 +73,16 @@ class Analysis:
         return self.shown_classes[0]
 
     def heatmap_on_display(self, class_index: int) -> np.ndarray | None:
-        if self.flat[class_index]:
+        if self.refused or self.flat[class_index]:
             return None
         return on_original(self.heatmaps[class_index], self.geometry, FeatureGrid.from_card(self.card),
                            self.display.shape)
 
     def overlay(self, class_index: int | None = None, opacity: float = 0.4, region: bool = False) -> np.ndarray:
         """RGB uint8 at the display size (the input's size up to imaging.DISPLAY_SIDE a side); `region` outlines
-        the hottest region and draws its bounding box."""
+        the hottest region and draws its bounding box. A refused image is shown as it is."""
+        if self.refused:
+            return overlay(self.display, None)
         class_index = self.shown_class if class_index is None else class_index
         heatmap = self.heatmap_on_display(class_index)
         picture = overlay(self.display, heatmap, opacity)
@@ -82,21 +101,41 @@ class Analysis:
         sx, sy = width / shown_width, height / shown_height
         return [round(x * sx, 1), round(y * sy, 1), round(w * sx, 1), round(h * sy, 1)]
 
+    def uncertainty(self) -> dict | None:
+        """How near the decision is to flipping (radiograph.decision.uncertainty), and whether that is high."""
+        if self.refused:
+            return None
+        return _uncertainty(self.card, self.probabilities, "decision margin (0: far from the decision boundary, "
+                            "1: on it)")
+
+    def decision(self) -> dict:
+        """The card's decision, its text prefixed with the gate's warnings."""
+        decided = decide(self.card, self.probabilities)
+        if self.gate.verdict == "warn":
+            decided["text"] = f"Warning ({self.gate.summary()}): {decided['text']}"
+        return decided
+
     def result(self, class_index: int | None = None) -> dict:
         """Everything a script needs, JSON-serialisable."""
+        height, width = self.geometry.original
+        image = {"width": width, "height": height, "notes": list(self.notes),
+                 "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]}
+        if self.refused:
+            return {"task": self.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
+                    "decision": {"text": "Refused: " + " ".join(r.text for r in self.gate.reasons)},
+                    "model": self.model, "timings_ms": self.timings_ms,
+                    "notice": self.card.notice if self.card else ""}
         shown = self.shown_classes
         class_index = shown[0] if class_index is None else class_index
-        height, width = self.geometry.original
         scores = score_names(self.labels, self.card.heatmap_versus)
         described = {c: {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
                          "hottest_region_xywh": self.region(c)}  # each region once: it maps a full-size map
                      for c in dict.fromkeys([class_index, *shown])}
         return {
-            "task": self.card.task, "file": self.name,
-            "image": {"width": width, "height": height, "notes": list(self.notes),
-                      "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]},
+            "task": self.card.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
-            "decision": decide(self.card, self.probabilities),
+            "uncertainty": self.uncertainty(),
+            "decision": self.decision(),
             "heatmap": {**described[class_index], "method": self.model["cam_path"],
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
             "heatmaps": [described[c] for c in shown],  # the default ones (e.g. every positive finding)
@@ -109,23 +148,28 @@ class UnusableResult(ValueError):
 
 
 class Service:
-    """The loaded models of every task (once), and the analyses the app serves from them.
+    """The loaded models of every task (once), the input gate, and the analyses the app serves from them.
 
-    A task whose model fails verification or loading is left out of `models` and its reason kept in
-    `unavailable`, so the other tasks keep serving; `strict=True` raises instead."""
+    A task whose model (or its fitted feature distance) fails verification or loading is left out of `models`
+    and its reason kept in `unavailable`, so the other tasks keep serving; a router that fails to load leaves
+    routing off, its reason in `router_problem`. `strict=True` raises instead. `gate=False` serves without
+    the router and the feature distances (the image checks still run)."""
 
     def __init__(self, models: Path, tasks: list[str] | None = None, cam_path: str = "auto", device: str = "auto",
-                 variant: str = "fp32", strict: bool = False):
+                 variant: str = "fp32", strict: bool = False, gate: bool = True):
         tasks = tasks or [task for task in TASKS if (Path(models) / task / "card.json").exists()]
         if not tasks:
             raise FileNotFoundError(f"no model folders with a card.json under {models}")
         self.models: dict[str, OnnxModel] = {}
         self.explainers: dict[str, Explainer] = {}
         self.unavailable: dict[str, str] = {}
+        distances: dict[str, FeatureDistance | None] = {}
         for task in tasks:
             try:
                 self.models[task] = OnnxModel(Path(models) / task, variant=variant, device=device)
                 self.explainers[task] = Explainer(self.models[task], cam_path)
+                if gate:
+                    distances[task] = FeatureDistance.load(self.models[task].folder, self.models[task].card)
             except Exception as error:  # noqa: BLE001 - any failure disables this task only (unless strict)
                 if strict:
                     raise
@@ -133,6 +177,19 @@ class Service:
                 self.unavailable[task] = f"{type(error).__name__}: {error}"
         if not self.models:
             raise RuntimeError("no model could be loaded: " + "; ".join(f"{t}: {r}" for t, r in self.unavailable.items()))
+        self.router: Router | None = None
+        self.router_problem: str | None = None if gate else "the input gate's router is switched off"
+        folder = Path(models) / ROUTER_FOLDER
+        if gate and (folder / "card.json").exists():
+            try:
+                self.router = Router(folder, device=device)
+            except Exception as error:  # noqa: BLE001 - serving goes on without routing
+                if strict:
+                    raise
+                self.router_problem = f"{type(error).__name__}: {error}"
+        elif gate:
+            self.router_problem = f"no router model in {folder}"
+        self.gatekeeper = Gatekeeper(self.router, distances)
 
     @property
     def tasks(self) -> list[str]:
@@ -140,48 +197,121 @@ class Service:
         return [task for task in TASKS if task in self.models or task in self.unavailable]
 
     def warm_up(self) -> None:
-        """Run every model's heatmaps once (the Keras path traces its graph on the first call)."""
+        """Run every model's heatmaps once (the Keras path traces its graph on the first call), and the router."""
         for task, model in self.models.items():
             blank = np.zeros((1, model.size, model.size, 1), np.float32)
             self.explainers[task].heatmaps(blank, model.run(blank).features[0])
+        if self.router is not None:
+            self.router.route(np.zeros((64, 64), np.uint8))
 
     def describe(self, task: str) -> dict:
         return {**self.models[task].describe(), "cam_path": self.explainers[task].path}
 
     def analyse(self, task: str, source, name: str | None = None) -> Analysis:
-        """Decode, predict and explain one file (path or bytes); raises ImageLoadError for unreadable input and
-        UnusableResult when the model's output is not finite."""
+        """Decode, gate, predict and explain one file (path or bytes); raises ImageLoadError for unreadable
+        input and UnusableResult when the model's output is not finite."""
+        return self._analyse(task, *self._inspect(source, name))
+
+    def analyse_auto(self, source, name: str | None = None) -> Analysis:
+        """Route one file to the task the router assigns it to, and analyse it there (the gate says which task
+        and how sure the router is); an image no task is chosen for is refused."""
+        if self.router is None:
+            raise RoutingUnavailable(f"Routing is unavailable ({self.router_problem}); choose the task's tab.")
+        decoded, display, seen, name, clock = self._inspect(source, name)
+        task, refusal = self.gatekeeper.choose(seen, self.models)
+        if refusal is not None:
+            return self._refused(None, decoded, display, refusal, name, clock)
+        return self._analyse(task, decoded, display, seen, name, clock)
+
+    def _inspect(self, source, name: str | None):
+        """Decode once, keep the display copy, and look at it (image checks, router) before any task model."""
+        name = name or (Path(str(source)).name if not isinstance(source, bytes) else "input")
+        clock = {"start": time.perf_counter()}
+        decoded = decode(source, name, reduce_to=DISPLAY_SIDE)
+        display = display_copy(decoded.image)
+        clock["decoded"] = time.perf_counter()
+        seen = self.gatekeeper.inspect(display, decoded.colourfulness)
+        clock["inspected"] = time.perf_counter()
+        return decoded, display, seen, name, clock
+
+    def _refused(self, task: str | None, decoded, display, gate: Gate, name: str, clock: dict) -> Analysis:
+        _, geometry = model_input(decoded, 16)  # where the image would sit; no model runs
+        card, model = (self.models[task].card, self.describe(task)) if task else (None, None)
+        return Analysis(card, model, name, display, geometry, None, None, None, gate,
+                        _milliseconds(clock, time.perf_counter()), decoded.notes)
+
+    def _analyse(self, task: str, decoded, display: np.ndarray, seen: Inspection, name: str, clock: dict) -> Analysis:
         model, explainer = self.models[task], self.explainers[task]
+        refusal = self.gatekeeper.refusal(task, seen)
+        if refusal is not None:
+            return self._refused(task, decoded, display, refusal, name, clock)
         start = time.perf_counter()
-        image, geometry, display, notes = load_for_model(source, model.size, name)
-        decoded = time.perf_counter()
+        image, geometry = model_input(decoded, model.size)
+        notes = decoded.notes
+        del decoded
+        letterboxed = time.perf_counter()
         output = model.run(image[None])
         probabilities = output.probabilities[0]
         if not np.isfinite(probabilities).all():
-            raise UnusableResult(f"{name or 'input'}: the model returned a probability that is not a finite number "
+            raise UnusableResult(f"{name}: the model returned a probability that is not a finite number "
                                  "for this image, so there is no result; the image's values may be out of range")
         predicted = time.perf_counter()
+        gate = self.gatekeeper.verdict(task, seen, output.features[0] if output.features is not None else None)
+        gated = time.perf_counter()
         heatmaps, flat = explainer.heatmaps(image[None], output.features[0])
         explained = time.perf_counter()
-        timings = {"decode": (decoded - start) * 1e3, "inference": (predicted - decoded) * 1e3,
-                   "cam": (explained - predicted) * 1e3, "total": (explained - start) * 1e3}
-        return Analysis(model.card, self.describe(task), name or Path(str(source)).name, display, geometry,
-                        probabilities, heatmaps, flat, {k: round(v, 2) for k, v in timings.items()}, notes)
+        timings = _milliseconds(clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
+                                inference=predicted - letterboxed, cam=explained - gated)
+        return Analysis(model.card, self.describe(task), name, display, geometry, probabilities, heatmaps, flat,
+                        gate, timings, notes)
 
     def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
         """Every view of one study of a task whose card groups images into studies, and the study's result
-        (probabilities: the mean over its views, decided by the card's rule)."""
-        if self.models[task].card.study is None:
+        (probabilities: the mean over its views that passed the gate, decided by the card's rule; its gate: the
+        views' gates, and a warning when the views are of different body parts)."""
+        card = self.models[task].card
+        if card.study is None:
             raise ValueError(f"{task} does not group images into studies")
         if not sources:
             raise ValueError("a study needs at least one image")
         names = names or [Path(str(source)).name for source in sources]
         views = [self.analyse(task, source, name) for source, name in zip(sources, names)]
-        card = views[0].card
-        mean = study_probabilities([view.probabilities for view in views])
-        study = {"task": task, "views": len(views), "files": names,
-                 "probabilities": dict(zip(card.labels, mean.tolist())), "decision": decide(card, mean),
-                 "per_view": [view.result() for view in views], "model": views[0].model,
-                 "timings_ms": {key: round(sum(view.timings_ms[key] for view in views), 2) for key in views[0].timings_ms},
-                 "notice": card.notice}
+        read = [view for view in views if not view.refused]
+        decision = card.decision
+        parts = [None if view.refused else grouped_summary(decision, view.probabilities)[decision.group_name]
+                 for view in views]
+        gate = study_gate([(view.name, view.gate) for view in views], parts, noun=decision.group_name.replace("_", " "))
+        study = {"task": task, "views": len(views), "files": names, "gate": gate.as_dict()}
+        if read:
+            mean = study_probabilities([view.probabilities for view in read])
+            decided = decide(card, mean)
+            if gate.verdict == "warn":
+                decided["text"] = f"Warning ({gate.summary()}): {decided['text']}"
+            study.update(probabilities=dict(zip(card.labels, mean.tolist())), decision=decided,
+                         uncertainty=_uncertainty(card, mean, "decision margin of the study's mean probabilities"))
+        else:
+            study["decision"] = {"text": "Refused: no view of this study passed the input gate."}
+        study.update(per_view=[view.result() for view in views], model=self.describe(task),
+                     timings_ms={key: round(sum(view.timings_ms.get(key, 0.0) for view in views), 2)
+                                 for key in views[0].timings_ms}, notice=card.notice)
         return views, study
+
+
+class RoutingUnavailable(RuntimeError):
+    """The Auto tab's router is not loaded."""
+
+
+def _uncertainty(card: ModelCard, probabilities: np.ndarray, method: str) -> dict:
+    """radiograph.decision.uncertainty, and whether it is high by the card's cut (90th percentile on validation)."""
+    value = uncertainty(card, probabilities)
+    cut = (card.uncertainty or {}).get("high_above")
+    return {"value": round(value, 4), "high": None if cut is None else bool(value >= cut), "high_above": cut,
+            "method": method}
+
+
+def _milliseconds(clock: dict, end: float, letterbox: float = 0.0, distance: float = 0.0, **parts: float) -> dict:
+    """decode (with the display copy and the letterbox), gate (image checks, routing, feature distance), the
+    model's parts, total; in ms."""
+    values = {"decode": clock["decoded"] - clock["start"] + letterbox,
+              "gate": clock["inspected"] - clock["decoded"] + distance, **parts, "total": end - clock["start"]}
+    return {key: round(value * 1e3, 2) for key, value in values.items()}

@@ -126,3 +126,36 @@ def test_a_new_upload_a_cleared_upload_and_a_failed_analysis_leave_nothing_stale
         clear()
         analysed()  # and the tab still works
         browser.close()
+
+
+def test_the_auto_tab_routes_and_a_wrong_tab_upload_is_warned_and_opened_in_its_tab(app_url, tmp_path):
+    """Any radiograph routes a chest example to its task; the same film in the knee tab gets the warning that
+    names the chest task, and its button opens the film in that tab."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    entry, files = first_example("chest14")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             env={**os.environ, "HOME": str(tmp_path)})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name="Any radiograph").click()
+        page.locator("#auto-upload input[type=file]").set_input_files(files)
+        expect(page.locator("#auto-decision")).to_contain_text(f"Routed to {TASKS['chest14'].title}", timeout=WAIT_MS)
+        expect(page.locator("#auto-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "auto.png"), full_page=True)
+
+        page.get_by_role("tab", name=TASKS["knee"].title).click()
+        page.locator("#knee-upload input[type=file]").set_input_files(files)
+        warning = page.locator("#knee-gate [role=alert]")
+        expect(warning).to_contain_text(TASKS["chest14"].title, timeout=WAIT_MS)
+        expect(page.locator("#knee-decision")).to_contain_text("Warning", timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "wrong_tab_warning.png"), full_page=True)
+        page.locator("#knee-open-routed").click()
+        expect(page.get_by_role("tab", name=TASKS["chest14"].title)).to_have_attribute("aria-selected", "true",
+                                                                                   timeout=WAIT_MS)
+        page.locator("#chest14-analyse").click()
+        expect(page.locator("#chest14-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+        expect(page.locator("#chest14-gate")).to_contain_text("passed", timeout=WAIT_MS)
+        browser.close()
