@@ -20,7 +20,7 @@ through the shipped fp32 ONNX model (radiograph.inference.OnnxModel), and its `f
 
 The test split is never read. model.onnx and model.keras are not touched. One line per task is printed.
 
-`--measure HELDOUT` writes nothing: it scores every image of HELDOUT/<task> (all splits; a phantom set never
+`--measure HELDOUT` writes nothing: it scores every image of HELDOUT/<task> (all splits, or --split; a phantom set never
 used to fit or choose anything) with every given task's model and prints, per model, the fraction of its own
 task's images under its threshold and of each other task's images above it, and the score's cost.
 """
@@ -146,13 +146,15 @@ def fit_task(folder: Path, data: Path, false_alarm: float, command: str, batch_s
             f"{high_above:.3f}; {(folder / FILE).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s")
 
 
-def measure(models: Path, heldout: Path, tasks: list[str], batch_size: int = 16, cache: Path | None = None) -> dict:
+def measure(models: Path, heldout: Path, tasks: list[str], batch_size: int = 16, cache: Path | None = None,
+            split: str = "all") -> dict:
     """Per model: the fraction of its own task's held-out images under its threshold, the fraction of every
     other task's above it, and the score's cost per image in microseconds."""
     sets = {}
     for task in tasks:
         index = read_dataset(task, heldout / task)
-        sets[task] = [s.path for name in ("train", "val", "test") for s in index.splits[name]]
+        names = ("train", "val", "test") if split == "all" else (split,)
+        sets[task] = [s.path for name in names for s in index.splits[name]]
     results = {}
     for task in tasks:
         model = OnnxModel(models / task, "fp32", device="auto")
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
                                                     "and image paths)")
     parser.add_argument("--measure", type=Path, metavar="HELDOUT",
                         help="write nothing: score HELDOUT/<task> (all splits) with every given task's model")
+    parser.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
+                        help="with --measure: which split of each held-out set to score (default all)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     recorded = [a for i, a in enumerate(argv) if a != "--cache" and (i == 0 or argv[i - 1] != "--cache")
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m train.ood " + shlex.join(recorded)
     try:
         if args.measure:
-            results = measure(args.models, args.measure, args.tasks, args.batch_size, args.cache)
+            results = measure(args.models, args.measure, args.tasks, args.batch_size, args.cache, args.split)
             print(json.dumps(results, indent=2))
             return
         if not 0.0 < args.false_alarm < 1.0:
