@@ -55,7 +55,8 @@ def test_fitting_scores_held_in_images_below_far_away_ones(fitted):
     held_in = score.distances(pooled_outputs(model, test)[0])
     noise = np.random.default_rng(0).uniform(0, 255, (8, model.size, model.size, 1)).astype(np.float32)
     far = score.scores(model.run(noise).features)
-    mura = score.distances(pooled_outputs(model, [s.path for s in read_dataset("mura", data / "mura").splits["train"]])[0])
+    foreign = [s.path for s in read_dataset("mura", data / "mura").splits["train"]]
+    mura = score.distances(pooled_outputs(model, foreign)[0])
     assert np.median(held_in) < score.threshold < far.min(), (held_in, score.threshold, far)
     assert np.median(held_in) < np.median(mura)
     one = model.run(noise[:1]).features
