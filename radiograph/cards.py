@@ -8,7 +8,8 @@
     card.save("models/knee")
 
 Serving reads only the card: labels, head, decision rule, study grouping, heatmap scores, thresholds and
-feature grid. Provenance (training, data, metrics, calibration, reports, export, localisation, maps, ensemble)
+feature grid. Provenance (training, data, metrics, calibration, reports, export, localisation, maps, ensemble, ood,
+uncertainty)
 is kept as the sections the stage that wrote them chose, and shown by `card_markdown`.
 
     python -m radiograph migrate-cards models/*   # rewrite older cards in the current schema
@@ -73,6 +74,8 @@ class ModelCard:
     localisation: dict | None = None
     maps: dict | None = None
     ensemble: dict | None = None
+    ood: dict | None = None  # out-of-distribution score: file, method, threshold, false-alarm rate (radiograph.ood)
+    uncertainty: dict | None = None  # which decision margins count as high: method, high_above (train.ood)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -155,7 +158,7 @@ class ModelCard:
                 value = value.as_dict()
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
-            if value is None and f.name in ("localisation", "maps", "ensemble"):
+            if value is None and f.name in ("localisation", "maps", "ensemble", "ood", "uncertainty"):
                 continue
             values[f.name] = value
         return values
@@ -268,6 +271,18 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
         lines += ["", f"ONNX export: opset {export.get('opset')}, Keras vs ONNX Runtime max |dp| "
                       f"{parity.get('max_abs_diff', 0):.1e} on {parity.get('images')} images"
                       + (f"; variants {variants}" if variants else "") + "."]
+    ood, uncertainty = card.ood, card.uncertainty
+    if ood:
+        fitted, chosen = ood.get("fitted_on", {}), ood.get("chosen_on", {})
+        lines += ["", f"Out-of-distribution score: {ood.get('method', '')}; above {_figure(ood.get('threshold'))} "
+                      f"counts as unusual (false-alarm rate {_figure(ood.get('false_alarm_rate'))} on "
+                      f"{chosen.get('images', '?')} {chosen.get('split', '?')} images; fitted on "
+                      f"{fitted.get('images', '?')} {fitted.get('split', '?')} images; `{ood.get('command', '')}`)."]
+    if uncertainty:
+        chosen = uncertainty.get("chosen_on", {})
+        lines += ["", f"Uncertainty: {uncertainty.get('method', '')}; above {_figure(uncertainty.get('high_above'))} "
+                      f"counts as high (chosen on {chosen.get('images', '?')} {chosen.get('split', '?')} "
+                      f"images; `{uncertainty.get('command', '')}`)."]
     files = card.files
     if files:
         lines += ["", "Files (sha256 checked before use): " + ", ".join(
