@@ -9,7 +9,7 @@
 
 Serving reads only the card: labels, head, decision rule, study grouping, heatmap scores, thresholds and
 feature grid. Provenance (training, data, metrics, calibration, reports, export, localisation, maps, ensemble, ood,
-uncertainty)
+uncertainty, gate)
 is kept as the sections the stage that wrote them chose, and shown by `card_markdown`.
 
     python -m radiograph migrate-cards models/*   # rewrite older cards in the current schema
@@ -76,6 +76,7 @@ class ModelCard:
     ensemble: dict | None = None
     ood: dict | None = None  # out-of-distribution score: file, method, threshold, false-alarm rate (radiograph.ood)
     uncertainty: dict | None = None  # which decision margins count as high: method, high_above (train.ood)
+    gate: dict | None = None  # the input gate measured on held-out data (train.measure_gate)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -158,7 +159,7 @@ class ModelCard:
                 value = value.as_dict()
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
-            if value is None and f.name in ("localisation", "maps", "ensemble", "ood", "uncertainty"):
+            if value is None and f.name in ("localisation", "maps", "ensemble", "ood", "uncertainty", "gate"):
                 continue
             values[f.name] = value
         return values
@@ -283,6 +284,15 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
         lines += ["", f"Uncertainty: {uncertainty.get('method', '')}; above {_figure(uncertainty.get('high_above'))} "
                       f"counts as high (chosen on {chosen.get('images', '?')} {chosen.get('split', '?')} "
                       f"images; `{uncertainty.get('command', '')}`)."]
+    gate = card.gate
+    if gate:
+        def share(key: str) -> str:
+            figure = gate.get(key) or {}
+            return f"{_figure(figure.get('rate'))} of {figure.get('of', '?')}"
+
+        lines += ["", f"Input gate on held-out data (seed {gate.get('held_out', {}).get('seed', '?')}): own phantoms "
+                      f"passed as ok {share('passed_ok')}; other tasks' phantoms flagged {share('other_task_flagged')}; "
+                      f"non-radiographs refused {share('non_radiographs_refused')} (`{gate.get('command', '')}`)."]
     files = card.files
     if files:
         lines += ["", "Files (sha256 checked before use): " + ", ".join(
