@@ -8,7 +8,8 @@ Labels: the task ids of `radiograph.registry.TASKS` in registry order, then "non
 card's labels must equal them. Input: the uint8 display copy that `radiograph.imaging.load_for_model` returns
 for any model size, letterboxed by `router_input` to ROUTER_SIZE (intensities 0-255; the model rescales them).
 
-`route` runs one batch of five copies (`router_batch`): the image as given, then the image rotated by 90 degrees
+`route` routes the image as given and, only when that says "none", its four corrected copies (`router_batch`
+holds all five: the image as given, then the image rotated by 90 degrees
 clockwise, by 180 degrees, by 90 degrees anticlockwise (as seen on screen, row 0 at the top), and its negative
 (255 - x inside the image; the letterbox padding stays black). The model was trained to call a film of an
 upright task (registry `upright`: knee, pneumonia, chest14) "none" when it is turned or inverted, and to keep
@@ -143,15 +144,17 @@ class Router:
         return self.session.run(["probabilities"], {"image": batch})[0]
 
     def route(self, display: np.ndarray) -> Routing:
-        probabilities = self.probabilities(router_batch(display, self.size))
-        given = probabilities[0]
+        """The image as given first; its four corrected copies only when it routes to "none" (most images
+        route to a task, so most requests pay for one copy, not five)."""
+        batch = router_batch(display, self.size)
+        given = self.probabilities(batch[:1])[0]
         top = int(np.argmax(given))
         task = None if self.labels[top] == NONE else self.labels[top]
         routing = Routing({label: float(p) for label, p in zip(self.labels, given)}, task, float(given[top]),
                           None, None, None)
         if task is not None:
             return routing
-        best = pose_of(probabilities, self.labels)
+        best = pose_of(np.concatenate([given[None], self.probabilities(batch[1:])]), self.labels)
         if best is not None:
             routing.pose, routing.pose_task, routing.pose_probability = best
         return routing
