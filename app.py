@@ -55,6 +55,7 @@ from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
+from radiograph.routing import router_markdown  # noqa: E402
 from radiograph.service import RoutingUnavailable, Service, UnusableResult  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -622,6 +623,14 @@ class App:
         gr.Markdown(f"> {NOT_A_DEVICE}")
         for task, reason in self.service.unavailable.items():
             gr.Markdown(f"**{TASKS[task].title}: unavailable** ({html.escape(reason)})")
+        router = self.service.router
+        if router is not None:
+            with gr.Accordion(f"Task router: {router.card.get('model_version')} (demo model trained on synthetic "
+                              "phantoms and generated images)", open=False):
+                gr.Markdown(router_markdown(router.card))
+        elif self.service.router_problem:
+            gr.Markdown(f"**Task router: not loaded** ({html.escape(self.service.router_problem)}); the Any "
+                        "radiograph tab is absent and no image is routed.")
         for task, model in self.service.models.items():
             trained_on = ("demo model trained on synthetic phantoms" if model.card.trained_on_phantoms
                           else model.card.data.get("dataset", ""))

@@ -78,7 +78,11 @@ def router_input(display: np.ndarray, size: int = ROUTER_SIZE) -> np.ndarray:
 
 def router_batch(display: np.ndarray, size: int = ROUTER_SIZE) -> np.ndarray:
     """float32 [5, size, size, 1]: the image as given, then its copies in CORRECTIONS order."""
-    boxed, geometry = _boxed(display, size)
+    return corrected_copies(*_boxed(display, size))
+
+
+def corrected_copies(boxed: np.ndarray, geometry) -> np.ndarray:
+    """float32 [5, size, size, 1] of a letterboxed router input: itself, then its copies in CORRECTIONS order."""
     inverted = boxed.copy()
     region = (slice(geometry.top, geometry.top + geometry.height),
               slice(geometry.left, geometry.left + geometry.width))
@@ -146,18 +150,40 @@ class Router:
     def route(self, display: np.ndarray) -> Routing:
         """The image as given first; its four corrected copies only when it routes to "none" (most images
         route to a task, so most requests pay for one copy, not five)."""
-        batch = router_batch(display, self.size)
-        given = self.probabilities(batch[:1])[0]
+        boxed, geometry = _boxed(display, self.size)
+        given = self.probabilities(boxed[None, ..., None].astype(np.float32))[0]
         top = int(np.argmax(given))
         task = None if self.labels[top] == NONE else self.labels[top]
         routing = Routing({label: float(p) for label, p in zip(self.labels, given)}, task, float(given[top]),
                           None, None, None)
         if task is not None:
             return routing
-        best = pose_of(np.concatenate([given[None], self.probabilities(batch[1:])]), self.labels)
+        copies = corrected_copies(boxed, geometry)[1:]
+        best = pose_of(np.concatenate([given[None], self.probabilities(copies)]), self.labels)
         if best is not None:
             routing.pose, routing.pose_task, routing.pose_probability = best
         return routing
+
+
+def router_markdown(card: dict) -> str:
+    """The router's card for people (the app's Models tab)."""
+    training, metrics = card.get("training", {}), card.get("metrics", {}).get("validation", {})
+    lines = [f"> {card.get('notice', '')}", "",
+             f"- Router `{card.get('model_version')}`: labels {', '.join(card.get('labels', []))}; input "
+             f"{card.get('input', {}).get('size')} px; a turned or inverted film is named when its corrected copy "
+             f"routes with P >= {card.get('pose_confidence')}",
+             f"- Training: `{training.get('command', '')}`, kept epoch {training.get('kept_epoch')}, "
+             f"{training.get('seconds')} s; validation accuracy {metrics.get('accuracy', float('nan')):.3f}"]
+    held = card.get("heldout")
+    if held:
+        accuracy, refused = held.get("routing_accuracy", {}), held.get("auto_non_radiographs_refused", {})
+        lines.append(f"- Held-out (seed 2026 phantoms, never-seen families of non-radiographs): routing accuracy "
+                     f"{accuracy.get('rate')} of {accuracy.get('of')}; non-radiographs refused {refused.get('rate')} "
+                     f"of {refused.get('of')} (`{held.get('command', '')}`)")
+    files = card.get("files", {})
+    lines.append("- Files (sha256 checked before use): " + ", ".join(
+        f"`{name}` {entry['sha256'][:12]}..." for name, entry in files.items()))
+    return "\n".join(lines)
 
 
 def pose_of(probabilities: np.ndarray, labels: list[str], threshold: float = POSE_CONFIDENCE):
@@ -175,4 +201,4 @@ def pose_of(probabilities: np.ndarray, labels: list[str], threshold: float = POS
 
 
 __all__ = ["CORRECTIONS", "NONE", "POSE_CONFIDENCE", "ROUTER_SIZE", "Router", "Routing", "pose_of", "router_batch",
-           "router_input", "router_labels"]
+           "router_input", "router_labels", "router_markdown"]

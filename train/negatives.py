@@ -321,6 +321,7 @@ TRAIN_FAMILIES = {"colour_scenes": colour_scenes, "documents": documents, "unifo
 EVAL_FAMILIES = {"screenshots": screenshots, "textures": textures, "gaussian_noise": gaussian_noise,
                  "salt_pepper": salt_pepper, "unseen_films": unseen_films}
 FAMILIES = {**TRAIN_FAMILIES, **EVAL_FAMILIES}
+FILM_FAMILIES = ("other_films", "unseen_films")  # radiographs, of anatomies no task takes; the rest are not films
 JPEG_SHARE = {"colour_scenes": 0.5, "documents": 0.3, "screenshots": 0.3, "textures": 0.5, "other_films": 0.2,
               "unseen_films": 0.2}  # the rest are PNG
 
