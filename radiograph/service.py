@@ -152,11 +152,11 @@ class Service:
 
     A task whose model (or its fitted feature distance) fails verification or loading is left out of `models`
     and its reason kept in `unavailable`, so the other tasks keep serving; a router that fails to load leaves
-    routing off, its reason in `router_problem`. `strict=True` raises instead. `gate=False` serves without
-    the router and the feature distances (the image checks still run)."""
+    routing off, its reason in `router_problem`, and a models folder without router/ serves without routing (the
+    image checks and feature distances still run). `strict=True` raises instead."""
 
     def __init__(self, models: Path, tasks: list[str] | None = None, cam_path: str = "auto", device: str = "auto",
-                 variant: str = "fp32", strict: bool = False, gate: bool = True):
+                 variant: str = "fp32", strict: bool = False):
         tasks = tasks or [task for task in TASKS if (Path(models) / task / "card.json").exists()]
         if not tasks:
             raise FileNotFoundError(f"no model folders with a card.json under {models}")
@@ -168,8 +168,7 @@ class Service:
             try:
                 self.models[task] = OnnxModel(Path(models) / task, variant=variant, device=device)
                 self.explainers[task] = Explainer(self.models[task], cam_path)
-                if gate:
-                    distances[task] = FeatureDistance.load(self.models[task].folder, self.models[task].card)
+                distances[task] = FeatureDistance.load(self.models[task].folder, self.models[task].card)
             except Exception as error:  # noqa: BLE001 - any failure disables this task only (unless strict)
                 if strict:
                     raise
@@ -178,16 +177,16 @@ class Service:
         if not self.models:
             raise RuntimeError("no model could be loaded: " + "; ".join(f"{t}: {r}" for t, r in self.unavailable.items()))
         self.router: Router | None = None
-        self.router_problem: str | None = None if gate else "the input gate's router is switched off"
+        self.router_problem: str | None = None
         folder = Path(models) / ROUTER_FOLDER
-        if gate and (folder / "card.json").exists():
+        if (folder / "card.json").exists():
             try:
                 self.router = Router(folder, device=device)
             except Exception as error:  # noqa: BLE001 - serving goes on without routing
                 if strict:
                     raise
                 self.router_problem = f"{type(error).__name__}: {error}"
-        elif gate:
+        else:
             self.router_problem = f"no router model in {folder}"
         self.gatekeeper = Gatekeeper(self.router, distances)
 
