@@ -91,6 +91,15 @@ def uncertainty(card: ModelCard, probabilities: np.ndarray) -> float:
     return float(np.clip(1.0 - (top - second), 0.0, 1.0))
 
 
+def uncertainty_summary(card: ModelCard, probabilities: np.ndarray) -> dict:
+    """What a result says of its uncertainty: the value, whether it is high by the card's cut (`uncertainty.
+    high_above`, the 90th percentile on validation; None where the card has none), the cut and the method."""
+    value = uncertainty(card, probabilities)
+    cut = (card.uncertainty or {}).get("high_above")
+    return {"value": round(value, 4), "high": None if cut is None else bool(value >= cut), "high_above": cut,
+            "method": "decision margin (0: far from the decision boundary, 1: on it)"}
+
+
 def _beyond(values: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     """1 - distance from each cut, as a fraction of the room between the cut and 0 (below) or 1 (above)."""
     room = np.where(values < cuts, cuts, 1.0 - cuts)

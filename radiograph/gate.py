@@ -91,6 +91,14 @@ class Gate:
         """The warnings in a few words ("" when there are none), for a decision text."""
         return "; ".join(r.short for r in self.reasons if r.verdict != "ok")
 
+    def caption(self, decided: dict) -> dict:
+        """A decision whose text says the gate's warnings first ("Warning (...): ..."), or the refusal's text."""
+        if self.refused:
+            return {"text": "Refused: " + " ".join(r.text for r in self.reasons)}
+        if self.verdict == "warn":
+            decided["text"] = f"Warning ({self.summary()}): {decided['text']}"
+        return decided
+
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)

@@ -34,7 +34,7 @@ import numpy as np
 
 from radiograph.cam import cam_kernel, class_activation_map, normalise, overlay
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty
+from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty_summary
 from radiograph.gate import Gate, Gatekeeper, Inspection, load_gatekeeper, study_gate
 from radiograph.geometry import FeatureGrid, on_original
 from radiograph.imaging import DISPLAY_SIDE, ImageLoadError, decode, display_copy, model_input
@@ -149,20 +149,14 @@ def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, 
         return {**row, "status": "error", "error": item.error}, None
     if item.refusal is not None:
         return {**row, "status": "refused", "gate": item.refusal.as_dict(),
-                "decision": {"text": "Refused: " + " ".join(r.text for r in item.refusal.reasons)}}, item.refusal
+                "decision": item.refusal.caption({})}, item.refusal
     output, position, share = ran
     card, probabilities = model.card, output.probabilities[position]
     features = output.features[position] if output.features is not None else None
     gate = keeper.verdict(item.task, item.seen, features)
-    decided = decide(card, probabilities)
-    if gate.verdict == "warn":
-        decided["text"] = f"Warning ({gate.summary()}): {decided['text']}"
-    cut = (card.uncertainty or {}).get("high_above")
-    value = uncertainty(card, probabilities)
     row.update(status="ok", inference_ms=round(share * 1e3, 2), gate=gate.as_dict(),
                probabilities={label: float(p) for label, p in zip(card.labels, probabilities)},
-               uncertainty={"value": round(value, 4), "high": None if cut is None else bool(value >= cut)},
-               decision=decided)
+               uncertainty=uncertainty_summary(card, probabilities), decision=gate.caption(decide(card, probabilities)))
     if card.study is not None:  # the folder holding a view is its study
         row["study"] = str(item.path.parent)
     if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
@@ -199,14 +193,11 @@ def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard)
                           noun=decision.group_name.replace("_", " "))
         row = {"kind": "study", "file": study, **base, "views": len(members), "gate": gate.as_dict()}
         if not read:
-            result.append({**row, "status": "refused", "decision": {"text": "Refused: no view passed the gate."}})
+            result.append({**row, "status": "refused", "decision": gate.caption({})})
             continue
         mean = study_probabilities([list(r["probabilities"].values()) for r in read])
-        decided = decide(card, mean)
-        if gate.verdict == "warn":
-            decided["text"] = f"Warning ({gate.summary()}): {decided['text']}"
         result.append({**row, "status": "ok", "probabilities": dict(zip(card.labels, mean.tolist())),
-                       "uncertainty": {"value": round(uncertainty(card, mean), 4)}, "decision": decided})
+                       "uncertainty": uncertainty_summary(card, mean), "decision": gate.caption(decide(card, mean))})
     return result
 
 

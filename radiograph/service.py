@@ -24,7 +24,7 @@ import numpy as np
 
 from radiograph.cam import hottest_region, outline, overlay, score_names
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty
+from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty_summary
 from radiograph.explain import Explainer
 from radiograph.gate import ROUTER_FOLDER, Gate, Gatekeeper, Inspection, study_gate
 from radiograph.geometry import FeatureGrid, Letterbox, on_original
@@ -101,19 +101,9 @@ class Analysis:
         sx, sy = width / shown_width, height / shown_height
         return [round(x * sx, 1), round(y * sy, 1), round(w * sx, 1), round(h * sy, 1)]
 
-    def uncertainty(self) -> dict | None:
-        """How near the decision is to flipping (radiograph.decision.uncertainty), and whether that is high."""
-        if self.refused:
-            return None
-        return _uncertainty(self.card, self.probabilities, "decision margin (0: far from the decision boundary, "
-                            "1: on it)")
-
     def decision(self) -> dict:
-        """The card's decision, its text prefixed with the gate's warnings."""
-        decided = decide(self.card, self.probabilities)
-        if self.gate.verdict == "warn":
-            decided["text"] = f"Warning ({self.gate.summary()}): {decided['text']}"
-        return decided
+        """The card's decision, its text prefixed with the gate's warnings (the refusal's reasons when refused)."""
+        return self.gate.caption({} if self.refused else decide(self.card, self.probabilities))
 
     def result(self, class_index: int | None = None) -> dict:
         """Everything a script needs, JSON-serialisable."""
@@ -122,9 +112,8 @@ class Analysis:
                  "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]}
         if self.refused:
             return {"task": self.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
-                    "decision": {"text": "Refused: " + " ".join(r.text for r in self.gate.reasons)},
-                    "model": self.model, "timings_ms": self.timings_ms,
-                    "notice": self.card.notice if self.card else ""}
+                    "decision": self.decision(), "model": self.model, "timings_ms": self.timings_ms,
+                    "notice": self.card.notice if self.card else REFUSED_NOTICE}
         shown = self.shown_classes
         class_index = shown[0] if class_index is None else class_index
         scores = score_names(self.labels, self.card.heatmap_versus)
@@ -134,13 +123,17 @@ class Analysis:
         return {
             "task": self.card.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
-            "uncertainty": self.uncertainty(),
+            "uncertainty": uncertainty_summary(self.card, self.probabilities),
             "decision": self.decision(),
             "heatmap": {**described[class_index], "method": self.model["cam_path"],
                         "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
             "heatmaps": [described[c] for c in shown],  # the default ones (e.g. every positive finding)
             "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.notice,
         }
+
+
+REFUSED_NOTICE = ("Research software, not a medical device. The image was refused before any task model ran; "
+                  "the router and the models here are demo models trained on synthetic phantoms.")
 
 
 class UnusableResult(ValueError):
@@ -283,13 +276,10 @@ class Service:
         study = {"task": task, "views": len(views), "files": names, "gate": gate.as_dict()}
         if read:
             mean = study_probabilities([view.probabilities for view in read])
-            decided = decide(card, mean)
-            if gate.verdict == "warn":
-                decided["text"] = f"Warning ({gate.summary()}): {decided['text']}"
-            study.update(probabilities=dict(zip(card.labels, mean.tolist())), decision=decided,
-                         uncertainty=_uncertainty(card, mean, "decision margin of the study's mean probabilities"))
+            study.update(probabilities=dict(zip(card.labels, mean.tolist())), decision=gate.caption(decide(card, mean)),
+                         uncertainty=uncertainty_summary(card, mean))
         else:
-            study["decision"] = {"text": "Refused: no view of this study passed the input gate."}
+            study["decision"] = gate.caption({})  # every view refused: the study gate's verdict is refuse
         study.update(per_view=[view.result() for view in views], model=self.describe(task),
                      timings_ms={key: round(sum(view.timings_ms.get(key, 0.0) for view in views), 2)
                                  for key in views[0].timings_ms}, notice=card.notice)
@@ -298,14 +288,6 @@ class Service:
 
 class RoutingUnavailable(RuntimeError):
     """The Auto tab's router is not loaded."""
-
-
-def _uncertainty(card: ModelCard, probabilities: np.ndarray, method: str) -> dict:
-    """radiograph.decision.uncertainty, and whether it is high by the card's cut (90th percentile on validation)."""
-    value = uncertainty(card, probabilities)
-    cut = (card.uncertainty or {}).get("high_above")
-    return {"value": round(value, 4), "high": None if cut is None else bool(value >= cut), "high_above": cut,
-            "method": method}
 
 
 def _milliseconds(clock: dict, end: float, letterbox: float = 0.0, distance: float = 0.0, **parts: float) -> dict:

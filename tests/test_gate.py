@@ -182,3 +182,29 @@ def test_a_study_of_mixed_parts_warns_and_a_refused_view_is_left_out():
     assert partly.verdict == "warn" and codes(partly.reasons) == ["blank", "views_left_out"]
     assert partly.reasons[0].text.startswith("b.png: ")
     assert study_gate([("b.png", refused)], [None]).verdict == "refuse"
+
+
+def test_uncertainty_is_the_decision_margin_worked_by_hand():
+    from pathlib import Path
+
+    from radiograph.cards import ModelCard
+    from radiograph.decision import uncertainty, uncertainty_summary
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    knee, mura, chest = (ModelCard.load(models / task) for task in ("knee", "mura", "chest14"))
+    assert uncertainty(knee, [0.6, 0.3, 0.1, 0, 0]) == pytest.approx(0.7)  # 1 - (0.6 - 0.3)
+    assert uncertainty(knee, [1, 0, 0, 0, 0]) == 0 and uncertainty(knee, [0.5, 0.5, 0, 0, 0]) == 1
+    p = np.zeros(14)
+    p[[1, 3]] = [0.35, 0.05]  # elbow_abnormal, finger_abnormal: P(abnormal) summed over the parts is 0.4
+    assert uncertainty(mura, p) == pytest.approx(1 - (0.5 - 0.4) / 0.5)  # below the cut 0.5 by 0.1 of 0.5
+    p = np.zeros(14)
+    p[[0, 1]] = [0.1, 0.8]  # elbow: normal 0.1, abnormal 0.8 (and nothing else): 0.3 above the cut, of 0.5
+    assert uncertainty(mura, p) == pytest.approx(1 - 0.3 / 0.5)
+    thresholds = np.array([chest.thresholds[label] for label in chest.labels])
+    assert uncertainty(chest, thresholds) == 1  # every finding on its threshold
+    far = np.where(thresholds < 0.5, 0.0, 1.0)
+    near = far.copy()
+    near[4] = thresholds[4] * 0.9  # one finding just below its threshold: the image is as unsure as that finding
+    assert uncertainty(chest, near) == pytest.approx(0.9)
+    summary = uncertainty_summary(knee, [0.6, 0.3, 0.1, 0, 0])
+    assert summary["high"] == (0.7 >= knee.uncertainty["high_above"]) and summary["high_above"] > 0
