@@ -53,7 +53,8 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
-from radiograph.decision import grouped_summary  # noqa: E402
+from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
+from radiograph.gate import AUTO  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 from radiograph.routing import router_markdown  # noqa: E402
 from radiograph.service import RoutingUnavailable, Service, UnusableResult  # noqa: E402
@@ -70,7 +71,6 @@ STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) 
 SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
 OVERLAY_AGE_S = 600  # overlay files older than this are removed (Gradio has copied them to its cache by then)
 ANALYSIS = "analysis"  # the one concurrency group every analysing event shares
-AUTO = "auto"  # the Any radiograph tab and its endpoint /auto
 QUICK = {"api_visibility": "private", "show_progress": "hidden", "queue": False}  # clearing a tab's outputs
 NOT_A_DEVICE = ("**Research demo, not a medical device.** Do not use it to diagnose, treat or triage anyone; "
                 "the heatmap shows where the model looked, not where disease is.")
@@ -344,22 +344,23 @@ class App:
 
     def present(self, task: str, analysis):
         """UI: the rest of the page from the state of the last analysis (task: the tab's, or AUTO)."""
-        result = analysis.result()
+        gate = analysis.gate.as_dict()
         routed = ""
         if task == AUTO and analysis.task:
             routed = (f"Routed to **{TASKS[analysis.task].title}** (router P = "
                       f"{analysis.gate.routed_probability:.2f}).\n\n")
         multi_label = task == AUTO or self.service.models[task].card.multi_label
         if analysis.refused:
-            outputs = [gate_panel(result["gate"]), "### Refused: not analysed" + notes_text(analysis.notes), None,
+            outputs = [gate_panel(gate), "### Refused: not analysed" + notes_text(analysis.notes), None,
                        analysis.display, gr.update(value=None, choices=[]),
                        timing_text(analysis.timings_ms, analysis.model)]
             return outputs + ([None, gr.update(value=None, visible=False)] if multi_label else [])
-        decision = (routed + f"### {result['decision']['text']}" + uncertainty_text(result["uncertainty"])
+        decision = (routed + f"### {analysis.decision()['text']}"
+                    + uncertainty_text(uncertainty_summary(analysis.card, analysis.probabilities))
                     + notes_text(analysis.notes))
         label_value = {label: round(float(p), 4) for label, p in zip(analysis.labels, analysis.probabilities)}
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
-        outputs = [gate_panel(result["gate"]), decision, label_value, analysis.display, selector,
+        outputs = [gate_panel(gate), decision, label_value, analysis.display, selector,
                    timing_text(analysis.timings_ms, analysis.model)]
         if multi_label and analysis.card.multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
@@ -368,12 +369,22 @@ class App:
             outputs += [None, gr.update(value=None, visible=False)]
         return outputs
 
+    @staticmethod
+    def routed_elsewhere(state) -> str | None:
+        """The task the router assigns a tab's last image to (a study's: its views' most common one), when that
+        is not the task it was analysed as; else None."""
+        if isinstance(state, tuple):  # a study: (views, study JSON)
+            views, study = state
+            own, routed = views[0].task, study["gate"]["routed_task"]
+        else:
+            own, routed = (state.task, state.gate.routed_task) if state is not None else (None, None)
+        return routed if routed is not None and routed != own else None
+
     def open_routed(self, state) -> gr.Button:
         """The button that opens the image in the tab of the task the router assigns it to (shown when that is
         another task than the tab's)."""
-        analysis = state[0][0] if isinstance(state, tuple) else state
-        routed = getattr(getattr(analysis, "gate", None), "routed_task", None)
-        if routed is None or routed == analysis.task or routed not in self.service.models:
+        routed = self.routed_elsewhere(state)
+        if routed not in self.service.models:
             return gr.update(visible=False)
         return gr.update(visible=True, value=f"Open this image in the {TASKS[routed].title} tab")
 
@@ -387,7 +398,8 @@ class App:
                     timing_text(study["timings_ms"], study["model"]))
         score = decision[rule.score_key]
         label_value = {positive: score, other: 1 - score}
-        selector = gr.update(choices=labels, value=labels[views[0].shown_class])
+        first_read = next(view for view in views if not view.refused)
+        selector = gr.update(choices=labels, value=labels[first_read.shown_class])
         group = rule.group_name
         text = (f"### {decision['text']}\nStudy of {len(views)} view(s); P({positive}) is the mean over the views. "
                 f"{group.replace('_', ' ').capitalize()}: {decision[group]} ({decision[rule.group_score_key]:.2f})."
@@ -430,8 +442,7 @@ class App:
         uploads = {task: upload for task, (upload, _, _) in opened.items() if task != AUTO}
 
         def open_in_routed(state, files):
-            analysis = state[0][0] if isinstance(state, tuple) else state
-            target = getattr(getattr(analysis, "gate", None), "routed_task", None)
+            target = self.routed_elsewhere(state)
             first = (files[0] if isinstance(files, list) else files) if files else None
             if target not in uploads or first is None:
                 return [gr.skip()] * (1 + len(uploads))
@@ -526,7 +537,9 @@ class App:
               [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render")
         if multi_label:
             def refind(analysis, alpha, outline):
-                return gr.skip() if analysis is None else self.findings_gallery(analysis, alpha, outline)
+                if analysis is None or analysis.refused or not analysis.card.multi_label:
+                    return gr.skip()
+                return self.findings_gallery(analysis, alpha, outline)
 
             gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
                   api_visibility="private", show_progress="hidden", concurrency_id="render")

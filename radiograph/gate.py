@@ -3,7 +3,7 @@
     keeper = Gatekeeper(router, distances)              # radiograph.routing.Router (or None), {task: FeatureDistance}
     seen = keeper.inspect(display, colourfulness)       # image checks and routing, before any task model runs
     keeper.refusal(task, seen)                          # a Gate whose verdict is "refuse", or None: run the model
-    keeper.verdict(task, seen, features)                # the full Gate, with the task model's feature distance
+    keeper.gate(task, seen, features)                   # the full Gate, with the task model's feature distance
 
 Every result (app, API, batch output) carries `Gate.as_dict()`:
     {"verdict": "ok" | "warn" | "refuse", "reasons": [sentences], "codes": [one per reason],
@@ -23,9 +23,12 @@ What each check looks at, and its verdict:
                       or a negative), for tasks whose films have one right way up (registry `upright`)
   warn    unrecognised    the router says "none", but below NONE_REFUSE
   warn    other_task  the router assigns the image to another task with probability >= OTHER_TASK
+  warn    unsure_route    (Any radiograph) the router's chosen task has probability below OTHER_TASK
+  refuse  not_routed, task_unavailable    (Any radiograph) no task is chosen, or its model is not loaded
   warn    ood         the task model's feature distance is above its threshold (chosen on validation for a stated
                       false-alarm rate, radiograph.ood)
   warn    mixed_parts the views of one study are of different body parts (study_gate)
+  warn    views_left_out  views of a study refused while others were read: left out of its mean (study_gate)
 The thresholds on image statistics sit far outside every phantom the demo models trained on (docs/gate.md
 gives the measured ranges); the router's and the distance's are chosen on validation data.
 """
@@ -48,7 +51,9 @@ LOW_RANGE = 64  # phantoms span at least 124
 CLIPPED_WHITE = 0.5  # fraction of pixels at 254-255; phantoms reach at most 0.37
 CLIPPED_BLACK = 0.6  # at 0-1; phantoms reach at most 0.35 (air and collimation are black on real films too)
 NONE_REFUSE = 0.9  # router's P(none) at or above which an image is refused
-OTHER_TASK = 0.9  # router's probability of another task at or above which a task's result is warned about
+OTHER_TASK = 0.9  # router's probability of another task at or above which a task's result is warned about;
+# also the probability below which the Any radiograph tab's choice of task is warned about as unsure
+AUTO = "auto"  # the task name of routing: the Any radiograph tab, its endpoint /auto, `predict auto`
 STATISTICS_SIDE = 256  # image statistics are taken on every n-th pixel, about this many a side
 
 
@@ -91,7 +96,7 @@ class Gate:
         """The warnings in a few words ("" when there are none), for a decision text."""
         return "; ".join(r.short for r in self.reasons if r.verdict != "ok")
 
-    def caption(self, decided: dict) -> dict:
+    def annotate(self, decided: dict) -> dict:
         """A decision whose text says the gate's warnings first ("Warning (...): ..."), or the refusal's text."""
         if self.refused:
             return {"text": "Refused: " + " ".join(r.text for r in self.reasons)}
@@ -157,18 +162,33 @@ def _small(display: np.ndarray) -> np.ndarray:
 ROUTER_FOLDER = "router"  # models/router: the task router's model and card
 
 
-def load_gatekeeper(models: Path, loaded: dict, device: str = "auto") -> tuple[Gatekeeper, str | None]:
-    """The gate of the loaded task models (`loaded`: task -> OnnxModel): the router of models/router and each
-    card's feature distance; and why there is no router (None when there is one). A distance or router whose
-    file fails verification raises (radiograph.cards.ModelFileError)."""
-    from radiograph.ood import FeatureDistance
+def load_router(models: Path, device: str = "auto", strict: bool = False):
+    """(the Router of models/router, None) or (None, why there is none): no router folder, or one that fails
+    verification or loading (raised instead when `strict`)."""
     from radiograph.routing import Router
 
-    distances = {task: FeatureDistance.load(model.folder, model.card) for task, model in loaded.items()}
     folder = Path(models) / ROUTER_FOLDER
     if not (folder / "card.json").exists():
-        return Gatekeeper(None, distances), f"no router model in {folder}"
-    return Gatekeeper(Router(folder, device=device), distances), None
+        if strict:
+            raise FileNotFoundError(f"no router model in {folder}: train one with `python -m train.router`")
+        return None, f"no router model in {folder}"
+    try:
+        return Router(folder, device=device), None
+    except Exception as error:  # noqa: BLE001 - serving goes on without routing unless strict
+        if strict:
+            raise
+        return None, f"{type(error).__name__}: {error}"
+
+
+def load_gatekeeper(models: Path, loaded: dict, device: str = "auto", strict: bool = False):
+    """(the gate of the loaded task models (`loaded`: task -> OnnxModel), why there is no router or None): the
+    router of models/router (`load_router`) and each card's feature distance. A distance whose file fails
+    verification raises (radiograph.cards.ModelFileError)."""
+    from radiograph.ood import FeatureDistance
+
+    distances = {task: FeatureDistance.load(model.folder, model.card) for task, model in loaded.items()}
+    router, problem = load_router(models, device, strict)
+    return Gatekeeper(router, distances), problem
 
 class Gatekeeper:
     """The gate of every task served: the router (None: no routing) and each task's feature distance
@@ -198,9 +218,10 @@ class Gatekeeper:
         if routing is None:
             return []
         if routing.pose and routing.pose_task is not None:
-            return [Reason("pose", "warn", f"The image appears {routing.pose}: it reads as a {title(routing.pose_task)}"
-                           f" image only once corrected (router P = {routing.pose_probability:.2f}). Correct it and "
-                           "analyse it again; the result below is of the image as given.", f"appears {routing.pose}")]
+            return [Reason("pose", "warn", f"The image looks turned or inverted: it reads as a "
+                           f"{title(routing.pose_task)} image only once {routing.pose} (router P = "
+                           f"{routing.pose_probability:.2f}). Correct it and analyse it again; the result below is of "
+                           "the image as given.", f"needs to be {routing.pose}")]
         if routing.task is None:
             p_none = routing.probability
             known = ", ".join(spec.title for spec in TASKS.values())
@@ -210,6 +231,10 @@ class Gatekeeper:
                                "radiograph, or be one of another body part or view.", "not a recognised radiograph")]
             return [Reason("unrecognised", "warn", f"The router does not recognise this as one of the tasks here "
                            f"(P(none) = {p_none:.2f}).", "not recognised")]
+        if task is None and routing.probability < OTHER_TASK:
+            return [Reason("unsure_route", "warn", f"The router is not sure this is a {title(routing.task)} image "
+                           f"(P = {routing.probability:.2f}); if you know its task, analyse it there.",
+                           "task unsure")]
         if task is not None and routing.task != task and routing.probability >= OTHER_TASK:
             return [Reason("other_task", "warn", f"This looks like a {title(routing.task)} image (router P = "
                            f"{routing.probability:.2f}), not a {title(task)} one: its result below is likely "
@@ -248,7 +273,7 @@ class Gatekeeper:
             return gate_of(reasons, ood_threshold=distance.threshold if distance else None, **self._routed(seen))
         return None
 
-    def verdict(self, task: str, seen: Inspection, features: np.ndarray | None) -> Gate:
+    def gate(self, task: str, seen: Inspection, features: np.ndarray | None) -> Gate:
         """The full gate of an image the task model has run on (`features`: its [h, w, K] map)."""
         reasons = seen.reasons + self.routing_reasons(task, seen)
         distance = self.distances.get(task)
@@ -265,7 +290,8 @@ class Gatekeeper:
 def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str = "body part") -> Gate:
     """One study's gate from its views' (name, gate): each view's reasons under its name, a warning when the views
     are of different `parts` (each view's decided group; None for a refused view), and the worst verdict. A view
-    refused while others were read is left out of the study, so its refusal is a warning here."""
+    refused while others were read is left out of the study, so its refusal is a warning here. The routed task
+    is the views' most common one, and its probability the lowest among the views routed to it."""
     some_read = any(part is not None for part in parts)
     reasons = [Reason(r.code, "warn" if some_read and r.verdict == "refuse" else r.verdict, f"{name}: {r.text}",
                       r.short) for name, gate in views for r in gate.reasons]
@@ -280,8 +306,8 @@ def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str
                               "a study of its own.", f"mixed {noun}s"))
     scores = [gate.ood_score for _, gate in views if gate.ood_score is not None]
     routed = [gate.routed_task for _, gate in views if gate.routed_task]
-    probabilities = [gate.routed_probability for _, gate in views if gate.routed_probability is not None]
+    task = max(sorted(set(routed)), key=routed.count) if routed else None  # the views' most common routed task
+    probabilities = [gate.routed_probability for _, gate in views if gate.routed_task == task and task is not None]
     return gate_of(reasons, ood_score=max(scores) if scores else None,
                    ood_threshold=next((g.ood_threshold for _, g in views if g.ood_threshold is not None), None),
-                   routed_task=max(sorted(set(routed)), key=routed.count) if routed else None,
-                   routed_probability=min(probabilities) if probabilities else None)
+                   routed_task=task, routed_probability=min(probabilities) if probabilities else None)

@@ -318,8 +318,8 @@ def _array_in_strips(image: Image.Image, rows: int = 256) -> np.ndarray:
 
 
 class Colourfulness:
-    """Hasler and Suesstrunk's colourfulness (2003) of RGB pixels, accumulated strip by strip on every
-    STRIDE-th row and column: sqrt(sd(rg)^2 + sd(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2), with rg = R - G and
+    """Hasler and Suesstrunk's colourfulness (2003) of RGB pixels, accumulated strip by strip from a sample of
+    every STRIDE-th row and column: sqrt(sd(rg)^2 + sd(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2), with rg = R - G and
     yb = (R + G) / 2 - B on the 0-255 scale. 0 for gray pixels; about 15 reads as "slightly colourful", 33
     "moderately", 59 "quite" (their scale). The input gate refuses colour content by it
     (radiograph.gate)."""
@@ -329,8 +329,9 @@ class Colourfulness:
     def __init__(self):
         self.count, self.sums = 0, np.zeros(4, np.float64)  # sum rg, sum yb, sum rg^2, sum yb^2
 
-    def add(self, rgb: np.ndarray, row_offset: int = 0) -> None:
-        sample = np.asarray(rgb)[(-row_offset) % self.STRIDE::self.STRIDE, ::self.STRIDE, :3].astype(np.float32)
+    def add(self, sample: np.ndarray) -> None:
+        """RGB pixels [h, w, 3] already sampled (the callers take every STRIDE-th row and column)."""
+        sample = np.asarray(sample)[..., :3].astype(np.float32)
         if not sample.size:
             return
         rg = sample[..., 0] - sample[..., 1]
@@ -360,8 +361,10 @@ def _luma(image: Image.Image, colour: Colourfulness | None = None, rows: int = 2
         if transparent:
             strip = strip.convert("RGBA")
             strip = Image.alpha_composite(Image.new("RGBA", strip.size, (0, 0, 0, 255)), strip)
-        if colour is not None:
-            colour.add(np.asarray(strip.convert("RGB")), top)
+        if colour is not None:  # a sample of the strip (every STRIDE-th pixel each way), converted on its own
+            step = Colourfulness.STRIDE
+            sample = strip.resize((max(1, width // step), max(1, strip.height // step)), Image.Resampling.NEAREST)
+            colour.add(np.asarray(sample.convert("RGB")))
         gray.paste(strip.convert("L"), (0, top))
     image.close()
     return gray
@@ -520,7 +523,7 @@ def _first_frame(ds, syntax, frames: int, name: str, colour: Colourfulness) -> n
         gray = np.empty(pixels.shape[:2], np.float32)
         for top in range(0, len(gray), 256):
             gray[top:top + 256] = pixels[top:top + 256].astype(np.float32) @ LUMA
-            colour.add(pixels[top:top + 256], top)
+            colour.add(pixels[top:top + 256:Colourfulness.STRIDE, ::Colourfulness.STRIDE])  # 256: a multiple of it
         return gray
     return pixels
 
@@ -647,18 +650,24 @@ def _scale_to_255(pixels: np.ndarray, name: str, reuse: bool = False) -> np.ndar
     return image
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio so the longer side is `size`, centred on a black square."""
-    height, width = image.shape
+def placement(shape: tuple[int, int], size: int) -> Letterbox:
+    """Where an image of `shape` (height, width) sits when letterboxed to `size`: no pixel is touched."""
+    height, width = shape
     scale = size / max(height, width)
     new_height = max(1, min(size, round(height * scale)))
     new_width = max(1, min(size, round(width * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
-    top, left = (size - new_height) // 2, (size - new_width) // 2
+    return Letterbox((height, width), size, scale, (size - new_height) // 2, (size - new_width) // 2, new_height,
+                     new_width)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio so the longer side is `size`, centred on a black square."""
+    geometry = placement(image.shape, size)
+    interpolation = cv2.INTER_AREA if geometry.scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (geometry.width, geometry.height), interpolation=interpolation)
     canvas = np.zeros((size, size), np.float32)
-    canvas[top:top + new_height, left:left + new_width] = resized
-    return canvas, Letterbox((height, width), size, scale, top, left, new_height, new_width)
+    canvas[geometry.top:geometry.top + geometry.height, geometry.left:geometry.left + geometry.width] = resized
+    return canvas, geometry
 
 
 def display_copy(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
@@ -700,4 +709,4 @@ def model_input(decoded: Decoded, size: int) -> tuple[np.ndarray, Letterbox]:
 
 __all__ = ["ACCEPTED", "DECODE_BUDGET_BYTES", "DISPLAY_SIDE", "MAX_FILE_BYTES", "MAX_PIXELS", "Colourfulness",
            "Decoded", "ImageLoadError", "Loaded", "decode", "display_copy", "letterbox", "load_for_model",
-           "model_input", "read_image"]
+           "model_input", "placement", "read_image"]

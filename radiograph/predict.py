@@ -35,13 +35,11 @@ import numpy as np
 from radiograph.cam import cam_kernel, class_activation_map, normalise, overlay
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty_summary
-from radiograph.gate import Gate, Gatekeeper, Inspection, load_gatekeeper, study_gate
+from radiograph.gate import AUTO, Gate, Gatekeeper, Inspection, load_gatekeeper, study_gate
 from radiograph.geometry import FeatureGrid, on_original
 from radiograph.imaging import DISPLAY_SIDE, ImageLoadError, decode, display_copy, model_input
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
 from radiograph.registry import TASKS
-
-AUTO = "auto"  # the task argument that routes each file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
 
@@ -71,7 +69,8 @@ class Prepared:
     seen: Inspection | None = None
     refusal: Gate | None = None
     error: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # decoding, the display copy and the letterbox
+    gate_seconds: float = 0.0  # the image checks and routing
 
 
 def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekeeper, keep_display: bool) -> Prepared:
@@ -80,16 +79,18 @@ def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekee
     try:
         decoded = decode(path, reduce_to=DISPLAY_SIDE)
         display = display_copy(decoded.image)
+        decoded_at = time.perf_counter()
         seen = keeper.inspect(display, decoded.colourfulness)
         if task == AUTO:
             chosen, refusal = keeper.choose(seen, models)
         else:
             chosen, refusal = task, keeper.refusal(task, seen)
+        inspected = time.perf_counter() - decoded_at
         if refusal is not None:
-            return Prepared(path, chosen, refusal=refusal, seconds=time.perf_counter() - start)
+            return Prepared(path, chosen, refusal=refusal, seconds=decoded_at - start, gate_seconds=inspected)
         tensor, geometry = model_input(decoded, models[chosen].size)
         return Prepared(path, chosen, tensor, geometry, display if keep_display else None, seen,
-                        seconds=time.perf_counter() - start)
+                        seconds=time.perf_counter() - start - inspected, gate_seconds=inspected)
     except (ImageLoadError, OSError) as error:
         return Prepared(path, None if task == AUTO else task, error=str(error), seconds=time.perf_counter() - start)
 
@@ -144,19 +145,24 @@ def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, 
          index) -> tuple[dict, Gate | None]:
     model = models.get(item.task)
     row = {"kind": "image", "file": str(item.path), **(_base(model) if model else {"task": item.task}),
-           "decode_ms": round(item.seconds * 1e3, 2)}
-    if item.error:
-        return {**row, "status": "error", "error": item.error}, None
+           "decode_ms": round(item.seconds * 1e3, 2), "gate_ms": round(item.gate_seconds * 1e3, 2)}
+    if item.error:  # no image, so no gate either
+        return {**row, "status": "error", "error": item.error, "gate": None}, None
     if item.refusal is not None:
         return {**row, "status": "refused", "gate": item.refusal.as_dict(),
-                "decision": item.refusal.caption({})}, item.refusal
+                "decision": item.refusal.annotate({})}, item.refusal
     output, position, share = ran
     card, probabilities = model.card, output.probabilities[position]
+    if not np.isfinite(probabilities).all():
+        return {**row, "status": "error", "gate": None, "error": "the model returned a probability that is not a "
+                "finite number for this image, so there is no result"}, None
     features = output.features[position] if output.features is not None else None
-    gate = keeper.verdict(item.task, item.seen, features)
+    start = time.perf_counter()
+    gate = keeper.gate(item.task, item.seen, features)
+    row["gate_ms"] = round((item.gate_seconds + time.perf_counter() - start) * 1e3, 2)
     row.update(status="ok", inference_ms=round(share * 1e3, 2), gate=gate.as_dict(),
                probabilities={label: float(p) for label, p in zip(card.labels, probabilities)},
-               uncertainty=uncertainty_summary(card, probabilities), decision=gate.caption(decide(card, probabilities)))
+               uncertainty=uncertainty_summary(card, probabilities), decision=gate.annotate(decide(card, probabilities)))
     if card.study is not None:  # the folder holding a view is its study
         row["study"] = str(item.path.parent)
     if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
@@ -193,11 +199,11 @@ def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard)
                           noun=decision.group_name.replace("_", " "))
         row = {"kind": "study", "file": study, **base, "views": len(members), "gate": gate.as_dict()}
         if not read:
-            result.append({**row, "status": "refused", "decision": gate.caption({})})
+            result.append({**row, "status": "refused", "decision": gate.annotate({})})
             continue
         mean = study_probabilities([list(r["probabilities"].values()) for r in read])
         result.append({**row, "status": "ok", "probabilities": dict(zip(card.labels, mean.tolist())),
-                       "uncertainty": uncertainty_summary(card, mean), "decision": gate.caption(decide(card, mean))})
+                       "uncertainty": uncertainty_summary(card, mean), "decision": gate.annotate(decide(card, mean))})
     return result
 
 
@@ -228,7 +234,7 @@ def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
         for key in (card.decision.score_key, card.decision.group_name):
             if key in decision:
                 flat[key] = decision[key]
-    flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "inference_ms", "cam")})
+    flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "gate_ms", "inference_ms", "cam")})
     if len(row.get("cams", {})) > 1:
         flat["cams"] = ";".join(f"{label}={path}" for label, path in row["cams"].items())
     return flat
@@ -272,12 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models = {t: OnnxModel(args.models / t, variant=args.variant, device=args.device, tensorrt=args.tensorrt)
                   for t in tasks}
-        keeper, problem = load_gatekeeper(args.models, models, args.device)
-    except ModelFileError as error:
+        keeper, problem = load_gatekeeper(args.models, models, args.device, strict=args.task == AUTO)
+    except (ModelFileError, FileNotFoundError) as error:  # auto needs the router: strict about it
         parser.exit(2, f"error: {error}\n")
     if problem:
-        if args.task == AUTO:
-            parser.exit(2, f"error: --task auto needs the router: {problem}\n")
         print(f"note: no routing ({problem}); the image checks and feature distance still run", file=sys.stderr)
     files = expand(args.paths)
     if not files:
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
     images = [row for row in rows if row["kind"] == "image"]
     counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}
-    warned = sum(row.get("gate", {}).get("verdict") == "warn" for row in images)
+    warned = sum((row.get("gate") or {}).get("verdict") == "warn" for row in images)
     versions = ", ".join(f"{m.card.model_version} ({m.variant}, {m.provider})" for m in models.values())
     print(f"{args.task}: {counts['ok']} of {len(files)} files predicted ({warned} with a warning), "
           f"{counts['refused']} refused by the input gate, {counts['error']} unreadable; {versions}"

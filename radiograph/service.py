@@ -26,13 +26,12 @@ from radiograph.cam import hottest_region, outline, overlay, score_names
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty_summary
 from radiograph.explain import Explainer
-from radiograph.gate import ROUTER_FOLDER, Gate, Gatekeeper, Inspection, study_gate
+from radiograph.gate import Gate, Gatekeeper, Inspection, load_router, study_gate
 from radiograph.geometry import FeatureGrid, Letterbox, on_original
-from radiograph.imaging import DISPLAY_SIDE, decode, display_copy, model_input
+from radiograph.imaging import DISPLAY_SIDE, decode, display_copy, model_input, placement
 from radiograph.inference import OnnxModel
 from radiograph.ood import FeatureDistance
 from radiograph.registry import TASKS
-from radiograph.routing import Router
 
 
 @dataclass
@@ -103,7 +102,7 @@ class Analysis:
 
     def decision(self) -> dict:
         """The card's decision, its text prefixed with the gate's warnings (the refusal's reasons when refused)."""
-        return self.gate.caption({} if self.refused else decide(self.card, self.probabilities))
+        return self.gate.annotate({} if self.refused else decide(self.card, self.probabilities))
 
     def result(self, class_index: int | None = None) -> dict:
         """Everything a script needs, JSON-serialisable."""
@@ -169,18 +168,7 @@ class Service:
                 self.unavailable[task] = f"{type(error).__name__}: {error}"
         if not self.models:
             raise RuntimeError("no model could be loaded: " + "; ".join(f"{t}: {r}" for t, r in self.unavailable.items()))
-        self.router: Router | None = None
-        self.router_problem: str | None = None
-        folder = Path(models) / ROUTER_FOLDER
-        if (folder / "card.json").exists():
-            try:
-                self.router = Router(folder, device=device)
-            except Exception as error:  # noqa: BLE001 - serving goes on without routing
-                if strict:
-                    raise
-                self.router_problem = f"{type(error).__name__}: {error}"
-        else:
-            self.router_problem = f"no router model in {folder}"
+        self.router, self.router_problem = load_router(Path(models), device, strict)
         self.gatekeeper = Gatekeeper(self.router, distances)
 
     @property
@@ -202,20 +190,20 @@ class Service:
     def analyse(self, task: str, source, name: str | None = None) -> Analysis:
         """Decode, gate, predict and explain one file (path or bytes); raises ImageLoadError for unreadable
         input and UnusableResult when the model's output is not finite."""
-        return self._analyse(task, *self._inspect(source, name))
+        return self._analyse(task, self._inspect(source, name))
 
     def analyse_auto(self, source, name: str | None = None) -> Analysis:
         """Route one file to the task the router assigns it to, and analyse it there (the gate says which task
         and how sure the router is); an image no task is chosen for is refused."""
         if self.router is None:
             raise RoutingUnavailable(f"Routing is unavailable ({self.router_problem}); choose the task's tab.")
-        decoded, display, seen, name, clock = self._inspect(source, name)
-        task, refusal = self.gatekeeper.choose(seen, self.models)
+        inspected = self._inspect(source, name)
+        task, refusal = self.gatekeeper.choose(inspected.seen, self.models)
         if refusal is not None:
-            return self._refused(None, decoded, display, refusal, name, clock)
-        return self._analyse(task, decoded, display, seen, name, clock)
+            return self._refused(None, inspected, refusal)
+        return self._analyse(task, inspected)
 
-    def _inspect(self, source, name: str | None):
+    def _inspect(self, source, name: str | None) -> Inspected:
         """Decode once, keep the display copy, and look at it (image checks, router) before any task model."""
         name = name or (Path(str(source)).name if not isinstance(source, bytes) else "input")
         clock = {"start": time.perf_counter()}
@@ -224,23 +212,25 @@ class Service:
         clock["decoded"] = time.perf_counter()
         seen = self.gatekeeper.inspect(display, decoded.colourfulness)
         clock["inspected"] = time.perf_counter()
-        return decoded, display, seen, name, clock
+        return Inspected(decoded, display, seen, name, clock)
 
-    def _refused(self, task: str | None, decoded, display, gate: Gate, name: str, clock: dict) -> Analysis:
-        _, geometry = model_input(decoded, 16)  # where the image would sit; no model runs
+    def _refused(self, task: str | None, inspected: Inspected, gate: Gate) -> Analysis:
+        decoded = inspected.take()  # no model runs; only the file's size is kept
+        geometry = placement(decoded.original, self.models[task].size if task else DISPLAY_SIDE)
         card, model = (self.models[task].card, self.describe(task)) if task else (None, None)
-        return Analysis(card, model, name, display, geometry, None, None, None, gate,
-                        _milliseconds(clock, time.perf_counter()), decoded.notes)
+        return Analysis(card, model, inspected.name, inspected.display, geometry, None, None, None, gate,
+                        _milliseconds(inspected.clock, time.perf_counter()), decoded.notes)
 
-    def _analyse(self, task: str, decoded, display: np.ndarray, seen: Inspection, name: str, clock: dict) -> Analysis:
-        model, explainer = self.models[task], self.explainers[task]
+    def _analyse(self, task: str, inspected: Inspected) -> Analysis:
+        model, explainer, seen, name = self.models[task], self.explainers[task], inspected.seen, inspected.name
         refusal = self.gatekeeper.refusal(task, seen)
         if refusal is not None:
-            return self._refused(task, decoded, display, refusal, name, clock)
+            return self._refused(task, inspected, refusal)
         start = time.perf_counter()
+        decoded = inspected.take()
         image, geometry = model_input(decoded, model.size)
         notes = decoded.notes
-        del decoded
+        del decoded  # the last reference to the full-size image: it is freed before the model runs
         letterboxed = time.perf_counter()
         output = model.run(image[None])
         probabilities = output.probabilities[0]
@@ -248,14 +238,14 @@ class Service:
             raise UnusableResult(f"{name}: the model returned a probability that is not a finite number "
                                  "for this image, so there is no result; the image's values may be out of range")
         predicted = time.perf_counter()
-        gate = self.gatekeeper.verdict(task, seen, output.features[0] if output.features is not None else None)
+        gate = self.gatekeeper.gate(task, seen, output.features[0] if output.features is not None else None)
         gated = time.perf_counter()
         heatmaps, flat = explainer.heatmaps(image[None], output.features[0])
         explained = time.perf_counter()
-        timings = _milliseconds(clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
+        timings = _milliseconds(inspected.clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
                                 inference=predicted - letterboxed, cam=explained - gated)
-        return Analysis(model.card, self.describe(task), name, display, geometry, probabilities, heatmaps, flat,
-                        gate, timings, notes)
+        return Analysis(model.card, self.describe(task), name, inspected.display, geometry, probabilities, heatmaps,
+                        flat, gate, timings, notes)
 
     def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
         """Every view of one study of a task whose card groups images into studies, and the study's result
@@ -276,14 +266,31 @@ class Service:
         study = {"task": task, "views": len(views), "files": names, "gate": gate.as_dict()}
         if read:
             mean = study_probabilities([view.probabilities for view in read])
-            study.update(probabilities=dict(zip(card.labels, mean.tolist())), decision=gate.caption(decide(card, mean)),
+            study.update(probabilities=dict(zip(card.labels, mean.tolist())), decision=gate.annotate(decide(card, mean)),
                          uncertainty=uncertainty_summary(card, mean))
         else:
-            study["decision"] = gate.caption({})  # every view refused: the study gate's verdict is refuse
+            study["decision"] = gate.annotate({})  # every view refused: the study gate's verdict is refuse
         study.update(per_view=[view.result() for view in views], model=self.describe(task),
                      timings_ms={key: round(sum(view.timings_ms.get(key, 0.0) for view in views), 2)
-                                 for key in views[0].timings_ms}, notice=card.notice)
+                                 for key in dict.fromkeys(k for view in views for k in view.timings_ms)},
+                     notice=card.notice)
         return views, study
+
+
+@dataclass
+class Inspected:
+    """A decoded file and what the gate saw of it, before any task model. It holds the only reference to the
+    full-size decoded image, which `take` hands over once (so it is freed as soon as the model input is made)."""
+
+    decoded: object  # radiograph.imaging.Decoded, or None once taken
+    display: np.ndarray
+    seen: Inspection
+    name: str
+    clock: dict
+
+    def take(self):
+        decoded, self.decoded = self.decoded, None
+        return decoded
 
 
 class RoutingUnavailable(RuntimeError):

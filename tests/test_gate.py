@@ -110,13 +110,13 @@ def test_no_router_and_a_near_distance_is_ok():
     keep = keeper()
     seen = keep.inspect(film())
     assert keep.refusal("knee", seen) is None
-    gate = keep.verdict("knee", seen, np.zeros((2, 2, 3)))
+    gate = keep.gate("knee", seen, np.zeros((2, 2, 3)))
     assert gate.as_dict() == {"verdict": "ok", "reasons": [], "codes": [], "ood_score": 1.0, "ood_threshold": 10.0,
                               "routed_task": None, "routed_probability": None}
 
 
 def test_a_far_distance_warns_with_the_threshold_in_words():
-    gate = keeper(score=25.0).verdict("knee", keeper().inspect(film()), np.zeros((2, 2, 3)))
+    gate = keeper(score=25.0).gate("knee", keeper().inspect(film()), np.zeros((2, 2, 3)))
     assert gate.verdict == "warn" and codes(gate.reasons) == ["ood"]
     assert "25.0" in gate.reasons[0].text and "10.0" in gate.reasons[0].text and "1%" in gate.reasons[0].text
 
@@ -125,12 +125,12 @@ def test_another_tasks_image_warns_and_names_that_task():
     keep = keeper(FakeRouting("chest14", 0.97))
     seen = keep.inspect(film())
     assert keep.refusal("knee", seen) is None
-    gate = keep.verdict("knee", seen, None)
+    gate = keep.gate("knee", seen, None)
     assert gate.verdict == "warn" and codes(gate.reasons) == ["other_task"]
     assert "Chest X-ray (14 findings)" in gate.reasons[0].text
     assert gate.routed_task == "chest14" and gate.routed_probability == 0.97
     unsure = keeper(FakeRouting("chest14", 0.6))
-    assert unsure.verdict("knee", unsure.inspect(film()), None).verdict == "ok"  # not sure enough
+    assert unsure.gate("knee", unsure.inspect(film()), None).verdict == "ok"  # not sure enough
 
 
 def test_the_router_saying_none_refuses_when_sure_and_warns_when_not():
@@ -140,14 +140,14 @@ def test_the_router_saying_none_refuses_when_sure_and_warns_when_not():
     assert refusal.ood_score is None  # the task model did not run
     unsure = keeper(FakeRouting(None, 0.6))
     assert unsure.refusal("knee", unsure.inspect(film())) is None
-    assert codes(unsure.verdict("knee", unsure.inspect(film()), None).reasons) == ["unrecognised"]
+    assert codes(unsure.gate("knee", unsure.inspect(film()), None).reasons) == ["unrecognised"]
 
 
 def test_a_turned_image_warns_with_the_correction_and_routes_to_its_task():
     keep = keeper(FakeRouting(None, 0.95, "rotated by 90 degrees clockwise", "knee", 0.99))
     seen = keep.inspect(film())
     assert keep.refusal("knee", seen) is None  # a pose is a warning, not a refusal
-    gate = keep.verdict("knee", seen, None)
+    gate = keep.gate("knee", seen, None)
     assert codes(gate.reasons) == ["pose"] and "rotated by 90 degrees clockwise" in gate.reasons[0].text
     assert keep.choose(seen, {"knee": None}) == ("knee", None)
 
