@@ -188,18 +188,7 @@ class ModelCard:
 
     def verify(self, folder: str | Path, name: str) -> Path:
         """The path of `name` in `folder`, after checking its sha256 against the card."""
-        path = Path(folder) / name
-        entry = self.files.get(name)
-        if entry is None:
-            raise ModelFileError(f"{name} is not listed in {Path(folder) / 'card.json'}; listed: "
-                                 f"{', '.join(self.files) or 'nothing'} (run `python -m export {self.task}`)")
-        if not path.is_file():
-            raise ModelFileError(f"{path} is missing; its card lists it with sha256 {entry['sha256']}")
-        digest = sha256_of(path)
-        if digest != entry["sha256"]:
-            raise ModelFileError(f"{path} has sha256 {digest}, but its card records {entry['sha256']}: "
-                                 "the file was changed or corrupted; refusing to load it")
-        return path
+        return verified_file(folder, self.files, name, f"run `python -m export {self.task}`")
 
     def updated(self, **values) -> "ModelCard":
         return replace(self, **values)
@@ -222,6 +211,23 @@ def migrate_cards(folders: list[Path]) -> list[str]:
 
 def _figure(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def verified_file(folder: str | Path, files: dict, name: str, hint: str) -> Path:
+    """The path of `name` in `folder`, after checking its sha256 against `files` (a card's file list; `hint`
+    says how to make a file that is not listed)."""
+    path = Path(folder) / name
+    entry = files.get(name)
+    if entry is None:
+        raise ModelFileError(f"{name} is not listed in {Path(folder) / 'card.json'}; listed: "
+                             f"{', '.join(files) or 'nothing'} ({hint})")
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing; its card lists it with sha256 {entry['sha256']}")
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
+        raise ModelFileError(f"{path} has sha256 {digest}, but its card records {entry['sha256']}: "
+                             "the file was changed or corrupted; refusing to load it")
+    return path
 
 
 def card_markdown(card: ModelCard, served: dict | None = None) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiograph.cards import ModelFileError, sha256_of
+from radiograph.cards import ModelFileError, verified_file
 from radiograph.imaging import letterbox
 from radiograph.inference import create_session
 from radiograph.registry import TASKS
@@ -119,17 +119,7 @@ def read_card(folder: Path) -> dict:
 
 def verify(folder: Path, card: dict, name: str = "model.onnx") -> Path:
     """The path of `name`, after checking its sha256 against the card."""
-    path = Path(folder) / name
-    entry = card.get("files", {}).get(name)
-    if entry is None:
-        raise ModelFileError(f"{name} is not listed in {Path(folder) / 'card.json'}")
-    if not path.is_file():
-        raise ModelFileError(f"{path} is missing; its card lists it with sha256 {entry['sha256']}")
-    digest = sha256_of(path)
-    if digest != entry["sha256"]:
-        raise ModelFileError(f"{path} has sha256 {digest}, but its card records {entry['sha256']}: the file was "
-                             "changed or corrupted; refusing to load it")
-    return path
+    return verified_file(folder, card.get("files", {}), name, "train the router with `python -m train.router`")
 
 
 class Router:
