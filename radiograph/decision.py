@@ -82,13 +82,18 @@ def uncertainty(card: ModelCard, probabilities: np.ndarray) -> float:
     p = np.asarray(probabilities, np.float64)
     decision = card.decision
     if decision.kind == "each_above_threshold":
-        cuts = np.array([card.thresholds[label] for label in card.labels], np.float64)
-        return float(np.max(_beyond(p, cuts)))
+        return float(np.max(label_uncertainties(card, p)))
     if decision.kind == "grouped":
         return float(_beyond(np.array([grouped_summary(decision, p)[decision.score_key]]),
                              np.array([decision.cut]))[0])
     top, second = np.sort(p)[::-1][:2] if len(p) > 1 else (p[0], 0.0)
     return float(np.clip(1.0 - (top - second), 0.0, 1.0))
+
+
+def label_uncertainties(card: ModelCard, probabilities: np.ndarray) -> np.ndarray:
+    """[C] each label's call against its own threshold, as in `uncertainty` (a multi-label card's findings)."""
+    cuts = np.array([card.thresholds[label] for label in card.labels], np.float64)
+    return _beyond(np.asarray(probabilities, np.float64), cuts)
 
 
 def uncertainty_summary(card: ModelCard, probabilities: np.ndarray) -> dict:

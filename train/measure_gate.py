@@ -21,6 +21,7 @@ Figures (targets from the issue that asked for the gate):
   degraded_flagged           degraded phantoms get "warn" or "refuse", per kind of degradation
   gate_cost                  the gate's share of the server time of one analysis (median over images), <= 10%
   uncertainty                error rate among the 10% most uncertain predictions / among the rest    >= 3x
+                             (a multi-label task also per finding: each label's call against its threshold)
 Each rate comes with its count and a 95% Wilson interval; the uncertainty ratio with a bootstrap interval.
 With --cards the task's figures go into its card (`gate` section) and the router's into models/router/card.json.
 """
@@ -36,7 +37,7 @@ import cv2
 import numpy as np
 
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, uncertainty
+from radiograph.decision import decide, label_uncertainties, uncertainty
 from radiograph.registry import TASKS
 from radiograph.service import Service
 from train import negatives
@@ -138,7 +139,7 @@ def measure(service: Service, sets: dict[str, list], negative_files: dict[str, l
     gate_share: dict[str, list[float]] = {t: [] for t in tasks}
     for task in tasks:
         card = service.models[task].card
-        values, errors = [], []
+        values, errors, label_values, label_errors = [], [], [], []
         for sample in sets[task]:
             analysis = service.analyse(task, sample.path)
             verdicts.setdefault((task, task), []).append(analysis.gate.verdict)
@@ -147,6 +148,10 @@ def measure(service: Service, sets: dict[str, list], negative_files: dict[str, l
             if not analysis.refused:
                 values.append(uncertainty(card, analysis.probabilities))
                 errors.append(is_error(card, analysis.probabilities, sample.target))
+                if card.decision.kind == "each_above_threshold":
+                    thresholds = np.array([card.thresholds[label] for label in card.labels])
+                    label_values += label_uncertainties(card, analysis.probabilities).tolist()
+                    label_errors += ((analysis.probabilities >= thresholds) != np.asarray(sample.target, bool)).tolist()
             if service.router is not None:  # the gate's routed task: the router's choice, turned upright if need be
                 routed_total += 1
                 routed_right += analysis.gate.routed_task == task
@@ -189,6 +194,8 @@ def measure(service: Service, sets: dict[str, list], negative_files: dict[str, l
                           "p90_share": round(float(np.percentile(gate_share[task], 90)), 4)},
             "uncertainty": uncertainty_ratio(values, errors, rng),
         }
+        if label_values:
+            report["tasks"][task]["uncertainty_per_finding"] = uncertainty_ratio(label_values, label_errors, rng)
     if service.router is not None:
         for family, files in negative_files.items():
             for path in files:
