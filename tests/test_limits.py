@@ -124,8 +124,9 @@ def test_untrustworthy_dicom_numbers_are_refused_or_flagged(server, tmp_path):
     nan_window = tmp_path / "nan_window.dcm"
     nan_window.write_bytes(dicom_bytes(pixels, window=("NaN", "NaN")))
     result, _ = client.predict(handle_file(str(nan_window)), api_name="/knee")
-    assert all(np.isfinite(p) for p in result["probabilities"].values())
     assert "not a valid window" in result["image"]["notes"][0]
+    if result["gate"]["verdict"] != "refuse":  # a bare ramp: the input gate may refuse it as no task's image
+        assert all(np.isfinite(p) for p in result["probabilities"].values())
     for name, tags, words in [("zero_slope.dcm", {"RescaleSlope": 0}, "Rescale Slope 0.0"),
                               ("nan_slope.dcm", {"RescaleSlope": "NaN"}, "cannot be trusted")]:
         path = tmp_path / name
