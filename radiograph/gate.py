@@ -190,6 +190,7 @@ def load_gatekeeper(models: Path, loaded: dict, device: str = "auto", strict: bo
     router, problem = load_router(models, device, strict)
     return Gatekeeper(router, distances), problem
 
+
 class Gatekeeper:
     """The gate of every task served: the router (None: no routing) and each task's feature distance
     (radiograph.ood.FeatureDistance, or None where a card has none)."""
@@ -243,7 +244,7 @@ class Gatekeeper:
         return []
 
     def choose(self, seen: Inspection, available) -> tuple[str | None, Gate | None]:
-        """The Auto tab's and `--task auto`'s choice: (the routed task, None) when the router assigns the image to
+        """The choice of the Any radiograph tab, `/auto` and `predict auto`: (the routed task, None) when the router assigns the image to
         a task in `available`, else (None, the refusal, with the reasons)."""
         task = self.chosen_task(seen)
         if task in available:
