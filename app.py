@@ -706,11 +706,16 @@ def serve(args: argparse.Namespace, block: bool = True):
     demo = app.build()
     # events sharing a concurrency_id share one limit: every analysing event (ANALYSIS), and overlay re-rendering
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
-    _, url, _ = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                            max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
-                            allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,
-                            footer_links=["api"], css=CSS, quiet=True, state_session_capacity=SESSIONS_KEPT,
-                            app_kwargs={"middleware": [Middleware(UploadLimit)]})
+    try:
+        _, url, _ = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                                max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
+                                allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,
+                                footer_links=["api"], css=CSS, quiet=True, state_session_capacity=SESSIONS_KEPT,
+                                app_kwargs={"middleware": [Middleware(UploadLimit)]})
+    except OSError as error:  # the port is taken (another app, or this one already running)
+        raise SystemExit(f"error: cannot listen on {args.host}:{args.port} ({error}). Another program (perhaps this "
+                         "app, already running) holds the port: stop it, or choose another with --port N or "
+                         "RADIOGRAPH_PORT=N.") from None
     demo.radiograph_app = app  # for tests and close()
     threading.Thread(target=service.warm_up, daemon=True).start()  # traces Grad-CAM while the page loads
     providers = ", ".join([f"{task}: {model.provider}" for task, model in service.models.items()]

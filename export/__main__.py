@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
             export_task(task, args.models, args.opset, args.fp16, args.int8, data, args.triton)
         except ExportError as error:
             sys.exit(f"error: {error}")
-    print(f"next: python -m radiograph predict {tasks[0]} PATH_OR_DIR --out results.csv")
+    models = "" if args.models == Path("models") else f" --models {args.models}"  # the model just exported
+    print(f"next: python -m radiograph predict {tasks[0]} PATH_OR_DIR{models} --out results.csv")
 
 
 if __name__ == "__main__":

@@ -294,3 +294,18 @@ def test_a_photo_is_refused_without_a_diagnosis(client, tmp_path):
         assert result["decision"]["text"].startswith("Refused")
     study, gallery = client.predict([handle_file(str(photo(tmp_path)))], api_name="/mura_study")
     assert study["gate"]["verdict"] == "refuse" and "probabilities" not in study
+
+
+def test_a_port_already_in_use_is_a_clear_error_not_a_traceback():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        script = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+                  f"import app; app.serve(app.settings(['--port', '{port}']), block=False)\n")
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port N" in done.stderr
+    assert "Traceback" not in done.stderr
