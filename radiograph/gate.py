@@ -40,6 +40,7 @@ from typing import Literal
 
 import numpy as np
 
+from radiograph.decision import decide, grouped_summary, study_probabilities, uncertainty_summary
 from radiograph.registry import TASKS
 
 Verdict = Literal["ok", "warn", "refuse"]
@@ -312,3 +313,19 @@ def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str
     return gate_of(reasons, ood_score=max(scores) if scores else None,
                    ood_threshold=next((g.ood_threshold for _, g in views if g.ood_threshold is not None), None),
                    routed_task=task, routed_probability=min(probabilities) if probabilities else None)
+
+
+def study_result(card, views: list[tuple[str, Gate, np.ndarray | None]]) -> tuple[Gate, dict]:
+    """A study's gate and result from its views' (name, gate, probabilities; None for a refused view): the
+    probabilities are the mean over the views that were read, decided by the card's rule (`card.study`), with
+    the decision's uncertainty; a study whose every view was refused has only the refusal's decision."""
+    decision = card.decision
+    parts = [None if p is None else grouped_summary(decision, p)[decision.group_name] for _, _, p in views]
+    gate = study_gate([(name, view_gate) for name, view_gate, _ in views], parts,
+                      noun=decision.group_name.replace("_", " "))
+    read = [p for _, _, p in views if p is not None]
+    if not read:
+        return gate, {"decision": gate.annotate({})}  # every view refused: the study gate's verdict is refuse
+    mean = study_probabilities(read)
+    return gate, {"probabilities": dict(zip(card.labels, mean.tolist())), "decision": gate.annotate(decide(card, mean)),
+                  "uncertainty": uncertainty_summary(card, mean)}

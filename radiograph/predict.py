@@ -34,8 +34,8 @@ import numpy as np
 
 from radiograph.cam import cam_kernel, class_activation_map, normalise, overlay
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty_summary
-from radiograph.gate import AUTO, Gate, Gatekeeper, Inspection, load_gatekeeper, study_gate
+from radiograph.decision import decide, heatmap_classes, uncertainty_summary
+from radiograph.gate import AUTO, Gate, Gatekeeper, Inspection, load_gatekeeper, study_result
 from radiograph.geometry import FeatureGrid, on_original
 from radiograph.imaging import DISPLAY_SIDE, ImageLoadError, decode, display_copy, model_input
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
@@ -190,20 +190,12 @@ def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard)
     views: dict[str, list[tuple[dict, Gate]]] = defaultdict(list)
     for row, gate in zip(rows, gates):
         views[str(Path(row["file"]).parent)].append((row, gate))
-    decision, result = card.decision, []
+    result = []
     for study, members in sorted(views.items()):
-        read = [r for r, _ in members if r["status"] == "ok"]
-        parts = [grouped_summary(decision, list(r["probabilities"].values()))[decision.group_name]
-                 if r["status"] == "ok" else None for r, _ in members]
-        gate = study_gate([(Path(r["file"]).name, g) for r, g in members], parts,
-                          noun=decision.group_name.replace("_", " "))
-        row = {"kind": "study", "file": study, **base, "views": len(members), "gate": gate.as_dict()}
-        if not read:
-            result.append({**row, "status": "refused", "decision": gate.annotate({})})
-            continue
-        mean = study_probabilities([list(r["probabilities"].values()) for r in read])
-        result.append({**row, "status": "ok", "probabilities": dict(zip(card.labels, mean.tolist())),
-                       "uncertainty": uncertainty_summary(card, mean), "decision": gate.annotate(decide(card, mean))})
+        gate, fields = study_result(card, [(Path(r["file"]).name, g, np.asarray(list(r["probabilities"].values()))
+                                            if r["status"] == "ok" else None) for r, g in members])
+        result.append({"kind": "study", "file": study, **base, "views": len(members), "gate": gate.as_dict(),
+                       "status": "ok" if "probabilities" in fields else "refused", **fields})
     return result
 
 

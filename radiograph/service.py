@@ -24,9 +24,9 @@ import numpy as np
 
 from radiograph.cam import hottest_region, outline, overlay, score_names
 from radiograph.cards import ModelCard
-from radiograph.decision import decide, grouped_summary, heatmap_classes, study_probabilities, uncertainty_summary
+from radiograph.decision import decide, heatmap_classes, uncertainty_summary
 from radiograph.explain import Explainer
-from radiograph.gate import Gate, Gatekeeper, Inspection, load_router, study_gate
+from radiograph.gate import Gate, Gatekeeper, Inspection, load_router, study_result
 from radiograph.geometry import FeatureGrid, Letterbox, on_original
 from radiograph.imaging import DISPLAY_SIDE, decode, display_copy, model_input, placement
 from radiograph.inference import OnnxModel
@@ -258,18 +258,8 @@ class Service:
             raise ValueError("a study needs at least one image")
         names = names or [Path(str(source)).name for source in sources]
         views = [self.analyse(task, source, name) for source, name in zip(sources, names)]
-        read = [view for view in views if not view.refused]
-        decision = card.decision
-        parts = [None if view.refused else grouped_summary(decision, view.probabilities)[decision.group_name]
-                 for view in views]
-        gate = study_gate([(view.name, view.gate) for view in views], parts, noun=decision.group_name.replace("_", " "))
-        study = {"task": task, "views": len(views), "files": names, "gate": gate.as_dict()}
-        if read:
-            mean = study_probabilities([view.probabilities for view in read])
-            study.update(probabilities=dict(zip(card.labels, mean.tolist())), decision=gate.annotate(decide(card, mean)),
-                         uncertainty=uncertainty_summary(card, mean))
-        else:
-            study["decision"] = gate.annotate({})  # every view refused: the study gate's verdict is refuse
+        gate, result = study_result(card, [(view.name, view.gate, view.probabilities) for view in views])
+        study = {"task": task, "views": len(views), "files": names, "gate": gate.as_dict(), **result}
         study.update(per_view=[view.result() for view in views], model=self.describe(task),
                      timings_ms={key: round(sum(view.timings_ms.get(key, 0.0) for view in views), 2)
                                  for key in dict.fromkeys(k for view in views for k in view.timings_ms)},
