@@ -10,7 +10,7 @@ the same product with W[:, c] - W[:, a]: `cam_kernel` folds the scores in.
 
 Here: the kernel (`dense_kernel`, `score_matrix`, `score_names`, `cam_kernel`),
 the maps (`class_activation_map(s)`, `normalise(_each)`) and drawing them
-(`overlay`, `hottest_region`, `outline`). Placing a map on the original image
+(`overlay` in one of `COLORMAPS`, `hottest_region`, `outline`). Placing a map on the original image
 is radiograph.geometry's (`on_original`); scoring maps against true boxes is
 radiograph.localisation's.
 """
@@ -22,6 +22,13 @@ import cv2
 import numpy as np
 
 from radiograph.geometry import Box
+
+# The colour maps an overlay can be drawn in (OpenCV's), the default first. viridis is perceptually uniform (equal
+# steps of the map are equal steps of lightness) and stays readable with every common colour-vision deficiency; its
+# middle is a saturated teal, where cividis's is a near-neutral grey that vanishes on a grayscale film
+# (docs/gradcam.md). jet, the rainbow, is kept for those used to it: its bright bands invent edges the map lacks.
+COLORMAPS = {"viridis": cv2.COLORMAP_VIRIDIS, "cividis": cv2.COLORMAP_CIVIDIS, "jet": cv2.COLORMAP_JET}
+DEFAULT_COLORMAP = "viridis"
 
 
 def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
@@ -90,13 +97,23 @@ def normalise_each(heatmaps: np.ndarray) -> tuple[np.ndarray, list[bool]]:
     return scaled, flat.tolist()
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4) -> np.ndarray:
-    """RGB uint8: the grayscale image with a colour map blended where the heatmap is warm."""
+def colormap_code(name: str) -> int:
+    """OpenCV's code of a colour map in `COLORMAPS`; an unknown name is a ValueError that lists the known ones."""
+    try:
+        return COLORMAPS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown colour map {name!r}; choose one of {', '.join(COLORMAPS)}") from None
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.4,
+            colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """RGB uint8: the grayscale image with a colour map (a name in `COLORMAPS`) blended where the heatmap is warm."""
+    code = colormap_code(colormap)  # checked even when nothing is drawn: a wrong name is never silently ignored
     gray = np.clip(image, 0, 255).astype(np.uint8)
     rgb = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
     if heatmap is None or not 0 < opacity:
         return rgb
-    colours = cv2.cvtColor(cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET),
+    colours = cv2.cvtColor(cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), code),
                            cv2.COLOR_BGR2RGB)
     weight = (np.float32(np.clip(opacity, 0, 1)) * np.clip(heatmap, 0, 1).astype(np.float32))[..., None]
     blended = colours.astype(np.float32)  # rgb + (colours - rgb) * weight, in place: cold regions keep the film

@@ -4,6 +4,7 @@
     python -m radiograph predict auto examples --out routed.csv     # each file to the task the router assigns it to
     python -m radiograph predict mura /data/MURA-v1.1/valid/XR_WRIST --out wrist.json --cam-dir cams
     python -m radiograph predict chest14 scan.dcm --variant int8
+    python -m radiograph predict chest14 examples/chest14 --cam-dir cams --colormap jet   # overlays in the rainbow
 
 Decoding and the input gate's image checks and routing (radiograph.gate) run
 in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
@@ -14,7 +15,9 @@ its reasons and no probabilities; one that cannot be read gets status
 (MURA), files are grouped by the folder that holds them, and each study gets a
 row (probabilities: the mean over its views). With --cam-dir, a class
 activation map overlay (ONNX path) is written per file for each class the
-decision shows (chest14: every positive finding).
+decision shows (chest14: every positive finding), in --colormap (default viridis).
+Every predicted row also describes its shown class's map in words
+(`heatmap.description`, radiograph.regions; CSV column `heatmap_words`).
 """
 from __future__ import annotations
 
@@ -32,14 +35,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from radiograph.cam import cam_kernel, class_activation_map, normalise, overlay
+from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, cam_kernel, class_activation_map, colormap_code, normalise, overlay
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, heatmap_classes, uncertainty_summary
 from radiograph.gate import AUTO, Gate, Gatekeeper, Inspection, load_gatekeeper, study_result
 from radiograph.geometry import FeatureGrid, on_original
 from radiograph.imaging import DISPLAY_SIDE, ImageLoadError, decode, display_copy, model_input
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
-from radiograph.registry import TASKS
+from radiograph.regions import describe
+from radiograph.registry import TASKS, get_task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
 
@@ -97,11 +101,13 @@ def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekee
 
 def predict_files(models: dict[str, OnnxModel], files: list[Path], task: str, keeper: Gatekeeper | None = None,
                   batch_size: int = 16, cam_dir: Path | None = None, workers: int = 2,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, colormap: str = DEFAULT_COLORMAP) -> list[dict]:
     """One row per file (status ok, refused or error), in input order, then one row per study where a card groups
-    images into studies. `task` is a task id, or "auto": each file goes to the task the router assigns it to."""
+    images into studies. `task` is a task id, or "auto": each file goes to the task the router assigns it to.
+    `colormap` (radiograph.cam.COLORMAPS) colours the --cam-dir overlays."""
+    colormap_code(colormap)  # an unknown colour map is refused before any file is read
     keeper = keeper or Gatekeeper()
-    kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()} if cam_dir else {}
+    kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()}  # maps: words, cam_dir
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
@@ -124,7 +130,7 @@ def predict_files(models: dict[str, OnnxModel], files: list[Path], task: str, ke
                 for position, k in enumerate(members):
                     outputs[k] = (output, position, output.seconds / len(members))
             for k, item in enumerate(prepared):
-                row, gate = _row(item, models, keeper, outputs.get(k), cam_dir, kernels, len(rows))
+                row, gate = _row(item, models, keeper, outputs.get(k), cam_dir, kernels, len(rows), colormap)
                 rows.append(row)
                 gates.append(gate)
             bar.update(len(batch))
@@ -142,7 +148,7 @@ def _base(model: OnnxModel) -> dict:
 
 
 def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, cam_dir, kernels,
-         index) -> tuple[dict, Gate | None]:
+         index, colormap: str = DEFAULT_COLORMAP) -> tuple[dict, Gate | None]:
     model = models.get(item.task)
     row = {"kind": "image", "file": str(item.path), **(_base(model) if model else {"task": item.task}),
            "decode_ms": round(item.seconds * 1e3, 2), "gate_ms": round(item.gate_seconds * 1e3, 2)}
@@ -165,20 +171,33 @@ def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, 
                uncertainty=uncertainty_summary(card, probabilities), decision=gate.annotate(decide(card, probabilities)))
     if card.study is not None:  # the folder holding a view is its study
         row["study"] = str(item.path.parent)
+    if features is not None:  # the shown class's map in words
+        shown = heatmap_classes(card, probabilities)[0]
+        row["heatmap"] = {"class": card.labels[shown],
+                          "description": describe_map(features, kernels[item.task], shown, item.geometry, card)}
     if cam_dir is not None:  # the shown class's overlay; for chest14, one per positive finding
         row["cams"] = {card.labels[c]: write_cam(cam_dir, item.path, index, item.display, item.geometry, features,
-                                                 kernels[item.task], c, card)
+                                                 kernels[item.task], c, card, colormap)
                        for c in heatmap_classes(card, probabilities)}
         row["cam"] = next(iter(row["cams"].values()))
     return row, gate
 
 
+def describe_map(features, kernel, class_index, geometry, card: ModelCard) -> dict:
+    """One class's map in words (radiograph.regions.describe), placed on the image at the size it had inside the
+    model input (small: the words need the map's shape on the film, not its full resolution)."""
+    heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
+    mapped = None if flat else on_original(heatmap, geometry, FeatureGrid.from_card(card),
+                                           (geometry.height, geometry.width))
+    return describe(mapped, get_task(card.task).anatomy)
+
+
 def write_cam(cam_dir: Path, path: Path, index: int, display, geometry, features, kernel, class_index,
-              card: dict) -> str:
+              card: dict, colormap: str = DEFAULT_COLORMAP) -> str:
     """The overlay on the display copy (the whole image, longer side at most imaging.DISPLAY_SIDE)."""
     heatmap, flat = normalise(class_activation_map(features, kernel, class_index))
     mapped = None if flat else on_original(heatmap, geometry, FeatureGrid.from_card(card), display.shape)
-    picture = overlay(display, mapped)
+    picture = overlay(display, mapped, colormap=colormap)
     target = cam_dir / f"{index:05d}_{path.stem}_{card.labels[class_index]}.png"
     cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     return str(target)
@@ -217,6 +236,7 @@ def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
     for key in ("ood_score", "ood_threshold", "routed_task", "routed_probability"):
         flat[key] = "" if gate.get(key) is None else gate[key]
     flat["uncertainty"] = (row.get("uncertainty") or {}).get("value", "")
+    flat["heatmap_words"] = ((row.get("heatmap") or {}).get("description") or {}).get("text", "")
     for task, each in cards.items():
         prefix = "p_" if len(cards) == 1 else f"p_{task}_"
         for label in each.labels:
@@ -255,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH_OR_DIR")
     parser.add_argument("--out", type=Path, help="results.csv or results.json (default: CSV on stdout)")
     parser.add_argument("--cam-dir", type=Path, help="write a class activation map overlay per image here")
+    parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP,
+                        help=f"the --cam-dir overlays' colour map (default {DEFAULT_COLORMAP}: perceptually uniform, "
+                             "colour-blind safe; jet is the rainbow)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--variant", choices=list(VARIANTS), default="fp32")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -278,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     files = expand(args.paths)
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
-    rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet)
+    rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet,
+                         colormap=args.colormap)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
     images = [row for row in rows if row["kind"] == "image"]
     counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}

@@ -135,6 +135,54 @@ class ExamplePicks:
 
 
 @dataclass(frozen=True)
+class Anatomy:
+    """How the place of a heatmap's hottest region on a film of this task is named (radiograph.regions).
+
+    The image is cut into equal bands: `rows` names them from top to bottom, `columns` from the image's left to its
+    right. `place` joins a row's and a column's name into words; `terms` says what kind of names they are and how
+    the image's sides relate to the patient's, and is shown with every description."""
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    terms: str
+    place: str = "{column}, {row}"
+
+    def zone(self, x_fraction: float, y_fraction: float) -> tuple[str, str]:
+        """(row, column) names of a point given as fractions of the image's width and height (0 to 1)."""
+        def band(names, fraction):
+            return names[min(max(int(fraction * len(names)), 0), len(names) - 1)]
+
+        return band(self.rows, y_fraction), band(self.columns, x_fraction)
+
+    def as_dict(self) -> dict:
+        return {"rows": list(self.rows), "columns": list(self.columns), "terms": self.terms, "place": self.place}
+
+
+# A PA or AP chest film is shown in the radiological convention: the patient's right on the image's left.
+CHEST_ANATOMY = Anatomy(
+    rows=("upper zone", "middle zone", "lower zone"),
+    columns=("patient's right lung", "centre (mediastinum and heart)", "patient's left lung"),
+    terms="radiological convention: the patient's right is on the image's left; zones and columns are thirds of the "
+          "image")
+# An AP knee film: the image's halves are the medial and lateral compartments, which of them depends on whether it is
+# a left or a right knee, and a PNG does not say.
+KNEE_ANATOMY = Anatomy(
+    rows=("distal femur", "joint space", "proximal tibia"),
+    columns=("image left (the lateral compartment of a right knee, the medial of a left knee)",
+             "image right (the medial compartment of a right knee, the lateral of a left knee)"),
+    terms="an AP film centred on the joint, in thirds of its height and halves of its width; the file does not say "
+          "whether it is a left or a right knee, so both readings of each side are given",
+    place="{row}, {column}")
+# Any of seven upper-limb parts, photographed in any orientation: only the image's own directions are sure.
+IMAGE_ANATOMY = Anatomy(
+    rows=("top", "middle", "bottom"),
+    columns=("image left", "centre", "image right"),
+    terms="image terms, thirds of the image: these films come in any orientation, so no anatomical side or level "
+          "is implied",
+    place="{row}, {column}")
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     id: str
     title: str
@@ -159,6 +207,8 @@ class TaskSpec:
     # turned by 90 degrees or more is not this task's image as the model knows it, and the input gate says so.
     # False where real films come in any orientation (MURA's hands and fingers are photographed every way).
     upright: bool = True
+    # How a heatmap's hottest region is named in words (radiograph.regions); image terms unless a task says more.
+    anatomy: Anatomy = IMAGE_ANATOMY
 
     @property
     def num_classes(self) -> int:
@@ -198,6 +248,7 @@ TASKS: dict[str, TaskSpec] = {
             headline=("balanced_accuracy", "quadratic_weighted_kappa"),
             examples=ExamplePicks(count=100, truths=tuple((grade,) for grade in KL_GRADES), deeper=("16-bit PNG", 3),
                                   caption="{labels} (KL {index})"),
+            anatomy=KNEE_ANATOMY,
             dataset=Dataset(
                 name="Knee Osteoarthritis Severity Grading (Chen 2018)",
                 reference="https://doi.org/10.17632/56rmx5bjcr.1",
@@ -221,6 +272,7 @@ TASKS: dict[str, TaskSpec] = {
             decision=MURA_DECISION,
             study=Study(),
             upright=False,
+            anatomy=IMAGE_ANATOMY,
             heatmap_versus=MURA_DECISION.versus_pairs(),
             dataset=Dataset(
                 name="MURA v1.1 (Stanford ML Group)",
@@ -243,6 +295,7 @@ TASKS: dict[str, TaskSpec] = {
             headline=("auc",),
             examples=ExamplePicks(count=60, truths=(("NORMAL",), ("NORMAL",), ("PNEUMONIA",), ("PNEUMONIA",))),
             heatmap_versus=(("PNEUMONIA", "NORMAL"), ("NORMAL", "PNEUMONIA")),
+            anatomy=CHEST_ANATOMY,
             dataset=Dataset(
                 name="Labeled Optical Coherence Tomography and Chest X-Ray Images (Kermany 2018)",
                 reference="https://doi.org/10.17632/rscbjbr9sj.2",
@@ -264,6 +317,7 @@ TASKS: dict[str, TaskSpec] = {
             examples=ExamplePicks(count=120, truths=(("Cardiomegaly",), ("Effusion",), ("Pneumothorax",), ("Edema",), ()),
                                   deeper=("DICOM", 0), caption="{labels}"),
             decision=Decision("each_above_threshold"),
+            anatomy=CHEST_ANATOMY,
             dataset=Dataset(
                 name="NIH ChestX-ray14",
                 reference="https://nihcc.app.box.com/v/ChestXray-NIHCC",

@@ -3,7 +3,9 @@
     service = Service(Path("models"))                     # every task with a model folder; loads once
     analysis = service.analyse("knee", "examples/knee/9143052L.png")
     analysis.result()                                     # JSON-serialisable: gate, probabilities, decision, timings
-    analysis.overlay(class_index=3, opacity=0.5)          # RGB uint8 at the original image's size
+    analysis.overlay(class_index=3, opacity=0.5)          # RGB uint8 at the original image's size, viridis
+    analysis.overlay(3, colormap="jet")                   # or another of radiograph.cam.COLORMAPS
+    analysis.description(3)["text"]                       # where the map's hottest region lies, in words
     service.analyse_auto("film.png")                      # routed to the task the router assigns it to
 
 Every analysis passes the input gate (radiograph.gate) first: the image checks and the router (models/router,
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiograph.cam import hottest_region, outline, overlay, score_names
+from radiograph.cam import DEFAULT_COLORMAP, hottest_region, outline, overlay, score_names
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, heatmap_classes, uncertainty_summary
 from radiograph.explain import Explainer
@@ -31,7 +33,8 @@ from radiograph.geometry import FeatureGrid, Letterbox, on_original
 from radiograph.imaging import DISPLAY_SIDE, decode, display_copy, model_input, placement
 from radiograph.inference import OnnxModel
 from radiograph.ood import FeatureDistance
-from radiograph.registry import TASKS
+from radiograph.regions import describe
+from radiograph.registry import TASKS, get_task
 
 
 @dataclass
@@ -77,28 +80,42 @@ class Analysis:
         return on_original(self.heatmaps[class_index], self.geometry, FeatureGrid.from_card(self.card),
                            self.display.shape)
 
-    def overlay(self, class_index: int | None = None, opacity: float = 0.4, region: bool = False) -> np.ndarray:
-        """RGB uint8 at the display size (the input's size up to imaging.DISPLAY_SIDE a side); `region` outlines
-        the hottest region and draws its bounding box. A refused image is shown as it is."""
+    def overlay(self, class_index: int | None = None, opacity: float = 0.4, region: bool = False,
+                colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+        """RGB uint8 at the display size (the input's size up to imaging.DISPLAY_SIDE a side), in a colour map of
+        radiograph.cam.COLORMAPS; `region` outlines the hottest region and draws its bounding box. A refused image
+        is shown as it is."""
         if self.refused:
-            return overlay(self.display, None)
+            return overlay(self.display, None, colormap=colormap)
         class_index = self.shown_class if class_index is None else class_index
         heatmap = self.heatmap_on_display(class_index)
-        picture = overlay(self.display, heatmap, opacity)
+        picture = overlay(self.display, heatmap, opacity, colormap)
         if region and heatmap is not None:
             picture = outline(picture, hottest_region(heatmap))
         return picture
 
     def region(self, class_index: int) -> list[float] | None:
         """The hottest region's bounding box (x, y, width, height) in the original image's pixels."""
+        return self.located(class_index)["hottest_region_xywh"]
+
+    def description(self, class_index: int) -> dict:
+        """Class `class_index`'s heatmap in words (radiograph.regions.describe, in the task's registry.Anatomy):
+        where its hottest region lies, how much of the image it covers; `text` says it in a sentence."""
+        return self.located(class_index)["description"]
+
+    def located(self, class_index: int) -> dict:
+        """The hottest region's box (`hottest_region_xywh`, original pixels) and the map's `description`, from one
+        placement of the map on the display copy."""
         heatmap = self.heatmap_on_display(class_index)
         found = hottest_region(heatmap) if heatmap is not None else None
+        words = describe(heatmap if found else None, get_task(self.card.task).anatomy, found)
         if not found:
-            return None
+            return {"hottest_region_xywh": None, "description": words}
         (height, width), (shown_height, shown_width) = self.geometry.original, self.display.shape
         x, y, w, h = found[0]
         sx, sy = width / shown_width, height / shown_height
-        return [round(x * sx, 1), round(y * sy, 1), round(w * sx, 1), round(h * sy, 1)]
+        return {"hottest_region_xywh": [round(x * sx, 1), round(y * sy, 1), round(w * sx, 1), round(h * sy, 1)],
+                "description": words}
 
     def decision(self) -> dict:
         """The card's decision, its text prefixed with the gate's warnings (the refusal's reasons when refused)."""
@@ -117,7 +134,7 @@ class Analysis:
         class_index = shown[0] if class_index is None else class_index
         scores = score_names(self.labels, self.card.heatmap_versus)
         described = {c: {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
-                         "hottest_region_xywh": self.region(c)}  # each region once: it maps a full-size map
+                         **self.located(c)}  # each region once: it maps a full-size map
                      for c in dict.fromkeys([class_index, *shown])}
         return {
             "task": self.card.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
