@@ -3,6 +3,7 @@
     python app.py                                 # http://127.0.0.1:7860, the shipped demo models
     python app.py --host 0.0.0.0 --port 8080      # or RADIOGRAPH_HOST / RADIOGRAPH_PORT (GRADIO_SERVER_* on a Space)
     python app.py --cam onnx --models /my/models  # or RADIOGRAPH_CAM / RADIOGRAPH_MODELS
+    python app.py --colormap jet                  # the overlays' default colour map (RADIOGRAPH_COLORMAP): viridis
 
 Scripts (gradio_client), one endpoint per task:
 
@@ -51,10 +52,12 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, colormap_code  # noqa: E402
 from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
 from radiograph.gate import AUTO  # noqa: E402
+from radiograph.regions import percent  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
 from radiograph.routing import router_markdown  # noqa: E402
 from radiograph.service import RoutingUnavailable, Service, UnusableResult  # noqa: E402
@@ -224,8 +227,10 @@ class UploadLimit:
 class App:
     """The Blocks UI and API over one Service."""
 
-    def __init__(self, service: Service):
+    def __init__(self, service: Service, colormap: str = DEFAULT_COLORMAP):
         self.service = service
+        colormap_code(colormap)  # an unknown colour map is refused here, not at the first overlay
+        self.colormap = colormap  # the overlays' default; each tab's "Colour map" dropdown starts on it
         self.overlays = Path(tempfile.mkdtemp(prefix="radiograph-overlays-"))
         self.sweeping = threading.Lock()
         atexit.register(shutil.rmtree, self.overlays, ignore_errors=True)
@@ -282,7 +287,7 @@ class App:
                 analysis = self.service.analyse_auto(radiograph, Path(radiograph).name)
             else:
                 analysis = self.service.analyse(task, radiograph, Path(radiograph).name)
-            return analysis.result(), self.png(analysis.overlay()), analysis
+            return analysis.result(), self.png(analysis.overlay(colormap=self.colormap)), analysis
 
         return self.answer(endpoint, [radiograph], work)
 
@@ -322,23 +327,23 @@ class App:
         finally:
             self.sweeping.release()
 
-    def gallery(self, views, class_index=None, opacity=0.4, region=False):
+    def gallery(self, views, class_index=None, opacity=0.4, region=False, colormap=None):
         decision = views[0].card.decision  # a grouped decision (registry.Decision): P(positive) per view
-        return [(self.png(view.overlay(class_index, opacity, region)),
+        return [(self.png(view.overlay(class_index, opacity, region, colormap or self.colormap)),
                  f"{view.name}: refused by the input gate" if view.refused else
                  f"{view.name}: P({decision.positive}) "
                  f"{grouped_summary(decision, view.probabilities)[decision.score_key]:.2f}"
                  + (" (warning)" if view.gate.verdict == "warn" else ""))
                 for view in views]
 
-    def findings_gallery(self, analysis, opacity=0.4, region=False):
+    def findings_gallery(self, analysis, opacity=0.4, region=False, colormap=None):
         """Multi-label: one overlay per positive finding, shown when there is more than one (the overlay above
         already shows the first)."""
         thresholds, shown = analysis.card.thresholds, analysis.shown_classes
         if len(shown) < 2:
             return gr.update(value=None, visible=False)
         return gr.update(visible=True, value=[
-            (self.png(analysis.overlay(c, opacity, region)),
+            (self.png(analysis.overlay(c, opacity, region, colormap or self.colormap)),
              f"{analysis.labels[c]}: P {analysis.probabilities[c]:.2f} (threshold {thresholds[analysis.labels[c]]:.2f})")
             for c in shown])
 
@@ -472,8 +477,40 @@ class App:
         with gr.Row():
             selector = gr.Dropdown(choices=labels, label="Heatmap class", interactive=True, elem_id=f"{task}-class")
             opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", elem_id=f"{task}-opacity")
+            colours = gr.Dropdown(choices=list(COLORMAPS), value=self.colormap, label="Colour map", interactive=True,
+                                  elem_id=f"{task}-colormap",
+                                  info="viridis, cividis: colour-blind safe")
             region = gr.Checkbox(label="Outline the hottest region", value=False, elem_id=f"{task}-region")
-        return selector, opacity, region
+        return selector, opacity, region, colours
+
+    @staticmethod
+    def heatmap_words(analysis, class_name: str | None = None) -> str:
+        """Markdown: the heatmap of `class_name` (default: the overlay's class) in words
+        (radiograph.regions.describe); nothing for a refused image."""
+        if analysis is None or analysis.refused:
+            return ""
+        labels = analysis.labels
+        index = labels.index(class_name) if class_name in labels else analysis.shown_class
+        return f"**{html.escape(labels[index])} heatmap in words.** {analysis.description(index)['text']}"
+
+    @staticmethod
+    def study_words(views, class_name: str | None = None) -> str:
+        """Markdown: each view's heatmap of `class_name` (default: each view's own shown class) in words, the
+        terms the places are named in said once."""
+        lines, terms = [], ""
+        for view in views:
+            if view.refused:
+                lines.append(f"- **{html.escape(view.name)}**: refused by the input gate, no heatmap.")
+                continue
+            index = view.labels.index(class_name) if class_name in view.labels else view.shown_class
+            words = view.description(index)
+            terms = words.get("terms", terms)
+            lines.append(f"- **{html.escape(view.name)}**, {html.escape(view.labels[index])} heatmap: " + (
+                words["text"] if words["flat"] else f"hottest region {words['place']}, covering "
+                f"{percent(words['hottest_region_fraction'])} of the image ({percent(words['warm_fraction'])} at "
+                "or above half the map's maximum)."))
+        return ("**Heatmaps in words, per view**" + (f" ({terms})" if terms else "") + ".\n\n"
+                + "\n".join(lines)) if lines else ""
 
     def image_tab(self, task: str):
         """One image, one task's model; for AUTO, the task the router assigns the image to (its labels, bars and
@@ -489,7 +526,8 @@ class App:
                 examples = self.examples(task, upload)
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
-                selector, opacity, region = self.heatmap_controls(task, labels)
+                words = gr.Markdown(elem_id=f"{task}-heatmap-words")
+                selector, opacity, region, colours = self.heatmap_controls(task, labels)
                 findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height="auto", format="png",
                                       allow_preview=False, object_fit="contain", visible=False,
                                       elem_id=f"{task}-findings") if multi_label else None
@@ -505,6 +543,7 @@ class App:
                                    height=260, elem_id=f"{task}-preview")
                 result = gr.JSON(label="Result (JSON)", open=False)
         shown = [gate, decision, label, preview, selector, timing] + ([bars, findings] if multi_label else [])
+        shown.append(words)  # last: `show` adds its value to present()'s
         description = ("Any radiograph: the router chooses its task (knee, MURA, pediatric or adult chest) or refuses "
                        "it, and that task's model analyses it" if routed else TASKS[task].question)
 
@@ -512,12 +551,15 @@ class App:
             return self.analyse(task, radiograph)
 
         def show(analysis):
-            return self.present(task, analysis)
+            return self.present(task, analysis) + [self.heatmap_words(analysis)]
 
-        def rerender(analysis, class_name, alpha, outline):
+        def rerender(analysis, class_name, alpha, outline, colormap):
             if analysis is None or analysis.refused or class_name not in analysis.labels:
                 return gr.skip()
-            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline))
+            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline, colormap))
+
+        def reword(analysis, class_name):
+            return self.heatmap_words(analysis, class_name)
 
         every = [result, overlay, state, open_routed] + shown
         clear = self.clearing(every)
@@ -533,16 +575,18 @@ class App:
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
                 show, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render")
+        gr.on([selector.change, opacity.release, region.change, colours.change], rerender,
+              [state, selector, opacity, region, colours], [overlay], api_visibility="private",
+              show_progress="hidden", concurrency_id="render")
+        selector.change(reword, [state, selector], [words], **QUICK)
         if multi_label:
-            def refind(analysis, alpha, outline):
+            def refind(analysis, alpha, outline, colormap):
                 if analysis is None or analysis.refused or not analysis.card.multi_label:
                     return gr.skip()
-                return self.findings_gallery(analysis, alpha, outline)
+                return self.findings_gallery(analysis, alpha, outline, colormap)
 
-            gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
-                  api_visibility="private", show_progress="hidden", concurrency_id="render")
+            gr.on([opacity.release, region.change, colours.change], refind, [state, opacity, region, colours],
+                  [findings], api_visibility="private", show_progress="hidden", concurrency_id="render")
         return upload, open_routed, state
 
     def study_tab(self, task: str):
@@ -566,15 +610,22 @@ class App:
                 timing = gr.Markdown(elem_id=f"{task}-timing")
         gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height=360, format="png", object_fit="contain",
                              elem_id=f"{task}-gallery")
-        selector, opacity, region = self.heatmap_controls(task, labels)
+        words = gr.Markdown(elem_id=f"{task}-heatmap-words")
+        selector, opacity, region, colours = self.heatmap_controls(task, labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
-        shown = [gate, decision, label, selector, timing]
+        shown = [gate, decision, label, selector, timing, words]  # words last: `show_study` adds them
 
-        def rerender(state, class_name, alpha, outline):
+        def show_study(state):
+            return [*self.present_study(state), self.study_words(state[0])]
+
+        def rerender(state, class_name, alpha, outline, colormap):
             if not state or class_name not in state[0][0].labels:
                 return gr.skip()
             views = state[0]
-            return self.gallery(views, views[0].labels.index(class_name), alpha, outline)
+            return self.gallery(views, views[0].labels.index(class_name), alpha, outline, colormap)
+
+        def reword(state, class_name):
+            return self.study_words(state[0], class_name) if state else ""
 
         every = [result, gallery, state, open_routed] + shown
         clear = self.clearing(every)
@@ -583,16 +634,18 @@ class App:
             concurrency_id=ANALYSIS, api_description=f"The views of one {TASKS[task].title} study: {other} or "
             f"{positive} (mean over the views) and {rule.group_name.replace('_', ' ')}. "
             "Returns (study JSON with the input gate's verdict and per-view results, gallery of Grad-CAM overlays)."
-        ).success(self.present_study, [state], shown, api_visibility="private").success(
+        ).success(show_study, [state], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         upload.clear(clear, None, every, **QUICK)
         if examples:
             examples.load_input_event.then(clear, None, every, **QUICK).then(
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
-                concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private").success(
+                concurrency_id=ANALYSIS).success(show_study, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render")
+        gr.on([selector.change, opacity.release, region.change, colours.change], rerender,
+              [state, selector, opacity, region, colours], [gallery], api_visibility="private",
+              show_progress="hidden", concurrency_id="render")
+        selector.change(reword, [state, selector], [words], **QUICK)
         # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
             single = radiograph_upload(task)
@@ -668,6 +721,9 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cam", choices=("auto", "keras", "onnx"), default=env("RADIOGRAPH_CAM") or "auto",
                         help="heatmap path: Keras Grad-CAM, the ONNX CAM, or keras when TensorFlow is installed")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=env("RADIOGRAPH_DEVICE") or "auto")
+    parser.add_argument("--colormap", choices=list(COLORMAPS), default=env("RADIOGRAPH_COLORMAP") or DEFAULT_COLORMAP,
+                        help=f"the overlays' colour map until a user picks another (default {DEFAULT_COLORMAP}: "
+                             "perceptually uniform, colour-blind safe; jet is the rainbow)")
     parser.add_argument("--concurrency", type=int, default=int(env("RADIOGRAPH_CONCURRENCY") or 2),
                         help="requests analysed at once (the queue holds the rest)")
     parser.add_argument("--queue-size", type=int, default=int(env("RADIOGRAPH_QUEUE_SIZE") or QUEUE_SIZE),
@@ -678,6 +734,8 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
                         help="refuse to start when any model fails verification or loading (default: that task's "
                              "tab and endpoint say why, the others serve)")
     args = parser.parse_args(argv)
+    if args.colormap not in COLORMAPS:  # argparse checks `choices` on the command line only, not on a default
+        parser.error(f"RADIOGRAPH_COLORMAP={args.colormap!r} is not a colour map; choose one of {', '.join(COLORMAPS)}")
     if args.concurrency < 1 or args.queue_size < 1:
         parser.error(f"--concurrency and --queue-size must be at least 1, got {args.concurrency}, {args.queue_size}")
     return args
@@ -702,7 +760,7 @@ def serve(args: argparse.Namespace, block: bool = True):
     service = Service(args.models, cam_path=args.cam, device=args.device, strict=args.strict)
     for task, reason in service.unavailable.items():
         LOG.error("%s is unavailable (its tab and endpoint say why): %s", task, reason)
-    app = App(service)
+    app = App(service, colormap=args.colormap)
     demo = app.build()
     # events sharing a concurrency_id share one limit: every analysing event (ANALYSIS), and overlay re-rendering
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)

@@ -159,3 +159,41 @@ def test_the_auto_tab_routes_and_a_wrong_tab_upload_is_warned_and_opened_in_its_
         expect(page.locator("#chest14-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
         expect(page.locator("#chest14-gate")).to_contain_text("passed", timeout=WAIT_MS)
         browser.close()
+
+
+def test_the_chest_heatmap_is_described_in_words_and_redrawn_in_another_colour_map(app_url, tmp_path):
+    """chest14 tab, first example: the words under the overlay name a lung zone and follow the class selector;
+    choosing jet in the "Colour map" dropdown redraws the overlay (a new src)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    entry, files = first_example("chest14")
+    zones = ("upper zone", "middle zone", "lower zone")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             env={**os.environ, "HOME": str(tmp_path)})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name=TASKS["chest14"].title).click()
+        page.locator("#chest14-upload input[type=file]").set_input_files(files)
+        expect(page.locator("#chest14-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+        words = page.locator("#chest14-heatmap-words")
+        expect(words).to_be_visible(timeout=WAIT_MS)
+        expect(words).to_contain_text(f"{entry['truth'][0]} heatmap in words", timeout=WAIT_MS)
+        text = words.inner_text()
+        assert any(zone in text for zone in zones) and "radiological convention" in text, text
+        page.wait_for_function("document.querySelector('#chest14-overlay img') !== null", timeout=WAIT_MS)
+        before = overlay_sources(page, "chest14")
+        page.screenshot(path=str(ARTIFACTS / "chest14_words_viridis.png"), full_page=True)
+
+        page.locator("#chest14-colormap input").click()
+        page.get_by_role("option", name="jet", exact=True).click()
+        page.wait_for_function(f"JSON.stringify(Array.from(document.querySelectorAll('#chest14-overlay img'))"
+                               f".map(i => i.src)) !== {json.dumps(json.dumps(before))}", timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "chest14_words_jet.png"), full_page=True)
+
+        page.locator("#chest14-class input").click()  # another class: the words follow it
+        other = next(label for label in TASKS["chest14"].labels if label != entry["truth"][0])
+        page.get_by_role("option", name=other, exact=True).click()
+        expect(words).to_contain_text(f"{other} heatmap in words", timeout=WAIT_MS)
+        browser.close()
