@@ -107,7 +107,8 @@ def predict_files(models: dict[str, OnnxModel], files: list[Path], task: str, ke
     `colormap` (radiograph.cam.COLORMAPS) colours the --cam-dir overlays."""
     colormap_code(colormap)  # an unknown colour map is refused before any file is read
     keeper = keeper or Gatekeeper()
-    kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()}  # maps: words, cam_dir
+    kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()  # maps: words, cam_dir
+               if cam_dir or (m.folder / "model.onnx").exists()}  # words need the fp32 file's Dense kernel
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
@@ -171,7 +172,7 @@ def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, 
                uncertainty=uncertainty_summary(card, probabilities), decision=gate.annotate(decide(card, probabilities)))
     if card.study is not None:  # the folder holding a view is its study
         row["study"] = str(item.path.parent)
-    if features is not None:  # the shown class's map in words
+    if features is not None and item.task in kernels:  # the shown class's map in words
         shown = heatmap_classes(card, probabilities)[0]
         row["heatmap"] = {"class": card.labels[shown],
                           "description": describe_map(features, kernels[item.task], shown, item.geometry, card)}

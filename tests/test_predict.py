@@ -94,8 +94,10 @@ def test_flat_maps_stay_flat_and_overlays_keep_size():
     assert flat and not heatmap.any()
     image = np.random.default_rng(0).uniform(0, 255, (50, 70)).astype(np.float32)
     assert overlay(image, None).shape == (50, 70, 3)
+    warm = overlay(image, np.ones((50, 70)), opacity=1.0, colormap="jet")
+    assert (warm[..., 2] < 10).all()  # full opacity, hottest value: jet's dark red, no blue
     warm = overlay(image, np.ones((50, 70)), opacity=1.0)
-    assert (warm[..., 2] < 10).all()  # full opacity, hottest value: the colour map's dark red, no blue
+    assert (warm[..., 0] > 240).all() and (warm[..., 2] < 50).all()  # the default, viridis: its yellow end
 
 
 def test_every_class_at_once_equals_each_class_on_its_own():
