@@ -7,7 +7,8 @@ Images come from a phantom set generated with a seed the demo models never
 trained on (they trained on seed 0), picked by a fixed rule (the first images
 in name order of each wanted class), never by whether the model gets them
 right. What each task ships is its registry entry's `examples`
-(radiograph.registry.ExamplePicks). Each task folder holds the images and
+(radiograph.registry.ExamplePicks). A study task's views lie one folder per
+study, as in the real dataset (study_file_name). Each task folder holds the images and
 examples.json: [{"files": [...], "truth": [labels], "caption": "..."}]. A task
 with `deeper` adds one example in another container (16-bit PNG, DICOM) made
 from a phantom above, so the app's decoders can be tried from the examples too.
@@ -64,11 +65,15 @@ def caption(spec: TaskSpec, labels: list[str], views: int = 1) -> str:
 
 
 def study_file_name(study: str, view: int, suffix: str) -> str:
-    """A study's view named by the study's last three folders, <area>_<patient>_<study>_view<N><suffix>:
-    .../XR_WRIST/patient00008/study1_positive -> wrist_patient00008_study1_view1.png (the area folder without its
-    prefix, the study folder without its label suffix: the name carries no label)."""
+    """Where a study's view goes: one folder per study, as in MURA (<area>/<patient>/<study>/, the study folder
+    without its label suffix: the path carries no label), the file named by those three folders,
+    <area>_<patient>_<study>_view<N><suffix>, so a view taken out of its folder (an upload) still says which study
+    it is: .../XR_WRIST/patient00008/study1_positive -> XR_WRIST/patient00008/study1/wrist_patient00008_study1_view1.png.
+    Batch prediction forms a study from a folder (radiograph.predict); the app warns when uploaded views' names
+    are of several studies (radiograph.gate.names_of_several_studies)."""
     area, patient, name = Path(study).parts[-3:]
-    return f"{area.split('_')[-1].lower()}_{patient}_{name.split('_')[0]}_view{view}{suffix}"
+    study_name = name.split("_")[0]
+    return f"{area}/{patient}/{study_name}/{area.split('_')[-1].lower()}_{patient}_{study_name}_view{view}{suffix}"
 
 
 def _sixteen_bit_png(path: Path, pixels: np.ndarray) -> None:
@@ -97,6 +102,7 @@ def write_examples(task: str, out: Path, seed: int) -> list[dict]:
             files = []
             for number, sample in enumerate(group, 1):
                 name = study_file_name(sample.study, number, sample.path.suffix) if spec.study else sample.path.name
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(sample.path, folder / name)
                 files.append(name)
             entries.append({"files": files, "truth": labels, "caption": f"Truth: {caption(spec, labels, len(files))}"})
@@ -105,7 +111,7 @@ def write_examples(task: str, out: Path, seed: int) -> list[dict]:
             ending, write = CONTAINERS[container]
             source = entries[which]
             pixels = cv2.imread(str(folder / source["files"][0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16)
-            name = Path(source["files"][0]).stem + ending
+            name = str(Path(source["files"][0]).with_name(Path(source["files"][0]).stem + ending))
             write(folder / name, pixels)
             entries.append({"files": [name], "truth": source["truth"], "caption": f"{source['caption']} ({container})"})
     (folder / "examples.json").write_text(json.dumps(entries, indent=2))
