@@ -51,7 +51,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from radiograph.cards import card_markdown  # noqa: E402
+from radiograph.cards import card_markdown, unreachable_thresholds  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
 from radiograph.gate import AUTO  # noqa: E402
@@ -98,19 +98,26 @@ def examples_of(task: str, studies: bool) -> tuple[list, list[str]]:
 
 
 def threshold_bars(labels: list[str], probabilities, thresholds: dict) -> str:
-    """HTML bar chart: one bar per class, its operating threshold marked, positives in bold."""
-    rows = []
+    """HTML bar chart: one bar per class, its operating threshold marked, positives in bold; a threshold only a
+    saturated probability meets (radiograph.cards.unreachable_thresholds) is said to be unreachable."""
+    rows, unreachable = [], unreachable_thresholds(thresholds)
     for label, p in sorted(zip(labels, probabilities), key=lambda item: -item[1]):
         t = thresholds[label]
         positive = p >= t
+        never = (" (threshold unreachable: never called positive)" if label in unreachable else "")
         rows.append(
-            f'<div class="bar-row{" positive" if positive else ""}" title="P = {p:.3f}, threshold {t:.3f}">'
-            f'<span class="bar-label">{html.escape(label)}</span>'
+            f'<div class="bar-row{" positive" if positive else ""}{" unreachable" if never else ""}" '
+            f'title="P = {p:.3f}, threshold {t:.3f}{never}">'
+            f'<span class="bar-label">{html.escape(label)}{"<sup>*</sup>" if never else ""}</span>'
             f'<span class="bar-track"><span class="bar-fill" style="width:{100 * p:.1f}%"></span>'
             f'<span class="bar-threshold" style="left:{100 * t:.1f}%"></span></span>'
             f'<span class="bar-value">{p:.2f}</span></div>')
+    note = (f'<div class="bar-note">* Unreachable threshold ({", ".join(map(html.escape, unreachable))}): only a '
+            "probability of practically 1 meets it, so this model never calls "
+            f"{'this finding' if len(unreachable) == 1 else 'these findings'} positive.</div>" if unreachable else "")
     return ('<div class="threshold-bars"><div class="bar-caption">Probability per finding; the black tick is the '
-            "finding's operating threshold (chosen on validation). Bold: above it.</div>" + "".join(rows) + "</div>")
+            "finding's operating threshold (chosen on validation). Bold: above it.</div>" + "".join(rows) + note
+            + "</div>")
 
 
 CSS = """
@@ -124,6 +131,7 @@ CSS = """
 .bar-row.positive .bar-fill {background: #f97316}
 .bar-threshold {position: absolute; top: -3px; bottom: -3px; width: 2px; background: #111827}
 .bar-value {width: 40px}
+.bar-note {margin-top: 6px}
 .gate {padding: 8px 12px; border-radius: 6px; margin-bottom: 8px}
 .gate ul {margin: 4px 0 0 18px}
 .gate-ok {background: #ecfdf5; color: #065f46}

@@ -65,6 +65,8 @@ def test_train_chest14_fine_tunes_from_a_weights_file(tmp_path, phantom_root):
                        "--epochs", "1", "--warmup-epochs", "1")
     assert len(list(csv.DictReader((out / "history.csv").open()))) == 2  # frozen head phase, then everything
     assert set(card["thresholds"]) == set(TASKS["chest14"].labels)
+    assert card["training"]["thresholds"]["rule"].startswith("Youden's J on validation, at the middle")
+    assert all(t < 1 - 1e-6 for t in card["thresholds"].values())  # every threshold can be met
     assert len(card["temperature"]["values"]) == 14
     assert 0 <= card["metrics"]["mean_auc"] <= 1
 

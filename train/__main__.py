@@ -278,7 +278,8 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
         training={"command": "python -m train " + shlex.join(run.argv), "seed": args.seed,
                   "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
                   "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
-                  "kept": kept, "training_seconds": round(seconds, 1), "schedule": schedule(args)},
+                  "kept": kept, "training_seconds": round(seconds, 1), "schedule": schedule(args),
+                  "thresholds": result["threshold_rule"]},
         data={**source, "dataset": spec.dataset.name, "splits": {k: len(v) for k, v in index.splits.items()}},
         metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
         reports=[str(p) for p in reports])
