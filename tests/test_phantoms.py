@@ -157,3 +157,22 @@ def test_mura_examples_regenerate_as_shipped_one_folder_per_study(tmp_path):
         for name in entry["files"]:
             made, kept = (cv2.imread(str(root / name), cv2.IMREAD_UNCHANGED) for root in (tmp_path / "mura", shipped))
             assert made.shape == kept.shape and np.abs(made.astype(int) - kept).max() <= 1, name  # rounding
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_shipped_example_has_a_thumbnail_of_its_first_file(task):
+    """The app's example thumbnails (python -m train.examples --thumbnails): one per example, the whole first file
+    (its aspect), at most THUMBNAIL_SIDE a side, in the hidden folder batch prediction skips."""
+    import json
+    from pathlib import Path
+
+    from radiograph.imaging import decode
+    from train.examples import THUMBNAIL_SIDE, THUMBNAILS
+
+    folder = Path(__file__).resolve().parent.parent / "examples" / task
+    for entry in json.loads((folder / "examples.json").read_text()):
+        assert entry["thumbnail"].startswith(THUMBNAILS + "/")
+        thumbnail = cv2.imread(str(folder / entry["thumbnail"]), cv2.IMREAD_GRAYSCALE)
+        height, width = decode(folder / entry["files"][0]).image.shape
+        assert max(thumbnail.shape) == min(THUMBNAIL_SIDE, max(height, width))
+        assert thumbnail.shape[1] / thumbnail.shape[0] == pytest.approx(width / height, rel=0.02)

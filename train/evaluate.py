@@ -364,7 +364,7 @@ def plot_training_curves(history_csv: Path, path: Path, kept_epoch: int | None =
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, bbox_inches="tight")  # axis labels and legends whole
     import matplotlib.pyplot as plt
 
     plt.close(figure)

@@ -2,6 +2,7 @@
 
     python -m train.examples all --out examples --seed 7
     python -m train.examples knee
+    python -m train.examples all --thumbnails     # only the thumbnails of the examples already there
 
 Images come from a phantom set generated with a seed the demo models never
 trained on (they trained on seed 0), picked by a fixed rule (the first images
@@ -9,7 +10,10 @@ in name order of each wanted class), never by whether the model gets them
 right. What each task ships is its registry entry's `examples`
 (radiograph.registry.ExamplePicks). A study task's views lie one folder per
 study, as in the real dataset (study_file_name). Each task folder holds the images and
-examples.json: [{"files": [...], "truth": [labels], "caption": "..."}]. A task
+examples.json: [{"files": [...], "truth": [labels], "caption": "...", "thumbnail": ".thumbnails/NAME.png"}]
+(the thumbnail: the first file as the app shows it, THUMBNAIL_SIDE pixels on its longer side, in a hidden
+folder that batch prediction of the folder skips; `--thumbnails` makes them again for the examples already
+there). A task
 with `deeper` adds one example in another container (16-bit PNG, DICOM) made
 from a phantom above, so the app's decoders can be tried from the examples too.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from radiograph.imaging import decode, display_copy
 from radiograph.registry import TASKS, TaskSpec, get_task
 from train.datasets import read_dataset
 from train.phantoms import dicom_bytes, generate
@@ -89,6 +94,24 @@ def _dicom(path: Path, pixels: np.ndarray) -> None:
 CONTAINERS = {"16-bit PNG": ("_16bit.png", _sixteen_bit_png), "DICOM": (".dcm", _dicom)}
 
 
+THUMBNAIL_SIDE = 160  # pixels on a thumbnail's longer side (the app shows them about 120 px tall)
+THUMBNAILS = ".thumbnails"  # the folder of an example folder that holds them
+
+
+def write_thumbnails(folder: Path, entries: list[dict]) -> list[dict]:
+    """Each entry's thumbnail, `.thumbnails/<first file's stem>_<suffix>.png` (hidden: `python -m radiograph predict`
+    on the folder skips it): its first file decoded as the app decodes it (DICOM windowing, 16-bit range), the
+    whole image, longer side THUMBNAIL_SIDE; returns the entries with it."""
+    (folder / THUMBNAILS).mkdir(exist_ok=True)
+    listed = []
+    for entry in entries:
+        first = Path(entry["files"][0])
+        name = f"{THUMBNAILS}/{first.stem}_{first.suffix.lstrip('.')}.png"
+        cv2.imwrite(str(folder / name), display_copy(decode(folder / first).image, THUMBNAIL_SIDE))
+        listed.append({**entry, "thumbnail": name})
+    return listed
+
+
 def write_examples(task: str, out: Path, seed: int) -> list[dict]:
     spec = get_task(task)
     folder = out / task
@@ -114,6 +137,15 @@ def write_examples(task: str, out: Path, seed: int) -> list[dict]:
             name = str(Path(source["files"][0]).with_name(Path(source["files"][0]).stem + ending))
             write(folder / name, pixels)
             entries.append({"files": [name], "truth": source["truth"], "caption": f"{source['caption']} ({container})"})
+    entries = write_thumbnails(folder, entries)
+    (folder / "examples.json").write_text(json.dumps(entries, indent=2))
+    return entries
+
+
+def rewrite_thumbnails(task: str, out: Path) -> list[dict]:
+    """The thumbnails of the examples already in out/<task>, and examples.json listing them."""
+    folder = out / task
+    entries = write_thumbnails(folder, json.loads((folder / "examples.json").read_text()))
     (folder / "examples.json").write_text(json.dumps(entries, indent=2))
     return entries
 
@@ -122,11 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.examples", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("examples"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--thumbnails", action="store_true",
+                        help="only make the thumbnails of the examples already there (and list them)")
     parser.add_argument("task", nargs="?", choices=[*TASKS, "all"], default="all")
     args = parser.parse_args(argv)
     for task in TASKS if args.task == "all" else [args.task]:
-        entries = write_examples(task, args.out, args.seed)
-        print(f"{task}: {len(entries)} examples -> {args.out / task}")
+        entries = rewrite_thumbnails(task, args.out) if args.thumbnails else write_examples(task, args.out, args.seed)
+        print(f"{task}: {len(entries)} examples{' (thumbnails)' if args.thumbnails else ''} -> {args.out / task}")
 
 
 if __name__ == "__main__":
