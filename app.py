@@ -50,10 +50,11 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, colormap_code  # noqa: E402
-from radiograph.cards import card_markdown  # noqa: E402
+from radiograph.cards import card_markdown, unreachable_thresholds  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
 from radiograph.gate import AUTO  # noqa: E402
@@ -100,20 +101,35 @@ def examples_of(task: str, studies: bool) -> tuple[list, list[str]]:
     return values, [e["caption"] for e in entries]
 
 
+def thumbnails_of(task: str) -> list[str | None]:
+    """Each example's thumbnail (examples.json `thumbnail`, made by `python -m train.examples --thumbnails`), or
+    None where an entry has none."""
+    index = ROOT / "examples" / task / "examples.json"
+    entries = json.loads(index.read_text()) if index.exists() else []
+    return [str(index.parent / e["thumbnail"]) if e.get("thumbnail") else None for e in entries]
+
+
 def threshold_bars(labels: list[str], probabilities, thresholds: dict) -> str:
-    """HTML bar chart: one bar per class, its operating threshold marked, positives in bold."""
-    rows = []
+    """HTML bar chart: one bar per class, its operating threshold marked, positives in bold; a threshold only a
+    saturated probability meets (radiograph.cards.unreachable_thresholds) is said to be unreachable."""
+    rows, unreachable = [], unreachable_thresholds(thresholds)
     for label, p in sorted(zip(labels, probabilities), key=lambda item: -item[1]):
         t = thresholds[label]
         positive = p >= t
+        never = (" (threshold unreachable: never called positive)" if label in unreachable else "")
         rows.append(
-            f'<div class="bar-row{" positive" if positive else ""}" title="P = {p:.3f}, threshold {t:.3f}">'
-            f'<span class="bar-label">{html.escape(label)}</span>'
+            f'<div class="bar-row{" positive" if positive else ""}{" unreachable" if never else ""}" '
+            f'title="P = {p:.3f}, threshold {t:.3f}{never}">'
+            f'<span class="bar-label">{html.escape(label)}{"<sup>*</sup>" if never else ""}</span>'
             f'<span class="bar-track"><span class="bar-fill" style="width:{100 * p:.1f}%"></span>'
             f'<span class="bar-threshold" style="left:{100 * t:.1f}%"></span></span>'
             f'<span class="bar-value">{p:.2f}</span></div>')
+    note = (f'<div class="bar-note">* Unreachable threshold ({", ".join(map(html.escape, unreachable))}): only a '
+            "probability of practically 1 meets it, so this model never calls "
+            f"{'this finding' if len(unreachable) == 1 else 'these findings'} positive.</div>" if unreachable else "")
     return ('<div class="threshold-bars"><div class="bar-caption">Probability per finding; the black tick is the '
-            "finding's operating threshold (chosen on validation). Bold: above it.</div>" + "".join(rows) + "</div>")
+            "finding's operating threshold (chosen on validation). Bold: above it.</div>" + "".join(rows) + note
+            + "</div>")
 
 
 CSS = """
@@ -127,6 +143,9 @@ CSS = """
 .bar-row.positive .bar-fill {background: #f97316}
 .bar-threshold {position: absolute; top: -3px; bottom: -3px; width: 2px; background: #111827}
 .bar-value {width: 40px}
+.bar-note {margin-top: 6px}
+.whole-images .grid-wrap.fixed-height {min-height: 0; max-height: none; overflow-y: visible}
+.example-thumbnails .caption-label {white-space: normal; max-width: 100%; opacity: 1; left: var(--block-label-margin)}
 .gate {padding: 8px 12px; border-radius: 6px; margin-bottom: 8px}
 .gate ul {margin: 4px 0 0 18px}
 .gate-ok {background: #ecfdf5; color: #065f46}
@@ -460,18 +479,30 @@ class App:
                          **{k: v for k, v in QUICK.items() if k != "api_visibility"})
 
     def examples(self, task: str, upload):
-        """The task's phantom examples; for a model whose card groups images into studies, each is a study. The
-        Any radiograph tab gets every task's examples (a study's first view)."""
+        """The task's phantom examples as a gallery of thumbnails, each captioned with its truth (visible, and the
+        image's alt text); for a model whose card groups images into studies, each is a study. The Any radiograph
+        tab gets every task's examples (a study's first view). Returns the event that puts a chosen example into
+        the upload (the caller chains the analysis on it), or None when there are no examples."""
         if task == AUTO:
-            pairs = [(value, f"{TASKS[t].title}: {caption}") for t in self.service.models
-                     for value, caption in zip(*examples_of(t, False))]
-            values, captions = [v for v, _ in pairs], [c for _, c in pairs]
+            rows = [(value, f"{TASKS[t].title}: {caption}", thumbnail) for t in self.service.models
+                    for value, caption, thumbnail in zip(*examples_of(t, False), thumbnails_of(t))]
         else:
-            values, captions = examples_of(task, self.service.models[task].card.study is not None)
-        if not values:
+            studies = self.service.models[task].card.study is not None
+            rows = list(zip(*examples_of(task, studies), thumbnails_of(task)))
+        if not rows:
             return None
-        return gr.Examples(values, inputs=[upload], example_labels=captions, api_visibility="private",
-                           label="Phantom examples, never used in training (the caption is the truth)")
+        values = [value[0] for value, _, _ in rows]
+        pictures = [(thumbnail or (value if isinstance(value, str) else value[0]), caption)
+                    for value, caption, thumbnail in rows]
+        gallery = gr.Gallery(pictures, label="Phantom examples, never used in training (the caption is the truth): "
+                             "choose one to analyse it", columns=min(len(pictures), 4), height="auto",
+                             object_fit="contain", allow_preview=False, interactive=False, format="png",
+                             elem_id=f"{task}-examples", elem_classes=["whole-images", "example-thumbnails"])
+
+        def chosen(selected: gr.SelectData):
+            return values[selected.index]
+
+        return gallery.select(chosen, None, [upload], api_visibility="private", queue=False, show_progress="hidden")
 
     def heatmap_controls(self, task: str, labels: list[str]):
         with gr.Row():
@@ -570,14 +601,17 @@ class App:
         analysed.success(show, [state], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         upload.clear(clear, None, every, **QUICK)
-        if examples:
-            examples.load_input_event.then(clear, None, every, **QUICK).then(
+        if examples is not None:
+            examples.then(clear, None, every, **QUICK).then(
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
                 show, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change, colours.change], rerender,
+        # opacity.input: Gradio 6's slider sends it as its number box is typed in and as the range moves (by mouse or
+        # arrow keys); `release` came only on pointer-up or blur, so a typed value + Enter did nothing. always_last:
+        # a drag renders its last value, not every step.
+        gr.on([selector.change, opacity.input, region.change, colours.change], rerender,
               [state, selector, opacity, region, colours], [overlay], api_visibility="private",
-              show_progress="hidden", concurrency_id="render")
+              show_progress="hidden", concurrency_id="render", trigger_mode="always_last")
         selector.change(reword, [state, selector], [words], **QUICK)
         if multi_label:
             def refind(analysis, alpha, outline, colormap):
@@ -585,8 +619,9 @@ class App:
                     return gr.skip()
                 return self.findings_gallery(analysis, alpha, outline, colormap)
 
-            gr.on([opacity.release, region.change, colours.change], refind, [state, opacity, region, colours],
-                  [findings], api_visibility="private", show_progress="hidden", concurrency_id="render")
+            gr.on([opacity.input, region.change, colours.change], refind, [state, opacity, region, colours],
+                  [findings], api_visibility="private", show_progress="hidden", concurrency_id="render",
+                  trigger_mode="always_last")
         return upload, open_routed, state
 
     def study_tab(self, task: str):
@@ -608,8 +643,8 @@ class App:
                 decision = gr.Markdown(elem_id=f"{task}-decision")
                 label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id=f"{task}-label")
                 timing = gr.Markdown(elem_id=f"{task}-timing")
-        gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height=360, format="png", object_fit="contain",
-                             elem_id=f"{task}-gallery")
+        gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height="auto", format="png", object_fit="contain",
+                             elem_id=f"{task}-gallery", elem_classes=["whole-images"])  # CSS: no cut-off rows
         words = gr.Markdown(elem_id=f"{task}-heatmap-words")
         selector, opacity, region, colours = self.heatmap_controls(task, labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
@@ -637,14 +672,14 @@ class App:
         ).success(show_study, [state], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         upload.clear(clear, None, every, **QUICK)
-        if examples:
-            examples.load_input_event.then(clear, None, every, **QUICK).then(
+        if examples is not None:
+            examples.then(clear, None, every, **QUICK).then(
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
                 concurrency_id=ANALYSIS).success(show_study, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change, colours.change], rerender,
+        gr.on([selector.change, opacity.input, region.change, colours.change], rerender,
               [state, selector, opacity, region, colours], [gallery], api_visibility="private",
-              show_progress="hidden", concurrency_id="render")
+              show_progress="hidden", concurrency_id="render", trigger_mode="always_last")  # opacity.input: as in image_tab
         selector.change(reword, [state, selector], [words], **QUICK)
         # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
@@ -702,12 +737,30 @@ class App:
                           else model.card.data.get("dataset", ""))
             with gr.Accordion(f"{TASKS[task].title}: {model.card.model_version} ({trained_on})", open=False):
                 gr.Markdown(card_markdown(model.card, self.service.describe(task)))
-                pictures = [str(ROOT / p) for p in model.card.reports if p.endswith(".png")
-                            and (ROOT / p).exists()]
+                pictures = [ROOT / p for p in model.card.reports if p.endswith(".png") and (ROOT / p).exists()]
                 if pictures:
-                    gr.Gallery(pictures, columns=len(pictures), height=320, object_fit="contain",
-                               label="Report figures (phantom test set)",
-                               interactive=False)
+                    report_figures(task, pictures)
+
+
+def report_figures(task: str, pictures: list[Path]) -> None:
+    """A model's report figures, each whole in an image of its own (a gallery's square cells cut off their
+    axes and shrank the wide ones): the square-ish ones (ROC, confusion matrix) side by side, each wide one
+    (training curves) across the page."""
+    def aspect(path: Path) -> float:
+        with Image.open(path) as picture:  # the header only
+            return picture.width / picture.height
+
+    def figure(path: Path) -> None:
+        name = path.stem.replace("_", " ")
+        gr.Image(str(path), label=f"{name} (phantom test set)", interactive=False, format="png",
+                 elem_id=f"{task}-report-{path.stem}", elem_classes=["report-figure"])
+
+    square, wide = [p for p in pictures if aspect(p) < 1.5], [p for p in pictures if aspect(p) >= 1.5]
+    with gr.Row(equal_height=True):
+        for path in square:
+            figure(path)
+    for path in wide:
+        figure(path)
 
 
 def settings(argv: list[str] | None = None) -> argparse.Namespace:

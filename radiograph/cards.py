@@ -23,6 +23,17 @@ from pathlib import Path
 
 from radiograph.registry import Decision, Study, TaskSpec, get_task
 
+# An operating threshold at or above this is met only by a saturated probability (within 1e-6 of 1: a logit above
+# about 14, where float32 sigmoid outputs are a handful of steps below 1.0), so its finding is in practice never
+# called positive. Training no longer chooses such thresholds (train.evaluate.operating_thresholds); older cards
+# may hold them, and everything that shows thresholds says so.
+UNREACHABLE_ABOVE = 1 - 1e-6
+
+
+def unreachable_thresholds(thresholds: dict[str, float]) -> list[str]:
+    """The labels whose operating threshold only a saturated probability meets (UNREACHABLE_ABOVE)."""
+    return [label for label, value in thresholds.items() if value >= UNREACHABLE_ABOVE]
+
 SCHEMA_VERSION = 2
 
 
@@ -93,6 +104,12 @@ class ModelCard:
     @property
     def multi_label(self) -> bool:
         return self.head == "sigmoid"
+
+    @property
+    def unreachable_thresholds(self) -> list[str]:
+        """Labels the card's rule can in practice never call positive: an each-above-threshold decision whose
+        threshold is at or above UNREACHABLE_ABOVE (other decisions do not use per-class thresholds)."""
+        return unreachable_thresholds(self.thresholds) if self.decision.kind == "each_above_threshold" else []
 
     @property
     def trained_on_phantoms(self) -> bool:
@@ -256,9 +273,21 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     lines += [f"| {name} | {_figure(value)} |" for name, value in metrics.items()]
     per_class = card.metrics.get("per_class_auc")
     if per_class:
+        unreachable = card.unreachable_thresholds
         lines += ["", "| class | ROC AUC | threshold |", "|---|---|---|"]
-        lines += [f"| {label} | {_figure(per_class.get(label))} | {_figure(card.thresholds.get(label))} |"
-                  for label in card.labels]
+        lines += [f"| {label} | {_figure(per_class.get(label))} | {_figure(card.thresholds.get(label))}"
+                  f"{' (unreachable)' if label in unreachable else ''} |" for label in card.labels]
+        if unreachable:
+            values = ", ".join(f"{card.thresholds[label]:.10g}" for label in unreachable)
+            which = "this finding" if len(unreachable) == 1 else "these findings"
+            lines += ["", (f"**Unreachable thresholds: {', '.join(unreachable)}.** Their operating thresholds are "
+                           f"{values}: only a probability within {1 - UNREACHABLE_ABOVE:.0e} of 1 meets them, so this "
+                           f"model in practice never calls {which} positive. (They were chosen on validation at the "
+                           "lowest positive's probability, which had saturated; training now chooses thresholds "
+                           "that can be met.)")]
+        rule = training.get("thresholds", {}).get("rule")
+        if rule:
+            lines += ["", f"Thresholds: {rule}."]
     calibration, temperature = card.calibration, card.temperature
     if calibration:
         lines += ["", f"Calibration: temperature {[round(t, 3) for t in temperature.get('values', [])]} "

@@ -28,12 +28,16 @@ What each check looks at, and its verdict:
   warn    ood         the task model's feature distance is above its threshold (chosen on validation for a stated
                       false-alarm rate, radiograph.ood)
   warn    mixed_parts the views of one study are of different body parts (study_gate)
+  warn    mixed_studies   the views' file names carry different patient/study ids or name different body parts
+                      (MURA and phantom names do: wrist_patient00010_study1_view1.png): several studies pooled
+                      into one (study_gate, names_of_several_studies)
   warn    views_left_out  views of a study refused while others were read: left out of its mean (study_gate)
 The thresholds on image statistics sit far outside every phantom the demo models trained on (docs/gate.md
 gives the measured ranges); the router's and the distance's are chosen on validation data.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -289,9 +293,39 @@ class Gatekeeper:
                        **self._routed(seen))
 
 
-def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str = "body part") -> Gate:
+STUDY_ID = re.compile(r"(patient\d+)|(study\d+)", re.IGNORECASE)  # MURA's patient00010/study1, in a name
+
+
+def names_of_several_studies(names: list[str], groups: tuple[str, ...] = (), noun: str = "body part",
+                             study_noun: str = "study") -> Reason | None:
+    """A warning when the views' file names say they are several studies: names carrying different patient or
+    study ids (`patient00010`, `study1`, as MURA paths and the phantom names do), or naming different `groups`
+    (body parts: `wrist_...`, `XR_HAND`). Names that carry neither say nothing, and are not warned about."""
+    ids, named = set(), set()
+    for name in names:
+        stem = Path(name).stem.lower()
+        found = ["".join(match) for match in STUDY_ID.findall(stem)]
+        patient = next((f for f in found if f.startswith("patient")), "")
+        study = next((f for f in found if f.startswith("study")), "")
+        if patient or study:
+            ids.add(f"{patient}/{study}".strip("/"))
+        named |= set(re.split(r"[^a-z0-9]+", stem)) & set(groups)
+    if len(ids) < 2 and len(named) < 2:
+        return None
+    several = study_noun[:-1] + "ies" if study_noun.endswith("y") else study_noun + "s"
+    said = [f"ids {', '.join(sorted(ids))}" if len(ids) > 1 else "", f"{noun}s {', '.join(sorted(named))}"
+            if len(named) > 1 else ""]
+    return Reason("mixed_studies", "warn", f"The file names look like several {several} ({'; '.join(s for s in said if s)}), "
+                  f"pooled here into one result. One {study_noun} is the views of one {noun} of one patient: put "
+                  f"each {study_noun}'s files in a folder of their own (batch prediction) or upload them on their "
+                  "own (the app).", f"several {several} pooled")
+
+
+def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str = "body part",
+               also: tuple[Reason, ...] = ()) -> Gate:
     """One study's gate from its views' (name, gate): each view's reasons under its name, a warning when the views
-    are of different `parts` (each view's decided group; None for a refused view), and the worst verdict. A view
+    are of different `parts` (each view's decided group; None for a refused view), the study-level reasons `also`
+    (names_of_several_studies), and the worst verdict. A view
     refused while others were read is left out of the study, so its refusal is a warning here. The routed task
     is the views' most common one, and its probability the lowest among the views routed to it."""
     some_read = any(part is not None for part in parts)
@@ -306,6 +340,7 @@ def study_gate(views: list[tuple[str, Gate]], parts: list[str | None], noun: str
         reasons.append(Reason("mixed_parts", "warn", f"The views are of different {noun}s ({', '.join(shown)}): one "
                               f"study is one {noun}, so the study result mixes them. Analyse each {noun}'s views as "
                               "a study of its own.", f"mixed {noun}s"))
+    reasons += also
     scores = [gate.ood_score for _, gate in views if gate.ood_score is not None]
     routed = [gate.routed_task for _, gate in views if gate.routed_task]
     task = max(sorted(set(routed)), key=routed.count) if routed else None  # the views' most common routed task
@@ -321,8 +356,11 @@ def study_result(card, views: list[tuple[str, Gate, np.ndarray | None]]) -> tupl
     the decision's uncertainty; a study whose every view was refused has only the refusal's decision."""
     decision = card.decision
     parts = [None if p is None else grouped_summary(decision, p)[decision.group_name] for _, _, p in views]
-    gate = study_gate([(name, view_gate) for name, view_gate, _ in views], parts,
-                      noun=decision.group_name.replace("_", " "))
+    noun = decision.group_name.replace("_", " ")
+    several = names_of_several_studies([name for name, _, _ in views], tuple(decision.groups), noun,
+                                       card.study.noun if card.study else "study")
+    gate = study_gate([(name, view_gate) for name, view_gate, _ in views], parts, noun=noun,
+                      also=(several,) if several else ())
     read = [p for _, _, p in views if p is not None]
     if not read:
         return gate, {"decision": gate.annotate({})}  # every view refused: the study gate's verdict is refuse

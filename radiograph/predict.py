@@ -11,9 +11,18 @@ in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
 row carries the gate (verdict, reasons, feature distance, routed task) and
 the decision's uncertainty. A file the gate refuses gets status "refused",
 its reasons and no probabilities; one that cannot be read gets status
-"error" and the reason; the batch goes on. Where the model's card groups images into studies
-(MURA), files are grouped by the folder that holds them, and each study gets a
-row (probabilities: the mean over its views). With --cam-dir, a class
+"error" and the reason; the batch goes on.
+
+How a study is formed: where the model's card groups images into studies
+(MURA), a study is the files of one folder, as in MURA itself
+(XR_WRIST/patient00010/study1_positive/image1.png ...; examples/mura is laid
+out the same way), and each study gets a row (probabilities: the mean over
+the views that passed the gate). Nothing else is looked at to form it, so
+several studies side by side in one folder would be pooled: when the files'
+names say so (different patient/study ids, or different body parts, in names
+such as wrist_patient00010_study1_view1.png) or the model reads different
+body parts, the study row's gate warns (codes mixed_studies, mixed_parts) and
+the warning is also printed on stderr. With --cam-dir, a class
 activation map overlay (ONNX path) is written per file for each class the
 decision shows (chest14: every positive finding), in --colormap (default viridis).
 Every predicted row also describes its shown class's map in words
@@ -312,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.task}: {counts['ok']} of {len(files)} files predicted ({warned} with a warning), "
           f"{counts['refused']} refused by the input gate, {counts['error']} unreadable; {versions}"
           + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+    for row in rows:  # a folder that looks like several studies: said on the terminal too, not only in the row
+        if row["kind"] == "study" and {"mixed_studies", "mixed_parts"} & set(row["gate"]["codes"]):
+            print(f"warning: {row['file']}: " + " ".join(text for text, code in zip(row["gate"]["reasons"],
+                  row["gate"]["codes"]) if code in ("mixed_studies", "mixed_parts")), file=sys.stderr)
     for notice in dict.fromkeys(m.card.notice for m in models.values() if m.card.notice):
         print(notice, file=sys.stderr)
     return 0

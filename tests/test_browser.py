@@ -197,3 +197,77 @@ def test_the_chest_heatmap_is_described_in_words_and_redrawn_in_another_colour_m
         page.get_by_role("option", name=other, exact=True).click()
         expect(words).to_contain_text(f"{other} heatmap in words", timeout=WAIT_MS)
         browser.close()
+
+
+def _open(playwright, app_url, tmp_path):
+    browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS,
+                                         env={**os.environ, "HOME": str(tmp_path)})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(app_url, wait_until="load")
+    return browser, page
+
+
+def test_example_thumbnails_analyse_and_a_typed_opacity_applies_on_enter(app_url, tmp_path):
+    """Issue 22 frictions 10 and 6: the examples are thumbnails (img elements whose alt is the caption, the truth,
+    also shown as text); clicking one analyses it. Typing an opacity and pressing Enter re-renders the overlay
+    while the number box keeps the focus (no blur needed)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    captions = [e["caption"] for e in json.loads((ROOT / "examples" / "knee" / "examples.json").read_text())]
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, tmp_path)
+        page.get_by_role("tab", name=TASKS["knee"].title).click()
+        thumbnails = page.locator("#knee-examples img")
+        expect(thumbnails).to_have_count(len(captions), timeout=WAIT_MS)
+        assert thumbnails.evaluate_all("images => images.map(i => i.alt)") == captions
+        expect(page.locator("#knee-examples")).to_contain_text(captions[0])  # visible text too
+        thumbnails.nth(0).click()
+        expect(page.locator("#knee-decision")).to_contain_text(captions[0].removeprefix("Truth: ").split(" (")[0],
+                                                               timeout=WAIT_MS)
+        page.wait_for_function("document.querySelector('#knee-overlay img') !== null", timeout=WAIT_MS)
+        page.screenshot(path=str(ARTIFACTS / "example_thumbnails.png"), full_page=True)
+        before = page.locator("#knee-overlay img").get_attribute("src")
+        box = page.locator("#knee-opacity input[type=number]")
+        box.fill("0.9")
+        box.press("Enter")
+        page.wait_for_function(f"document.querySelector('#knee-overlay img').src !== {json.dumps(before)}",
+                               timeout=WAIT_MS)
+        assert page.evaluate("document.activeElement.dataset.testid") == "number-input"  # applied without a blur
+        browser.close()
+
+
+def _whole(images) -> list:
+    """The images whose content is cut off: neither object-fit contain nor a box of the image's own aspect."""
+    return images.evaluate_all(
+        "images => images.filter(i => getComputedStyle(i).objectFit !== 'contain' && Math.abs(i.naturalWidth / "
+        "i.naturalHeight - i.clientWidth / i.clientHeight) > 0.02 || i.getBoundingClientRect().bottom > "
+        "i.closest('.block').getBoundingClientRect().bottom + 1).map(i => i.src)")
+
+
+def test_study_views_and_report_figures_are_shown_whole(app_url, tmp_path):
+    """Issue 22 friction 7: every view of a MURA study and every report figure in the Models tab is whole: object-fit
+    contain (or a box of the image's aspect), and its box inside its component, not cut off below."""
+    from playwright.sync_api import expect, sync_playwright
+
+    entry, _ = first_example("mura")
+    with sync_playwright() as playwright:
+        browser, page = _open(playwright, app_url, tmp_path)
+        page.get_by_role("tab", name=TASKS["mura"].title).click()
+        page.locator("#mura-examples img").first.click()
+        page.wait_for_function(f"document.querySelectorAll('#mura-gallery img').length >= {len(entry['files'])}",
+                               timeout=WAIT_MS)
+        page.wait_for_function("Array.from(document.querySelectorAll('#mura-gallery img')).every(i => i.complete)",
+                               timeout=WAIT_MS)
+        assert _whole(page.locator("#mura-gallery img")) == []
+        page.screenshot(path=str(ARTIFACTS / "mura_gallery_whole.png"), full_page=True)
+        page.get_by_role("tab", name="Models").click()
+        page.get_by_role("button", name=TASKS["knee"].title, exact=False).click()
+        figures = page.locator("[id^=knee-report-] img")
+        expect(figures).to_have_count(3, timeout=WAIT_MS)  # ROC, confusion matrix, training curves
+        page.wait_for_function("Array.from(document.querySelectorAll('[id^=knee-report-] img')).every(i => "
+                               "i.complete && i.naturalWidth > 0)", timeout=WAIT_MS)
+        assert _whole(figures) == []
+        curves = page.locator("#knee-report-training_curves img").bounding_box()
+        assert curves["width"] >= 700  # across the page, not a thumbnail
+        page.screenshot(path=str(ARTIFACTS / "models_figures.png"), full_page=True)
+        browser.close()

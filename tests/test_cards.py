@@ -65,3 +65,23 @@ def test_an_inconsistent_card_is_refused_with_the_reason(change, problem):
     values = {**ModelCard.load(ROOT / "models" / "knee").to_dict(), **change}
     with pytest.raises(ModelFileError, match=problem):
         ModelCard.from_dict(values)
+
+
+def test_unreachable_thresholds_of_the_shipped_cards_are_said_where_thresholds_are_shown():
+    """chest14's shipped Effusion and Edema thresholds (1.0, 0.9999999997) can in practice never be met: the card
+    markdown and every decision say so; no other shipped card has such a threshold."""
+    import numpy as np
+
+    from radiograph.cards import card_markdown
+    from radiograph.decision import decide
+
+    unreachable = {task: ModelCard.load(ROOT / "models" / task).unreachable_thresholds for task in TASKS}
+    assert unreachable == {task: ["Effusion", "Edema"] if task == "chest14" else [] for task in TASKS}
+    card = ModelCard.load(ROOT / "models" / "chest14")
+    text = card_markdown(card)
+    assert "**Unreachable thresholds: Effusion, Edema.**" in text and "never calls these findings positive" in text
+    assert "| Effusion | 1.000 | 1.000 (unreachable) |" in text and "| Fibrosis | 0.995 | 1.000 |" in text
+    decision = decide(card, np.full(len(card.labels), 0.9999))
+    assert decision["unreachable_thresholds"] == ["Effusion", "Edema"]
+    assert "Effusion" not in decision["positive"] and "Edema" not in decision["positive"]
+    assert "Unreachable" not in card_markdown(ModelCard.load(ROOT / "models" / "pneumonia"))

@@ -5,8 +5,9 @@ import pytest
 
 from radiograph.registry import TASKS
 from train.datasets import Sample
+from radiograph.cards import UNREACHABLE_ABOVE
 from train.evaluate import (METRICS, activate, evaluate, expected_calibration_error, fit_temperature,
-                            youden_thresholds)
+                            operating_thresholds)
 
 
 def pairwise_auc(truth, score) -> float:
@@ -81,7 +82,8 @@ def test_chest14_youden_thresholds_and_f1():
     rng = np.random.default_rng(0)
     targets = (rng.random((200, 14)) < 0.3).astype(float)
     probabilities = np.clip(targets * 0.3 + rng.random((200, 14)) * 0.7, 0, 1)
-    thresholds = youden_thresholds(targets, probabilities)
+    thresholds, fallbacks = operating_thresholds(targets, probabilities)
+    assert fallbacks == {}
     def youden(c, cut):  # sensitivity + specificity - 1 of "positive at or above cut"
         positive, called = targets[:, c] == 1, probabilities[:, c] >= cut
         return called[positive].mean() - called[~positive].mean()
@@ -114,3 +116,24 @@ def test_temperature_scaling_recovers_an_overconfident_model(head, classes):
     before = expected_calibration_error(head, targets, activate(head, overconfident))
     after = expected_calibration_error(head, targets, activate(head, overconfident, temperature))
     assert after < before / 2
+
+
+def test_thresholds_are_never_ones_only_a_saturated_probability_meets():
+    """Saturated validation positives (1.0 and 0.9999999997, as the shipped chest14 card's Effusion and Edema got):
+    the threshold is the middle of the cuts that reach the best Youden J, so an unsaturated positive meets it;
+    a class whose every probability saturated falls back to 0.5, and says why."""
+    negatives = np.linspace(0.01, 0.4, 20)
+    saturated = np.r_[negatives, [1.0, 1.0, 0.9999999997, 1.0]]
+    separated = np.r_[negatives, [0.9] * 4]
+    targets = np.r_[np.zeros(20), np.ones(4)]
+    everything = np.full(24, 1.0)
+    everything[:20] = 1 - 1e-9  # every probability within 1e-6 of 1
+    thresholds, fallbacks = operating_thresholds(np.c_[targets, targets, targets],
+                                                 np.c_[saturated, separated, everything])
+    assert thresholds[0] == pytest.approx((0.9999999997 + 0.4) / 2) and thresholds[0] < UNREACHABLE_ABOVE
+    assert thresholds[1] == pytest.approx(0.65)  # between the highest negative (0.4) and the positives (0.9)
+    for column, scores in ((0, saturated), (1, separated)):  # validation's best J kept
+        assert ((scores >= thresholds[column]) == (targets == 1)).all()
+    assert thresholds[2] == 0.5 and set(fallbacks) == {2} and "saturated" in fallbacks[2]
+    one_kind, why = operating_thresholds(np.zeros((5, 1)), np.linspace(0, 1, 5)[:, None])
+    assert one_kind == [0.5] and "one kind of label" in why[0]

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radiograph.gate import Gate, Gatekeeper, Reason, gate_of, image_reasons, study_gate
+from radiograph.gate import (
+    Gate,
+    Gatekeeper,
+    Reason,
+    gate_of,
+    image_reasons,
+    names_of_several_studies,
+    study_gate,
+)
 from radiograph.imaging import decode, display_copy
 
 RNG = np.random.default_rng(0)
@@ -182,6 +190,26 @@ def test_a_study_of_mixed_parts_warns_and_a_refused_view_is_left_out():
     assert partly.verdict == "warn" and codes(partly.reasons) == ["blank", "views_left_out"]
     assert partly.reasons[0].text.startswith("b.png: ")
     assert study_gate([("b.png", refused)], [None]).verdict == "refuse"
+
+
+MURA_PARTS = ("elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist")
+
+
+def test_file_names_of_several_studies_are_warned_about_and_one_studys_are_not():
+    one = [f"wrist_patient00010_study1_view{n}.png" for n in (1, 2, 3)]
+    assert names_of_several_studies(one, MURA_PARTS) is None
+    assert names_of_several_studies(["image1.png", "image2.png"], MURA_PARTS) is None  # MURA's own: names say nothing
+    assert names_of_several_studies(["a.png", "hand.png"], MURA_PARTS) is None  # one part named: nothing to compare
+    pooled = names_of_several_studies(one + ["hand_patient00043_study1_view1.png"], MURA_PARTS)
+    assert pooled.code == "mixed_studies" and pooled.verdict == "warn"
+    assert "patient00010/study1, patient00043/study1" in pooled.text and "hand, wrist" in pooled.text
+    second = names_of_several_studies(["patient00010_study1_image1.png", "patient00010_study2_image1.png"])
+    assert second is not None and "study2" in second.text  # same patient, another study
+    parts = names_of_several_studies(["XR_HAND_1.png", "XR_WRIST_1.png"], MURA_PARTS)
+    assert parts is not None and "ids" not in parts.text  # only the body parts differ
+    ok = Gate("ok")
+    gate = study_gate([("a.png", ok)], ["hand"], also=(pooled,))
+    assert gate.verdict == "warn" and gate.as_dict()["codes"] == ["mixed_studies"]
 
 
 def test_uncertainty_is_the_decision_margin_worked_by_hand():

@@ -138,3 +138,41 @@ def test_a_box_keeps_only_what_the_exposed_film_shows():
                 Finding("e", "e", (60.0, 19.5, 10.0, 0.8))]  # less than a pixel of it exposed: dropped
     assert [(f.label, f.box) for f in _on_film(findings, field)] == [
         ("a", (50.0, 50.0, 30.0, 40.0)), ("b", (10.0, 100.0, 20.0, 20.0)), ("c", (185.0, 170.0, 5.0, 10.0))]
+
+
+def test_mura_examples_regenerate_as_shipped_one_folder_per_study(tmp_path):
+    """`python -m train.examples mura` writes what examples/mura ships: the same studies, one folder per study as
+    in MURA (XR_<PART>/patientN/studyK/), the same pixels."""
+    import json
+    from pathlib import Path
+
+    from train.examples import write_examples
+
+    shipped = Path(__file__).resolve().parent.parent / "examples" / "mura"
+    entries = write_examples("mura", tmp_path, seed=7)
+    assert entries == json.loads((shipped / "examples.json").read_text())
+    for entry in entries:
+        folders = {Path(name).parent for name in entry["files"]}
+        assert len(folders) == 1 and len(folders.pop().parts) == 3  # XR_WRIST/patient00010/study1
+        for name in entry["files"]:
+            made, kept = (cv2.imread(str(root / name), cv2.IMREAD_UNCHANGED) for root in (tmp_path / "mura", shipped))
+            assert made.shape == kept.shape and np.abs(made.astype(int) - kept).max() <= 1, name  # rounding
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_shipped_example_has_a_thumbnail_of_its_first_file(task):
+    """The app's example thumbnails (python -m train.examples --thumbnails): one per example, the whole first file
+    (its aspect), at most THUMBNAIL_SIDE a side, in the hidden folder batch prediction skips."""
+    import json
+    from pathlib import Path
+
+    from radiograph.imaging import decode
+    from train.examples import THUMBNAIL_SIDE, THUMBNAILS
+
+    folder = Path(__file__).resolve().parent.parent / "examples" / task
+    for entry in json.loads((folder / "examples.json").read_text()):
+        assert entry["thumbnail"].startswith(THUMBNAILS + "/")
+        thumbnail = cv2.imread(str(folder / entry["thumbnail"]), cv2.IMREAD_GRAYSCALE)
+        height, width = decode(folder / entry["files"][0]).image.shape
+        assert max(thumbnail.shape) == min(THUMBNAIL_SIDE, max(height, width))
+        assert thumbnail.shape[1] / thumbnail.shape[0] == pytest.approx(width / height, rel=0.02)

@@ -246,4 +246,34 @@ def test_a_mura_study_folder_mixing_body_parts_is_warned_about(tmp_path):
     main(["mura", str(study), "--out", str(out), "--models", str(ROOT / "models"), "--quiet"])
     (row,) = [r for r in json.loads(out.read_text()) if r["kind"] == "study"]
     assert row["gate"]["verdict"] == "warn" and "mixed_parts" in row["gate"]["codes"]
-    assert row["decision"]["text"].startswith("Warning (mixed body parts)")
+    assert row["decision"]["text"].startswith("Warning (mixed body parts; several studies pooled)")
+
+
+def test_examples_are_one_folder_per_study_and_a_folder_pooling_studies_warns(tmp_path, capsys):
+    """examples/mura is laid out as MURA is (one folder per study): one study row per example, none warned about
+    mixing; the same files side by side in one folder are one pooled row, warned about in the row and on stderr."""
+    examples = ROOT / "examples" / "mura"
+    entries = json.loads((examples / "examples.json").read_text())
+    assert all(len({str(Path(name).parent) for name in entry["files"]}) == 1 for entry in entries)
+    assert len({str(Path(entry["files"][0]).parent) for entry in entries}) == len(entries)
+    out = tmp_path / "studies.json"
+    main(["mura", str(examples), "--out", str(out), "--models", str(ROOT / "models"), "--quiet"])
+    studies = {Path(r["file"]).relative_to(examples).as_posix(): r for r in json.loads(out.read_text())
+               if r["kind"] == "study"}
+    assert set(studies) == {str(Path(entry["files"][0]).parent) for entry in entries}
+    for entry in entries:
+        row = studies[str(Path(entry["files"][0]).parent)]
+        assert row["views"] == len(entry["files"]) and "mixed_studies" not in row["gate"]["codes"]
+    assert "warning:" not in capsys.readouterr().err
+    flat = tmp_path / "side_by_side"
+    flat.mkdir()
+    for entry in entries:
+        for name in entry["files"]:
+            shutil.copy(examples / name, flat)
+    main(["mura", str(flat), "--out", str(out), "--models", str(ROOT / "models"), "--quiet"])
+    (pooled,) = [r for r in json.loads(out.read_text()) if r["kind"] == "study"]
+    assert pooled["views"] == 9 and pooled["gate"]["verdict"] == "warn" and "mixed_studies" in pooled["gate"]["codes"]
+    assert "several studies pooled" in pooled["decision"]["text"]
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if line.startswith(f"warning: {flat}: "))
+    assert "The file names look like several studies" in warning

@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from radiograph.registry import TASKS  # noqa: E402
 from train.__main__ import main  # noqa: E402
 from train.datasets import read_dataset  # noqa: E402
 from train.evaluate import activate, predict_logits  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,8 @@ def test_train_chest14_fine_tunes_from_a_weights_file(tmp_path, phantom_root):
                        "--epochs", "1", "--warmup-epochs", "1")
     assert len(list(csv.DictReader((out / "history.csv").open()))) == 2  # frozen head phase, then everything
     assert set(card["thresholds"]) == set(TASKS["chest14"].labels)
+    assert card["training"]["thresholds"]["rule"].startswith("Youden's J on validation, at the middle")
+    assert all(t < 1 - 1e-6 for t in card["thresholds"].values())  # every threshold can be met
     assert len(card["temperature"]["values"]) == 14
     assert 0 <= card["metrics"]["mean_auc"] <= 1
 
@@ -113,3 +118,28 @@ def test_select_by_pointing_game_needs_validation_boxes(phantom_root):
     samples = read_dataset("mura", phantom_root / "mura").splits["val"]
     with pytest.raises(ValueError, match="needs true boxes.*--select-by auc"):
         ValidationPointingGame(TASKS["mura"], [], samples, 64, 16)
+
+
+def test_train_defaults_to_a_git_ignored_runs_folder_not_the_shipped_model():
+    from train.__main__ import export_command, parse
+
+    args = parse(["knee", "--data", "phantoms/knee"])
+    assert args.out.as_posix() == "runs/knee" and args.report.as_posix() == "runs/knee/report"
+    assert not args.overwrite
+    assert "/runs/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert export_command("knee", args.out) == "python -m export knee --models runs"  # the README's chain
+    assert "python -m export knee --models runs" in (ROOT / "README.md").read_text()
+
+
+def test_train_refuses_a_folder_holding_a_model_unless_overwrite(tmp_path, monkeypatch):
+    from train.__main__ import refuse_to_overwrite
+
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match=r"models/knee already holds a model \(model.keras, card.json.*--overwrite"):
+        main(["knee", "--data", str(tmp_path), "--out", "models/knee"])  # stops before reading any data
+    (tmp_path / "old" / "report").mkdir(parents=True)
+    (tmp_path / "old" / "report" / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit, match="already holds a report"):
+        refuse_to_overwrite(tmp_path / "new", tmp_path / "old" / "report", overwrite=False)
+    refuse_to_overwrite(ROOT / "models" / "knee", ROOT / "reports" / "knee", overwrite=True)  # said so: allowed
+    refuse_to_overwrite(tmp_path / "new", tmp_path / "new" / "report", overwrite=False)  # a fresh folder

@@ -2,14 +2,16 @@
 
     python -m train knee --data phantoms/knee --backbone compact --epochs 30 --seed 0
     python -m train chest14 --data /data/nih --backbone densenet121 --weights imagenet --image-size 320
-    python -m train pneumonia --data /data/chest_xray --backbone small_cnn --out models/pneumonia
+    python -m train pneumonia --data /data/chest_xray --backbone small_cnn --out runs/pneumonia
 
-Writes to --out (default models/<task>): model.keras (best validation epoch,
+Writes to --out (default runs/<task>, git-ignored; the shipped demo model in
+models/<task> is only replaced with --out models/<task> --overwrite): model.keras (best validation epoch,
 temperature folded into its logits), card.json (labels, head, input, CAM
 layer, thresholds, temperature, the exact command, data provenance, test
 metrics, sha256 of the model file), config.json (every setting) and
-history.csv; and reports/<task>/ (metrics.json, ROC, confusion matrix,
-training curves).
+history.csv; and --report (default <out>/report: metrics.json, ROC, confusion
+matrix, training curves). A folder that already holds a model or a report is
+refused unless --overwrite says to replace it.
 
 Method: the task's augmentation policy; class weights from counts or the
 weighted binary cross-entropy, by the task's imbalance policy
@@ -83,9 +85,33 @@ def parse(argv):
                         help="with --select-by pointing_game: how far below the best validation AUC a kept epoch "
                              "may be")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="model folder (default models/<task>)")
-    parser.add_argument("--report", type=Path, help="report folder (default reports/<task>)")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, help="model folder (default runs/<task>; the shipped demo models are in "
+                                                 "models/<task>)")
+    parser.add_argument("--report", type=Path, help="report folder (default <out>/report)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the model or report already in --out / --report (refused without it)")
+    args = parser.parse_args(argv)
+    args.out = args.out or DEFAULT_RUNS / args.task
+    args.report = args.report or args.out / "report"
+    return args
+
+
+DEFAULT_RUNS = Path("runs")  # git-ignored: a training run never lands on the shipped models/<task> by default
+MODEL_FILES = ("model.keras", "card.json", "model.onnx")  # a folder holding any of these holds a model
+REPORT_FILES = ("metrics.json",)  # ... and one holding this, a report
+
+
+def refuse_to_overwrite(out: Path, report: Path, overwrite: bool) -> None:
+    """Stop before any training when --out already holds a model or --report a report, unless --overwrite:
+    the shipped demo models and reports are tracked by git and a run would silently replace them."""
+    if overwrite:
+        return
+    for folder, names, what in ((out, MODEL_FILES, "a model"), (report, REPORT_FILES, "a report")):
+        held = [name for name in names if (folder / name).exists()]
+        if held:
+            raise SystemExit(f"python -m train: error: {folder} already holds {what} ({', '.join(held)}); "
+                             f"pass a new folder (--out {DEFAULT_RUNS}/NAME --report {DEFAULT_RUNS}/NAME/report) "
+                             f"or add --overwrite to replace it")
 
 
 def weights_provenance(weights: str) -> dict:
@@ -167,11 +193,12 @@ class Run:
 
 
 def configure(argv: list[str]) -> Run:
-    """Parse the command, make the model folder, seed, and set up the devices (mixed precision and
+    """Parse the command, refuse a folder that holds a model (without --overwrite), make the model folder, seed, and set up the devices (mixed precision and
     MirroredStrategy on GPUs; deterministic ops on CPU)."""
     args = parse(argv)
     spec = get_task(args.task)
-    out = args.out or Path("models") / spec.id
+    refuse_to_overwrite(args.out, args.report, args.overwrite)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     gpus = tf.config.list_physical_devices("GPU")
@@ -222,7 +249,7 @@ def evaluate_and_save(run: Run, model, val_samples, test_samples, kept: dict):
     result = calibrate_and_evaluate(run.spec, val_logits, val_samples, test_logits, test_samples)
     fold_temperature(model, np.asarray(result["temperature"], np.float32))
     save_model(model, run.out / "model.keras")
-    report_folder = run.args.report or Path("reports") / run.spec.id
+    report_folder = run.args.report
     reports = write_report(run.spec, report_folder, result, test_samples, run.out / "history.csv",
                            kept["kept_epoch"])
     return result, reports, report_folder
@@ -251,7 +278,8 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
         training={"command": "python -m train " + shlex.join(run.argv), "seed": args.seed,
                   "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
                   "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
-                  "kept": kept, "training_seconds": round(seconds, 1), "schedule": schedule(args)},
+                  "kept": kept, "training_seconds": round(seconds, 1), "schedule": schedule(args),
+                  "thresholds": result["threshold_rule"]},
         data={**source, "dataset": spec.dataset.name, "splits": {k: len(v) for k, v in index.splits.items()}},
         metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
         reports=[str(p) for p in reports])
@@ -274,6 +302,15 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(card.metrics, indent=2))
     print(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s of training; "
           f"report in {report_folder}")
+    print(f"next: {export_command(run.spec.id, run.out)}")
+
+
+def export_command(task: str, out: Path) -> str:
+    """The export of the model just trained: export reads MODELS/<task>/model.keras, so --models is --out's parent
+    when --out is named after the task; otherwise the model folder has to be copied into such a place first."""
+    if out.name != task:
+        return f"copy {out} to MODELS/{task}, then python -m export {task} --models MODELS"
+    return f"python -m export {task} --models {out.parent}"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn import metrics as skm
 
-from radiograph.cards import ModelCard
+from radiograph.cards import UNREACHABLE_ABOVE, ModelCard
 from radiograph.decision import group_indices, positive_scores, study_probabilities
 from radiograph.registry import TASKS, Decision, TaskSpec, get_task
 from train.datasets import Sample
@@ -152,18 +152,43 @@ def default_thresholds(spec: TaskSpec) -> list[float]:
     return [0.5] * spec.num_classes
 
 
-def youden_thresholds(targets, probabilities) -> list[float]:
-    """Per class, the threshold maximising sensitivity + specificity - 1 (Youden's J) on validation."""
-    thresholds = []
+YOUDEN_MIDPOINT = ("Youden's J on validation, at the middle of the interval of cuts that reach it (between the "
+                   "highest validation probability called negative and the lowest called positive)")
+
+
+def operating_thresholds(targets, probabilities) -> tuple[list[float], dict[int, str]]:
+    """Per class, an operating threshold chosen on validation, and for the classes that did not get the usual rule
+    (YOUDEN_MIDPOINT), the rule they got instead.
+
+    The usual rule maximises sensitivity + specificity - 1 (Youden's J). Every cut between the highest validation
+    probability called negative and the lowest called positive gives the same J; the lowest positive's
+    probability itself (scikit-learn's cut) can be 1.0 or 0.9999999997 when the positives saturate, and no
+    probability short of 1 then meets it. So the threshold is the middle of that interval. A threshold that still
+    sits at or above cards.UNREACHABLE_ABOVE (every validation probability saturated) is not chosen: the class
+    falls back to 0.5, and so does a class with one kind of validation label only."""
+    thresholds, fallbacks = [], {}
     for index in range(targets.shape[1]):
-        column = targets[:, index]
+        column, scores = targets[:, index], np.asarray(probabilities[:, index], np.float64)
         if not 0 < column.sum() < len(column):
             thresholds.append(0.5)
+            fallbacks[index] = "0.5: validation holds only one kind of label for this class"
             continue
-        fpr, tpr, cuts = skm.roc_curve(column, probabilities[:, index])
-        best = int(np.argmax(tpr - fpr))
-        thresholds.append(float(np.clip(cuts[best], 0.0, 1.0)))
-    return thresholds
+        fpr, tpr, cuts = skm.roc_curve(column, scores)
+        cut = min(float(cuts[int(np.argmax(tpr - fpr))]), 1.0)  # the first cut is +inf: nothing called positive
+        below = scores[scores < cut]
+        threshold = (cut + float(below.max())) / 2 if below.size else cut
+        if threshold >= UNREACHABLE_ABOVE:
+            thresholds.append(0.5)
+            fallbacks[index] = (f"0.5: the Youden cut {threshold:.10g} is met only by a saturated probability "
+                                "(every validation probability that reaches it is within 1e-6 of 1)")
+            continue
+        thresholds.append(threshold)
+    return thresholds, fallbacks
+
+
+def threshold_rule(labels, fallbacks: dict[int, str]) -> dict:
+    """The card's record of how its thresholds were chosen (training["thresholds"])."""
+    return {"rule": YOUDEN_MIDPOINT, "fallbacks": {labels[index]: why for index, why in fallbacks.items()}}
 
 
 def _softmax(logits):
@@ -242,11 +267,16 @@ def calibrate_and_evaluate(spec: TaskSpec, val_logits, val_samples, test_logits,
     val_targets, test_targets = targets_of(val_samples), targets_of(test_samples)
     temperature = fit_temperature(spec.head, val_logits, val_targets)
     val_probabilities = activate(spec.head, val_logits, temperature)
-    thresholds = youden_thresholds(val_targets, val_probabilities) if spec.multi_label else default_thresholds(spec)
+    if spec.multi_label:
+        thresholds, fallbacks = operating_thresholds(val_targets, val_probabilities)
+        rule = threshold_rule(spec.labels, fallbacks)
+    else:  # one decision over the classes (top class, or a grouped sum with its own cut): thresholds unused
+        thresholds, rule = default_thresholds(spec), {"rule": "0.5 (not used by this task's decision rule)"}
     raw, calibrated = activate(spec.head, test_logits), activate(spec.head, test_logits, temperature)
     return {
         "temperature": temperature.tolist(),
         "thresholds": dict(zip(spec.labels, thresholds)),
+        "threshold_rule": rule,
         "metrics": evaluate(spec, test_targets, calibrated, test_samples, thresholds),
         "expected_calibration_error": {"before": expected_calibration_error(spec.head, test_targets, raw),
                                        "after": expected_calibration_error(spec.head, test_targets, calibrated)},
@@ -334,7 +364,7 @@ def plot_training_curves(history_csv: Path, path: Path, kept_epoch: int | None =
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, bbox_inches="tight")  # axis labels and legends whole
     import matplotlib.pyplot as plt
 
     plt.close(figure)

@@ -2,13 +2,18 @@
 
     python -m train.examples all --out examples --seed 7
     python -m train.examples knee
+    python -m train.examples all --thumbnails     # only the thumbnails of the examples already there
 
 Images come from a phantom set generated with a seed the demo models never
 trained on (they trained on seed 0), picked by a fixed rule (the first images
 in name order of each wanted class), never by whether the model gets them
 right. What each task ships is its registry entry's `examples`
-(radiograph.registry.ExamplePicks). Each task folder holds the images and
-examples.json: [{"files": [...], "truth": [labels], "caption": "..."}]. A task
+(radiograph.registry.ExamplePicks). A study task's views lie one folder per
+study, as in the real dataset (study_file_name). Each task folder holds the images and
+examples.json: [{"files": [...], "truth": [labels], "caption": "...", "thumbnail": ".thumbnails/NAME.png"}]
+(the thumbnail: the first file as the app shows it, THUMBNAIL_SIDE pixels on its longer side, in a hidden
+folder that batch prediction of the folder skips; `--thumbnails` makes them again for the examples already
+there). A task
 with `deeper` adds one example in another container (16-bit PNG, DICOM) made
 from a phantom above, so the app's decoders can be tried from the examples too.
 """
@@ -23,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from radiograph.imaging import decode, display_copy
 from radiograph.registry import TASKS, TaskSpec, get_task
 from train.datasets import read_dataset
 from train.phantoms import dicom_bytes, generate
@@ -64,11 +70,15 @@ def caption(spec: TaskSpec, labels: list[str], views: int = 1) -> str:
 
 
 def study_file_name(study: str, view: int, suffix: str) -> str:
-    """A study's view named by the study's last three folders, <area>_<patient>_<study>_view<N><suffix>:
-    .../XR_WRIST/patient00008/study1_positive -> wrist_patient00008_study1_view1.png (the area folder without its
-    prefix, the study folder without its label suffix: the name carries no label)."""
+    """Where a study's view goes: one folder per study, as in MURA (<area>/<patient>/<study>/, the study folder
+    without its label suffix: the path carries no label), the file named by those three folders,
+    <area>_<patient>_<study>_view<N><suffix>, so a view taken out of its folder (an upload) still says which study
+    it is: .../XR_WRIST/patient00008/study1_positive -> XR_WRIST/patient00008/study1/wrist_patient00008_study1_view1.png.
+    Batch prediction forms a study from a folder (radiograph.predict); the app warns when uploaded views' names
+    are of several studies (radiograph.gate.names_of_several_studies)."""
     area, patient, name = Path(study).parts[-3:]
-    return f"{area.split('_')[-1].lower()}_{patient}_{name.split('_')[0]}_view{view}{suffix}"
+    study_name = name.split("_")[0]
+    return f"{area}/{patient}/{study_name}/{area.split('_')[-1].lower()}_{patient}_{study_name}_view{view}{suffix}"
 
 
 def _sixteen_bit_png(path: Path, pixels: np.ndarray) -> None:
@@ -84,6 +94,24 @@ def _dicom(path: Path, pixels: np.ndarray) -> None:
 CONTAINERS = {"16-bit PNG": ("_16bit.png", _sixteen_bit_png), "DICOM": (".dcm", _dicom)}
 
 
+THUMBNAIL_SIDE = 160  # pixels on a thumbnail's longer side (the app shows them about 120 px tall)
+THUMBNAILS = ".thumbnails"  # the folder of an example folder that holds them
+
+
+def write_thumbnails(folder: Path, entries: list[dict]) -> list[dict]:
+    """Each entry's thumbnail, `.thumbnails/<first file's stem>_<suffix>.png` (hidden: `python -m radiograph predict`
+    on the folder skips it): its first file decoded as the app decodes it (DICOM windowing, 16-bit range), the
+    whole image, longer side THUMBNAIL_SIDE; returns the entries with it."""
+    (folder / THUMBNAILS).mkdir(exist_ok=True)
+    listed = []
+    for entry in entries:
+        first = Path(entry["files"][0])
+        name = f"{THUMBNAILS}/{first.stem}_{first.suffix.lstrip('.')}.png"
+        cv2.imwrite(str(folder / name), display_copy(decode(folder / first).image, THUMBNAIL_SIDE))
+        listed.append({**entry, "thumbnail": name})
+    return listed
+
+
 def write_examples(task: str, out: Path, seed: int) -> list[dict]:
     spec = get_task(task)
     folder = out / task
@@ -97,6 +125,7 @@ def write_examples(task: str, out: Path, seed: int) -> list[dict]:
             files = []
             for number, sample in enumerate(group, 1):
                 name = study_file_name(sample.study, number, sample.path.suffix) if spec.study else sample.path.name
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(sample.path, folder / name)
                 files.append(name)
             entries.append({"files": files, "truth": labels, "caption": f"Truth: {caption(spec, labels, len(files))}"})
@@ -105,9 +134,18 @@ def write_examples(task: str, out: Path, seed: int) -> list[dict]:
             ending, write = CONTAINERS[container]
             source = entries[which]
             pixels = cv2.imread(str(folder / source["files"][0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16)
-            name = Path(source["files"][0]).stem + ending
+            name = str(Path(source["files"][0]).with_name(Path(source["files"][0]).stem + ending))
             write(folder / name, pixels)
             entries.append({"files": [name], "truth": source["truth"], "caption": f"{source['caption']} ({container})"})
+    entries = write_thumbnails(folder, entries)
+    (folder / "examples.json").write_text(json.dumps(entries, indent=2))
+    return entries
+
+
+def rewrite_thumbnails(task: str, out: Path) -> list[dict]:
+    """The thumbnails of the examples already in out/<task>, and examples.json listing them."""
+    folder = out / task
+    entries = write_thumbnails(folder, json.loads((folder / "examples.json").read_text()))
     (folder / "examples.json").write_text(json.dumps(entries, indent=2))
     return entries
 
@@ -116,11 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.examples", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("examples"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--thumbnails", action="store_true",
+                        help="only make the thumbnails of the examples already there (and list them)")
     parser.add_argument("task", nargs="?", choices=[*TASKS, "all"], default="all")
     args = parser.parse_args(argv)
     for task in TASKS if args.task == "all" else [args.task]:
-        entries = write_examples(task, args.out, args.seed)
-        print(f"{task}: {len(entries)} examples -> {args.out / task}")
+        entries = rewrite_thumbnails(task, args.out) if args.thumbnails else write_examples(task, args.out, args.seed)
+        print(f"{task}: {len(entries)} examples{' (thumbnails)' if args.thumbnails else ''} -> {args.out / task}")
 
 
 if __name__ == "__main__":

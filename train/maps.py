@@ -183,6 +183,7 @@ def rewrite(spec, card: ModelCard, folder: Path, chosen, index, args, record: di
         cam_grid=feature_grid(chosen.get_config()).as_card(), maps=record, thresholds=result["thresholds"],
         temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
         metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
+        training={**card.training, "thresholds": result["threshold_rule"]},
         reports=[str(p) for p in report], export={}, localisation=None)
     for stale in VARIANTS.values():  # exported from the previous graph: export again
         (folder / stale).unlink(missing_ok=True)
