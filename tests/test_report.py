@@ -5,13 +5,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 import pytest
 from PIL import Image
 
 from radiograph.registry import TASKS
-
-pdfium = pytest.importorskip("pypdfium2")
-import pypdfium2.raw as pdfium_c  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
