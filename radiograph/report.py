@@ -35,6 +35,7 @@ PAGE_WIDTH, PAGE_HEIGHT, MARGIN = 210.0, 297.0, 12.0  # A4, mm
 CONTENT = PAGE_WIDTH - 2 * MARGIN
 IMAGE_PIXELS = 900  # longest side of an embedded picture (about 250 dpi at the page's picture width)
 THUMBNAIL_PIXELS = 400
+PICTURE_HEIGHTS = (86.0, 70.0, 56.0, 44.0)  # mm; the largest with which everything fits on one page is used
 NOT_A_DEVICE = ("NOT A MEDICAL DEVICE. Research software: do not use it to diagnose, treat or triage anyone. The "
                 "heatmap shows where the model looked, not where disease is.")
 PHANTOMS = ("DEMO MODEL TRAINED ON SYNTHETIC PHANTOMS: it has never seen a patient, and its metrics describe "
@@ -302,16 +303,32 @@ def footer_line(page: Page) -> None:
 
 # ----------------------------------------------------------------------------- one analysis, one study
 
+def one_page(draw) -> bytes:
+    """The PDF of `draw(picture_height)` with the largest picture height at which it fits on one page (long
+    gate reasons and file names take room from the pictures, never a second page)."""
+    for height in PICTURE_HEIGHTS:
+        page = draw(height)
+        if page.page_no() == 1:
+            break
+    return bytes(page.output())
+
+
 def analysis_report(analysis, created: datetime | None = None, fonts: Fonts | None = None,
                     class_index: int | None = None, opacity: float = 0.4) -> bytes:
     """One A4 page of one analysis (radiograph.service.Analysis); a refused image gets no probabilities."""
     created = created or datetime.now(UTC)
+    return one_page(lambda box: analysis_page(analysis, created, fonts or default_fonts(), class_index, opacity,
+                                              box))
+
+
+def analysis_page(analysis, created: datetime, fonts: Fonts, class_index: int | None, opacity: float,
+                  box: float) -> Page:
     card = analysis.card
     title = f"Radiograph report: {card.title if card else 'refused before a task was chosen'}"
-    page = Page(fonts or default_fonts(), title, created)
+    page = Page(fonts, title, created)
     header(page, title, card, created, [(analysis.name, analysis.sha256)])
     page.ln(2)
-    top, box = page.get_y(), 86.0
+    top = page.get_y()
     half = (CONTENT - 4) / 2
     if analysis.refused:
         _, y, _, h = page.picture(analysis.display, MARGIN, top, half, box)
@@ -333,7 +350,7 @@ def analysis_report(analysis, created: datetime | None = None, fonts: Fonts | No
         analysis_findings(page, analysis)
     card_section(page, card)
     footer_line(page)
-    return bytes(page.output())
+    return page
 
 
 def analysis_findings(page: Page, analysis) -> None:
@@ -359,10 +376,16 @@ def study_report(views: list, study: dict, created: datetime | None = None, font
     """One A4 page of one study (Service.analyse_study's views and study JSON): the study's decision and gate,
     each view's overlay as a thumbnail with its P, and each view's file name and sha256."""
     created = created or datetime.now(UTC)
+    return one_page(lambda height: study_page(views, study, created, fonts or default_fonts(), opacity,
+                                              height / PICTURE_HEIGHTS[0]))
+
+
+def study_page(views: list, study: dict, created: datetime, fonts: Fonts, opacity: float, scale: float) -> Page:
+    """The study's page, its thumbnails `scale` times their largest size."""
     card = views[0].card
     rule = card.decision
     title = f"Radiograph study report: {card.title}, {len(views)} view(s)"
-    page = Page(fonts or default_fonts(), title, created)
+    page = Page(fonts, title, created)
     header(page, title, card, created, [])
     page.say(study["decision"]["text"], 11, bold=True)
     if "probabilities" in study:
@@ -378,7 +401,7 @@ def study_report(views: list, study: dict, created: datetime | None = None, font
     columns = 4
     cell = (CONTENT - (columns - 1) * 3) / columns
     rows = -(-len(views) // columns)
-    box = min(cell, 110.0 / rows - 9)
+    box = min(cell, 110.0 / rows - 9) * scale
     for start in range(0, len(views), columns):
         y = page.get_y()
         for column, view in enumerate(views[start:start + columns]):
@@ -389,10 +412,9 @@ def study_report(views: list, study: dict, created: datetime | None = None, font
                       + (" (warning)" if view.gate.verdict == "warn" else ""))
             page.caption(f"{view.name}\n{figure}", x, y + box + 0.5, cell, 7)
         page.set_y(y + box + 8)
-    page.heading("Views")
+    page.heading("Views: sha256 of each file, its name and its gate's verdict")
     for view in views:
-        page.say(f"{view.name} (gate: {view.gate.verdict})", 8, bold=True)
-        page.say(f"sha256 {view.sha256 or 'not recorded'}", 7.5, mono=True)
+        page.say(f"{view.sha256 or 'sha256 not recorded'}  {view.name} ({view.gate.verdict})", 7, mono=True)
     card_section(page, card)
     footer_line(page)
-    return bytes(page.output())
+    return page

@@ -109,7 +109,7 @@ def test_a_study_report_has_the_study_decision_and_every_view(service):
     assert " ".join(study["decision"]["text"].split()) in text
     assert f"P(abnormal) {study['decision']['abnormal_probability']:.3f}" in text
     for path, view in zip(files, views):
-        assert f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in text and path.name in text
+        assert f"{hashlib.sha256(path.read_bytes()).hexdigest()} {path.name} ({view.gate.verdict})" in text
     assert len(pictures(page)) == len(files) and "DEMO MODEL TRAINED ON SYNTHETIC PHANTOMS" in text
 
 
@@ -182,3 +182,23 @@ def test_a_report_endpoint_refuses_a_bad_file_with_the_loaders_message(client, t
     bad.write_bytes(b"this is text, not an image\n" * 10)
     with pytest.raises(AppError, match="not a recognised image"):
         client.predict(handle_file(str(bad)), api_name="/knee_report")
+
+
+def test_long_reasons_names_and_studies_still_fit_one_page(service):
+    """A knee film in the chest tab (two long gate warnings, eight positives), with a 300-character file name,
+    and a study of the most views the app accepts: the pictures shrink, the page count stays one."""
+    import app
+    from radiograph.report import analysis_report, study_report
+
+    _, files = first_example("knee")
+    analysis = service.analyse("chest14", files[0].read_bytes(), name="a-very-long-file-name-" * 14 + ".png")
+    assert analysis.gate.verdict == "warn" and len(analysis.gate.reasons) >= 2
+    _, _, text = page_of(analysis_report(analysis))  # asserts one page
+    assert all(" ".join(reason.text.split()) in text for reason in analysis.gate.reasons)
+    assert "NOT A MEDICAL DEVICE" in text
+    entries = json.loads((EXAMPLES / "mura" / "examples.json").read_text())
+    views = [EXAMPLES / "mura" / name for entry in entries for name in entry["files"]]
+    views = (views * app.MAX_VIEWS)[:app.MAX_VIEWS]
+    _, page, text = page_of(study_report(*service.analyse_study("mura", views)))
+    assert len(pictures(page)) == app.MAX_VIEWS
+    assert all(hashlib.sha256(path.read_bytes()).hexdigest() in text for path in views)
