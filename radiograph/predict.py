@@ -4,6 +4,7 @@
     python -m radiograph predict auto examples --out routed.csv     # each file to the task the router assigns it to
     python -m radiograph predict mura /data/MURA-v1.1/valid/XR_WRIST --out wrist.json --cam-dir cams
     python -m radiograph predict chest14 scan.dcm --variant int8
+    python -m radiograph predict knee examples/knee --out results.csv --report-dir reports-pdf   # a PDF per file
 
 Decoding and the input gate's image checks and routing (radiograph.gate) run
 in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
@@ -14,7 +15,9 @@ its reasons and no probabilities; one that cannot be read gets status
 (MURA), files are grouped by the folder that holds them, and each study gets a
 row (probabilities: the mean over its views). With --cam-dir, a class
 activation map overlay (ONNX path) is written per file for each class the
-decision shows (chest14: every positive finding).
+decision shows (chest14: every positive finding). With --report-dir, each readable file (and
+each study) also gets the app's one-page PDF report (radiograph.report); the files are analysed once more for it,
+through the app's Service on the ONNX CAM path, so the page is the one the app would give.
 """
 from __future__ import annotations
 
@@ -199,6 +202,31 @@ def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard)
     return result
 
 
+def write_reports(rows: list[dict], task: str, folder: Path, tasks: list[str], report_dir: Path,
+                  variant: str = "fp32", device: str = "auto") -> None:
+    """The app's one-page PDF report of every readable file's row (refused ones too) and of every study row,
+    written to `report_dir` as `<row index>_<name>.pdf`; each row gets its path under "report"."""
+    from radiograph.report import analysis_report, study_report
+    from radiograph.service import Service
+
+    service = Service(folder, tasks, cam_path="onnx", device=device, variant=variant, strict=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for index, row in enumerate(rows):
+        if row["status"] == "error":
+            continue
+        if row["kind"] == "image":
+            source = Path(row["file"])
+            analysis = service.analyse_auto(source) if task == AUTO else service.analyse(row["task"], source)
+            data = analysis_report(analysis)
+        else:  # a study: every view read in its folder
+            views = [Path(r["file"]) for r in rows if r["kind"] == "image" and r["status"] != "error"
+                     and r.get("task") == row["task"] and str(Path(r["file"]).parent) == row["file"]]
+            data = study_report(*service.analyse_study(row["task"], views))
+        target = report_dir / f"{index:05d}_{Path(row['file']).stem or 'study'}.pdf"
+        target.write_bytes(data)
+        row["report"] = str(target)
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -227,6 +255,8 @@ def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
             if key in decision:
                 flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "gate_ms", "inference_ms", "cam")})
+    if "report" in row:
+        flat["report"] = row["report"]
     if len(row.get("cams", {})) > 1:
         flat["cams"] = ";".join(f"{label}={path}" for label, path in row["cams"].items())
     return flat
@@ -255,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH_OR_DIR")
     parser.add_argument("--out", type=Path, help="results.csv or results.json (default: CSV on stdout)")
     parser.add_argument("--cam-dir", type=Path, help="write a class activation map overlay per image here")
+    parser.add_argument("--report-dir", type=Path, help="write the app's one-page PDF report per file (and per "
+                        "study) here; each file is analysed once more for it")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--variant", choices=list(VARIANTS), default="fp32")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -279,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
     rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet)
+    if args.report_dir:
+        write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
     images = [row for row in rows if row["kind"] == "image"]
     counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}
@@ -286,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     versions = ", ".join(f"{m.card.model_version} ({m.variant}, {m.provider})" for m in models.values())
     print(f"{args.task}: {counts['ok']} of {len(files)} files predicted ({warned} with a warning), "
           f"{counts['refused']} refused by the input gate, {counts['error']} unreadable; {versions}"
-          + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+          + (f"; results in {args.out}" if args.out else "")
+          + (f"; {sum('report' in row for row in rows)} PDF reports in {args.report_dir}" if args.report_dir else ""),
+          file=sys.stderr)
     for notice in dict.fromkeys(m.card.notice for m in models.values() if m.card.notice):
         print(notice, file=sys.stderr)
     return 0

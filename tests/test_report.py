@@ -202,3 +202,37 @@ def test_long_reasons_names_and_studies_still_fit_one_page(service):
     _, page, text = page_of(study_report(*service.analyse_study("mura", views)))
     assert len(pictures(page)) == app.MAX_VIEWS
     assert all(hashlib.sha256(path.read_bytes()).hexdigest() in text for path in views)
+
+
+def test_the_batch_command_writes_a_report_per_file_and_per_study(tmp_path):
+    """`predict --report-dir`: a one-page PDF per readable file (its sha256 inside) and per study; an unreadable
+    file gets its error row and no report."""
+    import shutil
+
+    from radiograph.predict import main
+
+    _, knee = first_example("knee")
+    folder = tmp_path / "knee"
+    folder.mkdir()
+    shutil.copy(knee[0], folder)
+    (folder / "notes.png").write_bytes(b"this is text, not an image\n" * 10)
+    _, mura = first_example("mura")
+    study = tmp_path / "mura" / "study1"
+    study.mkdir(parents=True)
+    for view in mura:
+        shutil.copy(view, study)
+    for task, source in [("knee", folder), ("mura", tmp_path / "mura")]:
+        out, reports = tmp_path / f"{task}.json", tmp_path / f"{task}-reports"
+        assert main([task, str(source), "--out", str(out), "--report-dir", str(reports), "--quiet",
+                     "--models", str(ROOT / "models")]) == 0
+        rows = json.loads(out.read_text())
+        for row in rows:
+            if row["status"] == "error":
+                assert "report" not in row and Path(row["file"]).name == "notes.png"
+                continue
+            _, _, text = page_of(Path(row["report"]).read_bytes())
+            files = [Path(row["file"])] if row["kind"] == "image" else sorted(Path(row["file"]).iterdir())
+            assert all(hashlib.sha256(f.read_bytes()).hexdigest() in text for f in files)
+        assert sorted(p.name for p in reports.iterdir()) == sorted(Path(r["report"]).name for r in rows
+                                                                     if "report" in r)
+    assert [r["kind"] for r in rows if "report" in r] == ["image"] * len(mura) + ["study"]
