@@ -172,6 +172,11 @@ def test_the_report_endpoints_return_one_page_pdfs(client, tmp_path):
     path = client.predict([handle_file(str(f)) for f in files], api_name="/mura_study_report")
     _, _, text = page_of(Path(path).read_bytes())
     assert all(hashlib.sha256(f.read_bytes()).hexdigest() in text for f in files)
+    ramp = np.linspace(0, 255, 300 * 200).reshape(200, 300).astype(np.uint8)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.dstack([ramp, ramp[::-1], np.full_like(ramp, 40)])).save(photo)
+    _, _, text = page_of(Path(client.predict(handle_file(str(photo)), api_name="/auto_report")).read_bytes())
+    assert "Input gate: refuse" in text and "no task model ran" in text and "DEMO MODEL TRAINED ON" in text
 
 
 def test_a_report_endpoint_refuses_a_bad_file_with_the_loaders_message(client, tmp_path):
