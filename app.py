@@ -38,6 +38,7 @@ import ctypes  # noqa: E402
 import html  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -60,6 +61,7 @@ from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E4
 from radiograph.gate import AUTO  # noqa: E402
 from radiograph.regions import percent  # noqa: E402
 from radiograph.registry import TASKS  # noqa: E402
+from radiograph.report import analysis_report, study_report  # noqa: E402
 from radiograph.routing import router_markdown  # noqa: E402
 from radiograph.service import RoutingUnavailable, Service, UnusableResult  # noqa: E402
 
@@ -190,7 +192,9 @@ def cleared(outputs: list) -> list:
     """Empty values for a tab's outputs (a new upload, a cleared one, or a failed analysis shows nothing old)."""
     return [gr.update(value=None, visible=False) if isinstance(o, gr.Gallery) and not o.visible  # hidden again
             else gr.update(visible=False) if isinstance(o, gr.Button)  # "open in the routed task's tab"
-            else gr.update(value=None, choices=[]) if isinstance(o, gr.Dropdown) else None for o in outputs]
+            else gr.update(value=None, choices=[]) if isinstance(o, gr.Dropdown)
+            else gr.update(value=None, visible=False) if isinstance(o, gr.DownloadButton)  # the PDF report
+            else None for o in outputs]
 
 
 def refusal(message: str) -> gr.Error:
@@ -323,6 +327,37 @@ class App:
 
         return self.answer(endpoint, views, work)
 
+    def report(self, task: str, radiograph: str | None):
+        """API: one file -> its analysis's one-page PDF report (radiograph.report), a refused image's too."""
+        endpoint = f"{task}_report"
+        _, _, analysis = self.analyse(task, radiograph, endpoint)
+        return self.answer(endpoint, [radiograph], lambda: self.pdf(analysis_report(analysis), analysis.name))
+
+    def study_report(self, task: str, views: list[str] | None):
+        """API: the views of one study -> the study's one-page PDF report."""
+        _, _, (analyses, study) = self.analyse_study(task, views)
+        return self.answer(f"{task}_study_report", views, lambda: self.pdf(study_report(analyses, study),
+                                                                           f"{task}-study"))
+
+    def download(self, state):
+        """UI: the tab's download button, filled with the PDF report of the analysis in its state (an Analysis, or
+        a study's (views, study JSON)); the model does not run again."""
+        if state is None:
+            return gr.update(value=None, visible=False)
+        if isinstance(state, tuple):
+            path = self.pdf(study_report(*state), f"{state[0][0].task}-study")
+        else:
+            path = self.pdf(analysis_report(state), state.name)
+        return gr.update(value=path, visible=True)
+
+    def pdf(self, data: bytes, name: str) -> str:
+        """Write a PDF report as `<input name>-report-<unique>.pdf` beside the overlays (swept with them)."""
+        self.sweep()
+        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem)[:80] or "radiograph"
+        target = self.overlays / f"{stem}-report-{uuid.uuid4().hex[:8]}.pdf"
+        target.write_bytes(data)
+        return str(target)
+
     def png(self, picture: np.ndarray) -> str:
         """Write an RGB overlay as PNG with OpenCV (several times faster than Gradio's Pillow encoder on large
         films) under a new unique name. Gradio copies it into its own cache as the handler returns, so files
@@ -337,7 +372,7 @@ class App:
             return  # another request is sweeping
         try:
             cutoff = time.time() - OVERLAY_AGE_S
-            for old in self.overlays.glob("*.png"):
+            for old in [*self.overlays.glob("*.png"), *self.overlays.glob("*.pdf")]:
                 try:
                     if old.stat().st_mtime < cutoff:
                         old.unlink()
@@ -570,6 +605,7 @@ class App:
                                  elem_id=f"{task}-label")
                 bars = gr.HTML(elem_id=f"{task}-bars") if multi_label else None
                 timing = gr.Markdown(elem_id=f"{task}-timing")
+                report = gr.DownloadButton("Download PDF report", visible=False, elem_id=f"{task}-report")
                 preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
                                    height=260, elem_id=f"{task}-preview")
                 result = gr.JSON(label="Result (JSON)", open=False)
@@ -592,20 +628,23 @@ class App:
         def reword(analysis, class_name):
             return self.heatmap_words(analysis, class_name)
 
-        every = [result, overlay, state, open_routed] + shown
+        every = [result, overlay, state, open_routed, report] + shown
         clear = self.clearing(every)
         analysed = gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
             run, [upload], [result, overlay, state], api_name=task, concurrency_id=ANALYSIS,
             api_description=f"{description}. Returns (result JSON with the input gate's verdict, Grad-CAM overlay PNG "
                             "at the input's size, at most 2048 pixels a side; the plain image when refused).")
         analysed.success(show, [state], shown, api_visibility="private").success(
-            self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
+            self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
+            self.download, [state], [report], api_visibility="private", concurrency_id="render")
         upload.clear(clear, None, every, **QUICK)
         if examples is not None:
             examples.then(clear, None, every, **QUICK).then(
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
                 show, [state], shown, api_visibility="private").success(
-                self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
+                self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
+                self.download, [state], [report], api_visibility="private", concurrency_id="render")
+        self.report_endpoints(task)
         # opacity.input: Gradio 6's slider sends it as its number box is typed in and as the range moves (by mouse or
         # arrow keys); `release` came only on pointer-up or blur, so a typed value + Enter did nothing. always_last:
         # a drag renders its last value, not every step.
@@ -643,6 +682,7 @@ class App:
                 decision = gr.Markdown(elem_id=f"{task}-decision")
                 label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id=f"{task}-label")
                 timing = gr.Markdown(elem_id=f"{task}-timing")
+                report = gr.DownloadButton("Download PDF report", visible=False, elem_id=f"{task}-report")
         gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height="auto", format="png", object_fit="contain",
                              elem_id=f"{task}-gallery", elem_classes=["whole-images"])  # CSS: no cut-off rows
         words = gr.Markdown(elem_id=f"{task}-heatmap-words")
@@ -662,7 +702,7 @@ class App:
         def reword(state, class_name):
             return self.study_words(state[0], class_name) if state else ""
 
-        every = [result, gallery, state, open_routed] + shown
+        every = [result, gallery, state, open_routed, report] + shown
         clear = self.clearing(every)
         gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
             partial(self.analyse_study, task), [upload], [result, gallery, state], api_name=f"{task}_study",
@@ -670,13 +710,16 @@ class App:
             f"{positive} (mean over the views) and {rule.group_name.replace('_', ' ')}. "
             "Returns (study JSON with the input gate's verdict and per-view results, gallery of Grad-CAM overlays)."
         ).success(show_study, [state], shown, api_visibility="private").success(
-            self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
+            self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
+            self.download, [state], [report], api_visibility="private", concurrency_id="render")
         upload.clear(clear, None, every, **QUICK)
         if examples is not None:
             examples.then(clear, None, every, **QUICK).then(
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
                 concurrency_id=ANALYSIS).success(show_study, [state], shown, api_visibility="private").success(
-                self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
+                self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
+                self.download, [state], [report], api_visibility="private", concurrency_id="render")
+        self.report_endpoints(task)
         gr.on([selector.change, opacity.input, region.change, colours.change], rerender,
               [state, selector, opacity, region, colours], [gallery], api_visibility="private",
               show_progress="hidden", concurrency_id="render", trigger_mode="always_last")  # opacity.input: as in image_tab
@@ -696,6 +739,24 @@ class App:
                       f"and {rule.group_name.replace('_', ' ')}. "
                       "Returns (result JSON, Grad-CAM overlay PNG at the input's size, at most 2048 pixels a side).")
         return upload, open_routed, state
+
+    def report_endpoints(self, task: str, refuse=None) -> None:
+        """/<task>_report, and /<task>_study_report for a task whose card groups images into studies: the same
+        file input as /<task> (/<task>_study), the one-page PDF report back. `refuse`: the handler of an
+        unavailable task's endpoints."""
+        studies = task in TASKS and TASKS[task].study is not None
+        what = "Any radiograph routed to its task" if task == AUTO else TASKS[task].title
+        with gr.Group(visible=False):
+            for endpoint, count, handler in [(f"{task}_report", "single", partial(self.report, task))] + (
+                    [(f"{task}_study_report", "multiple", partial(self.study_report, task))] if studies else []):
+                upload = (gr.File(file_types=FILE_TYPES, type="filepath", file_count=count) if refuse else
+                          radiograph_upload(endpoint, file_count=count))
+                gr.Button().click(refuse or handler, [upload], [gr.File(label="PDF report")],
+                                  concurrency_id=ANALYSIS, api_name=endpoint, api_description=(
+                                      f"{what}: the one-page PDF report of the analysis of one "
+                                      f"{'study' if count == 'multiple' else 'file'} (image and Grad-CAM overlay, "
+                                      "probabilities with thresholds, input gate, model card summary, UTC time, "
+                                      "the file's sha256). Research demo, not a medical device."))
 
     @staticmethod
     def clearing(outputs: list):
@@ -719,6 +780,7 @@ class App:
                 single = gr.File(file_types=FILE_TYPES, type="filepath", file_count=count)
                 gr.Button().click(refuse, [single], [gr.JSON(label="Result (JSON)"), gr.Image(label="Grad-CAM overlay")],
                                   api_name=endpoint, api_description=reason)
+        self.report_endpoints(task, refuse)
 
     def models_tab(self):
         gr.Markdown(f"> {NOT_A_DEVICE}")

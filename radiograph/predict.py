@@ -5,6 +5,7 @@
     python -m radiograph predict mura /data/MURA-v1.1/valid/XR_WRIST --out wrist.json --cam-dir cams
     python -m radiograph predict chest14 scan.dcm --variant int8
     python -m radiograph predict chest14 examples/chest14 --cam-dir cams --colormap jet   # overlays in the rainbow
+    python -m radiograph predict knee examples/knee --out results.csv --report-dir reports-pdf   # a PDF per file
 
 Decoding and the input gate's image checks and routing (radiograph.gate) run
 in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
@@ -26,7 +27,9 @@ the warning is also printed on stderr. With --cam-dir, a class
 activation map overlay (ONNX path) is written per file for each class the
 decision shows (chest14: every positive finding), in --colormap (default viridis).
 Every predicted row also describes its shown class's map in words
-(`heatmap.description`, radiograph.regions; CSV column `heatmap_words`).
+(`heatmap.description`, radiograph.regions; CSV column `heatmap_words`). With --report-dir, each readable file (and
+each study) also gets the app's one-page PDF report (radiograph.report); the files are analysed once more for it,
+through the app's Service on the ONNX CAM path, so the page is the one the app would give.
 """
 from __future__ import annotations
 
@@ -228,6 +231,31 @@ def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard)
     return result
 
 
+def write_reports(rows: list[dict], task: str, folder: Path, tasks: list[str], report_dir: Path,
+                  variant: str = "fp32", device: str = "auto") -> None:
+    """The app's one-page PDF report of every readable file's row (refused ones too) and of every study row,
+    written to `report_dir` as `<row index>_<name>.pdf`; each row gets its path under "report"."""
+    from radiograph.report import analysis_report, study_report
+    from radiograph.service import Service
+
+    service = Service(folder, tasks, cam_path="onnx", device=device, variant=variant, strict=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for index, row in enumerate(rows):
+        if row["status"] == "error":
+            continue
+        if row["kind"] == "image":
+            source = Path(row["file"])
+            analysis = service.analyse_auto(source) if task == AUTO else service.analyse(row["task"], source)
+            data = analysis_report(analysis)
+        else:  # a study: every view read in its folder
+            views = [Path(r["file"]) for r in rows if r["kind"] == "image" and r["status"] != "error"
+                     and r.get("task") == row["task"] and str(Path(r["file"]).parent) == row["file"]]
+            data = study_report(*service.analyse_study(row["task"], views))
+        target = report_dir / f"{index:05d}_{Path(row['file']).stem or 'study'}.pdf"
+        target.write_bytes(data)
+        row["report"] = str(target)
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -257,6 +285,8 @@ def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
             if key in decision:
                 flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "gate_ms", "inference_ms", "cam")})
+    if "report" in row:
+        flat["report"] = row["report"]
     if len(row.get("cams", {})) > 1:
         flat["cams"] = ";".join(f"{label}={path}" for label, path in row["cams"].items())
     return flat
@@ -288,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP,
                         help=f"the --cam-dir overlays' colour map (default {DEFAULT_COLORMAP}: perceptually uniform, "
                              "colour-blind safe; jet is the rainbow)")
+    parser.add_argument("--report-dir", type=Path, help="write the app's one-page PDF report per file (and per "
+                        "study) here; each file is analysed once more for it")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--variant", choices=list(VARIANTS), default="fp32")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -313,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
     rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet,
                          colormap=args.colormap)
+    if args.report_dir:
+        write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
     images = [row for row in rows if row["kind"] == "image"]
     counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}
@@ -320,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     versions = ", ".join(f"{m.card.model_version} ({m.variant}, {m.provider})" for m in models.values())
     print(f"{args.task}: {counts['ok']} of {len(files)} files predicted ({warned} with a warning), "
           f"{counts['refused']} refused by the input gate, {counts['error']} unreadable; {versions}"
-          + (f"; results in {args.out}" if args.out else ""), file=sys.stderr)
+          + (f"; results in {args.out}" if args.out else "")
+          + (f"; {sum('report' in row for row in rows)} PDF reports in {args.report_dir}" if args.report_dir else ""),
+          file=sys.stderr)
     for row in rows:  # a folder that looks like several studies: said on the terminal too, not only in the row
         if row["kind"] == "study" and {"mixed_studies", "mixed_parts"} & set(row["gate"]["codes"]):
             print(f"warning: {row['file']}: " + " ".join(text for text, code in zip(row["gate"]["reasons"],

@@ -18,6 +18,7 @@ opacity re-renders the overlay without running the model again.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from radiograph.cam import DEFAULT_COLORMAP, hottest_region, outline, overlay, score_names
-from radiograph.cards import ModelCard
+from radiograph.cards import ModelCard, sha256_of
 from radiograph.decision import decide, heatmap_classes, uncertainty_summary
 from radiograph.explain import Explainer
 from radiograph.gate import Gate, Gatekeeper, Inspection, load_router, study_result
@@ -52,6 +53,7 @@ class Analysis:
     gate: Gate = field(default_factory=lambda: Gate("ok"))
     timings_ms: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # values of the file the loader did not trust and worked around
+    sha256: str = ""  # of the input file's bytes, as read
 
     @property
     def refused(self) -> bool:
@@ -124,7 +126,7 @@ class Analysis:
     def result(self, class_index: int | None = None) -> dict:
         """Everything a script needs, JSON-serialisable."""
         height, width = self.geometry.original
-        image = {"width": width, "height": height, "notes": list(self.notes),
+        image = {"width": width, "height": height, "notes": list(self.notes), "sha256": self.sha256,
                  "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]}
         if self.refused:
             return {"task": self.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
@@ -229,14 +231,14 @@ class Service:
         clock["decoded"] = time.perf_counter()
         seen = self.gatekeeper.inspect(display, decoded.colourfulness)
         clock["inspected"] = time.perf_counter()
-        return Inspected(decoded, display, seen, name, clock)
+        return Inspected(decoded, display, seen, name, clock, file_sha256(source))
 
     def _refused(self, task: str | None, inspected: Inspected, gate: Gate) -> Analysis:
         decoded = inspected.take()  # no model runs; only the file's size is kept
         geometry = placement(decoded.original, self.models[task].size if task else DISPLAY_SIDE)
         card, model = (self.models[task].card, self.describe(task)) if task else (None, None)
         return Analysis(card, model, inspected.name, inspected.display, geometry, None, None, None, gate,
-                        _milliseconds(inspected.clock, time.perf_counter()), decoded.notes)
+                        _milliseconds(inspected.clock, time.perf_counter()), decoded.notes, inspected.sha256)
 
     def _analyse(self, task: str, inspected: Inspected) -> Analysis:
         model, explainer, seen, name = self.models[task], self.explainers[task], inspected.seen, inspected.name
@@ -262,7 +264,7 @@ class Service:
         timings = _milliseconds(inspected.clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
                                 inference=predicted - letterboxed, cam=explained - gated)
         return Analysis(model.card, self.describe(task), name, inspected.display, geometry, probabilities, heatmaps,
-                        flat, gate, timings, notes)
+                        flat, gate, timings, notes, inspected.sha256)
 
     def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
         """Every view of one study of a task whose card groups images into studies, and the study's result
@@ -294,10 +296,16 @@ class Inspected:
     seen: Inspection
     name: str
     clock: dict
+    sha256: str  # of the file's bytes
 
     def take(self):
         decoded, self.decoded = self.decoded, None
         return decoded
+
+
+def file_sha256(source) -> str:
+    """The sha256 of an input file (bytes, or a path the decoder has just read), for reports and results."""
+    return hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_of(Path(source))
 
 
 class RoutingUnavailable(RuntimeError):

@@ -271,3 +271,45 @@ def test_study_views_and_report_figures_are_shown_whole(app_url, tmp_path):
         assert curves["width"] >= 700  # across the page, not a thumbnail
         page.screenshot(path=str(ARTIFACTS / "models_figures.png"), full_page=True)
         browser.close()
+
+
+def test_the_pdf_report_downloads_after_an_analysis_and_holds_the_shown_numbers(app_url, tmp_path):
+    """Analyse the knee example, click "Download PDF report": a one-page PDF whose text holds the top class and
+    probability the tab shows, the file's sha256 and the notice; clearing the upload hides the button again."""
+    import hashlib
+    import re
+
+    import pypdfium2 as pdfium
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    entry, files = first_example("knee")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             env={**os.environ, "HOME": str(tmp_path)})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name=TASKS["knee"].title).click()
+        report = page.locator("#knee-report")
+        expect(report).to_be_hidden(timeout=WAIT_MS)  # nothing to download before an analysis
+        page.locator("#knee-upload input[type=file]").set_input_files(files)
+        expect(page.locator("#knee-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+        expect(report).to_be_visible(timeout=WAIT_MS)
+        top = page.locator("#knee-label [data-testid$='-confidence-set']").first
+        shown_label = top.locator("dt").inner_text().strip()
+        shown_percent = int(top.locator("meter").get_attribute("aria-valuenow"))
+        with page.expect_download(timeout=WAIT_MS) as downloading:
+            report.click()
+        saved = tmp_path / downloading.value.suggested_filename
+        downloading.value.save_as(saved)
+        page.screenshot(path=str(ARTIFACTS / "report_download.png"), full_page=True)
+        page.locator("#knee-upload button[aria-label='Clear']").first.click()
+        expect(report).to_be_hidden(timeout=WAIT_MS)  # cleared with the other outputs
+        browser.close()
+    document = pdfium.PdfDocument(saved.read_bytes())
+    assert saved.suffix == ".pdf" and len(document) == 1
+    text = " ".join(document[0].get_textpage().get_text_range().split())
+    row = re.search(rf"{re.escape(shown_label)} (\d\.\d{{3}})", text)
+    assert row and round(float(row.group(1)) * 100) == shown_percent, (shown_label, shown_percent, text[:400])
+    assert hashlib.sha256(Path(files[0]).read_bytes()).hexdigest() in text and "NOT A MEDICAL DEVICE" in text
+    document[0].render(scale=1.5).to_pil().save(ARTIFACTS / "report_knee_page.png")

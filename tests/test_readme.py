@@ -34,4 +34,4 @@ def test_readme_app_command_and_client_example_point_at_real_things():
     files = re.findall(r'handle_file\("([^"]+)"\)', text)
     assert files and all((ROOT / f).exists() for f in files), [f for f in files if not (ROOT / f).exists()]
     endpoints = set(re.findall(r'api_name="(/\w+)"', text))
-    assert endpoints == {"/auto", "/knee", "/mura", "/mura_study", "/pneumonia", "/chest14"}
+    assert endpoints == {"/auto", "/knee", "/mura", "/mura_study", "/pneumonia", "/chest14", "/knee_report"}
