@@ -51,6 +51,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from radiograph.cam import METHODS  # noqa: E402
 from radiograph.cards import card_markdown  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
@@ -69,6 +70,7 @@ MAX_REQUEST_BYTES = 200 * 2**20  # all files of one request together; uploads be
 QUEUE_SIZE = 64  # requests waiting (each holds only its uploaded file on disk); more are answered "busy, try again"
 STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) is dropped after this
 SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
+HEATMAP_METHODS = [("Grad-CAM", "gradcam"), ("Grad-CAM++", "gradcam++")]  # (shown, value): radiograph.cam.METHODS
 OVERLAY_AGE_S = 600  # overlay files older than this are removed (Gradio has copied them to its cache by then)
 ANALYSIS = "analysis"  # the one concurrency group every analysing event shares
 QUICK = {"api_visibility": "private", "show_progress": "hidden", "queue": False}  # clearing a tab's outputs
@@ -162,6 +164,11 @@ def uncertainty_text(uncertainty: dict | None) -> str:
 def notes_text(notes) -> str:
     """Markdown: what the loader did not trust in the file and how it worked around it (nothing when none)."""
     return "".join(f"\n\n**Input warning:** {html.escape(note)}" for note in notes)
+
+
+def shown_method(analysis, method: str) -> str:
+    """The chosen heatmap method where the analysis has its maps, else Grad-CAM (every path computes it)."""
+    return method if method in analysis.methods else "gradcam"
 
 
 def cleared(outputs: list) -> list:
@@ -322,28 +329,29 @@ class App:
         finally:
             self.sweeping.release()
 
-    def gallery(self, views, class_index=None, opacity=0.4, region=False):
+    def gallery(self, views, class_index=None, opacity=0.4, region=False, method="gradcam"):
         decision = views[0].card.decision  # a grouped decision (registry.Decision): P(positive) per view
-        return [(self.png(view.overlay(class_index, opacity, region)),
+        return [(self.png(view.overlay(class_index, opacity, region, shown_method(view, method))),
                  f"{view.name}: refused by the input gate" if view.refused else
                  f"{view.name}: P({decision.positive}) "
                  f"{grouped_summary(decision, view.probabilities)[decision.score_key]:.2f}"
                  + (" (warning)" if view.gate.verdict == "warn" else ""))
                 for view in views]
 
-    def findings_gallery(self, analysis, opacity=0.4, region=False):
+    def findings_gallery(self, analysis, opacity=0.4, region=False, method="gradcam"):
         """Multi-label: one overlay per positive finding, shown when there is more than one (the overlay above
         already shows the first)."""
         thresholds, shown = analysis.card.thresholds, analysis.shown_classes
         if len(shown) < 2:
             return gr.update(value=None, visible=False)
         return gr.update(visible=True, value=[
-            (self.png(analysis.overlay(c, opacity, region)),
+            (self.png(analysis.overlay(c, opacity, region, shown_method(analysis, method))),
              f"{analysis.labels[c]}: P {analysis.probabilities[c]:.2f} (threshold {thresholds[analysis.labels[c]]:.2f})")
             for c in shown])
 
-    def present(self, task: str, analysis):
-        """UI: the rest of the page from the state of the last analysis (task: the tab's, or AUTO)."""
+    def present(self, task: str, analysis, method: str = "gradcam"):
+        """UI: the rest of the page from the state of the last analysis (task: the tab's, or AUTO; method: the
+        heatmap method chosen)."""
         gate = analysis.gate.as_dict()
         routed = ""
         if task == AUTO and analysis.task:
@@ -364,7 +372,7 @@ class App:
                    timing_text(analysis.timings_ms, analysis.model)]
         if multi_label and analysis.card.multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
-                        self.findings_gallery(analysis)]
+                        self.findings_gallery(analysis, method=method)]
         elif multi_label:
             outputs += [None, gr.update(value=None, visible=False)]
         return outputs
@@ -473,7 +481,16 @@ class App:
             selector = gr.Dropdown(choices=labels, label="Heatmap class", interactive=True, elem_id=f"{task}-class")
             opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", elem_id=f"{task}-opacity")
             region = gr.Checkbox(label="Outline the hottest region", value=False, elem_id=f"{task}-region")
-        return selector, opacity, region
+            method = gr.Radio(HEATMAP_METHODS, value="gradcam", label="Heatmap method", elem_id=f"{task}-method",
+                              visible=len(self.heatmap_methods(task)) > 1,
+                              info="Grad-CAM++ (Chattopadhay et al. 2018) weights each channel by its positive "
+                                   "gradients; it needs TensorFlow (the Keras path)")
+        return selector, opacity, region, method
+
+    def heatmap_methods(self, task: str) -> tuple[str, ...]:
+        """The heatmap methods every explainer behind a tab offers (the Auto tab's: every task's)."""
+        explainers = self.service.explainers.values() if task == AUTO else [self.service.explainers[task]]
+        return tuple(m for m in METHODS if all(m in explainer.methods for explainer in explainers))
 
     def image_tab(self, task: str):
         """One image, one task's model; for AUTO, the task the router assigns the image to (its labels, bars and
@@ -489,7 +506,7 @@ class App:
                 examples = self.examples(task, upload)
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
-                selector, opacity, region = self.heatmap_controls(task, labels)
+                selector, opacity, region, method = self.heatmap_controls(task, labels)
                 findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height="auto", format="png",
                                       allow_preview=False, object_fit="contain", visible=False,
                                       elem_id=f"{task}-findings") if multi_label else None
@@ -511,13 +528,14 @@ class App:
         def run(radiograph):
             return self.analyse(task, radiograph)
 
-        def show(analysis):
-            return self.present(task, analysis)
+        def show(analysis, chosen):
+            return self.present(task, analysis, chosen)
 
-        def rerender(analysis, class_name, alpha, outline):
+        def rerender(analysis, class_name, alpha, outline, chosen):
             if analysis is None or analysis.refused or class_name not in analysis.labels:
                 return gr.skip()
-            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline))
+            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline,
+                                             shown_method(analysis, chosen)))
 
         every = [result, overlay, state, open_routed] + shown
         clear = self.clearing(every)
@@ -525,23 +543,24 @@ class App:
             run, [upload], [result, overlay, state], api_name=task, concurrency_id=ANALYSIS,
             api_description=f"{description}. Returns (result JSON with the input gate's verdict, Grad-CAM overlay PNG "
                             "at the input's size, at most 2048 pixels a side; the plain image when refused).")
-        analysed.success(show, [state], shown, api_visibility="private").success(
+        analysed.success(show, [state, method], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
         upload.clear(clear, None, every, **QUICK)
         if examples:
             examples.load_input_event.then(clear, None, every, **QUICK).then(
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
-                show, [state], shown, api_visibility="private").success(
+                show, [state, method], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render")
+        gr.on([selector.change, opacity.release, region.change, method.change], rerender,
+              [state, selector, opacity, region, method], [overlay], api_visibility="private", show_progress="hidden",
+              concurrency_id="render")
         if multi_label:
-            def refind(analysis, alpha, outline):
+            def refind(analysis, alpha, outline, chosen):
                 if analysis is None or analysis.refused or not analysis.card.multi_label:
                     return gr.skip()
-                return self.findings_gallery(analysis, alpha, outline)
+                return self.findings_gallery(analysis, alpha, outline, chosen)
 
-            gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
+            gr.on([opacity.release, region.change, method.change], refind, [state, opacity, region, method], [findings],
                   api_visibility="private", show_progress="hidden", concurrency_id="render")
         return upload, open_routed, state
 
@@ -566,15 +585,15 @@ class App:
                 timing = gr.Markdown(elem_id=f"{task}-timing")
         gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height=360, format="png", object_fit="contain",
                              elem_id=f"{task}-gallery")
-        selector, opacity, region = self.heatmap_controls(task, labels)
+        selector, opacity, region, method = self.heatmap_controls(task, labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
         shown = [gate, decision, label, selector, timing]
 
-        def rerender(state, class_name, alpha, outline):
+        def rerender(state, class_name, alpha, outline, chosen):
             if not state or class_name not in state[0][0].labels:
                 return gr.skip()
             views = state[0]
-            return self.gallery(views, views[0].labels.index(class_name), alpha, outline)
+            return self.gallery(views, views[0].labels.index(class_name), alpha, outline, chosen)
 
         every = [result, gallery, state, open_routed] + shown
         clear = self.clearing(every)
@@ -591,8 +610,9 @@ class App:
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
                 concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render")
+        gr.on([selector.change, opacity.release, region.change, method.change], rerender,
+              [state, selector, opacity, region, method], [gallery], api_visibility="private", show_progress="hidden",
+              concurrency_id="render")
         # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
             single = radiograph_upload(task)

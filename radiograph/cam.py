@@ -23,6 +23,8 @@ import numpy as np
 
 from radiograph.geometry import Box
 
+METHODS = ("gradcam", "gradcam++")  # heatmap methods: Grad-CAM on every path, Grad-CAM++ on the Keras one only
+
 
 def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:
     """The logits layer's kernel [K, C] from the ONNX graph (the MatMul on the pooled features)."""
