@@ -7,8 +7,17 @@ import pytest
 pytest.importorskip("keras")
 
 from radiograph.registry import TASKS  # noqa: E402
-from radiograph.sanity import (RANK_BOUND, SSIM_BOUND, Row, cascade, main, measure, rank_correlation,  # noqa: E402
-                               ssim, weighted_layers)
+from radiograph.sanity import (  # noqa: E402
+    RANK_BOUND,
+    SSIM_BOUND,
+    Row,
+    cascade,
+    main,
+    measure,
+    rank_correlation,
+    ssim,
+    weighted_layers,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [task for task in TASKS if (ROOT / "models" / task / "model.keras").exists()]
