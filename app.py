@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, colormap_code  # noqa: E402
+from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, METHODS, colormap_code  # noqa: E402
 from radiograph.cards import card_markdown, unreachable_thresholds  # noqa: E402
 from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
@@ -75,6 +75,7 @@ MAX_REQUEST_BYTES = 200 * 2**20  # all files of one request together; uploads be
 QUEUE_SIZE = 64  # requests waiting (each holds only its uploaded file on disk); more are answered "busy, try again"
 STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) is dropped after this
 SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
+HEATMAP_METHODS = [("Grad-CAM", "gradcam"), ("Grad-CAM++", "gradcam++")]  # (shown, value): radiograph.cam.METHODS
 OVERLAY_AGE_S = 600  # overlay files older than this are removed (Gradio has copied them to its cache by then)
 ANALYSIS = "analysis"  # the one concurrency group every analysing event shares
 QUICK = {"api_visibility": "private", "show_progress": "hidden", "queue": False}  # clearing a tab's outputs
@@ -186,6 +187,11 @@ def uncertainty_text(uncertainty: dict | None) -> str:
 def notes_text(notes) -> str:
     """Markdown: what the loader did not trust in the file and how it worked around it (nothing when none)."""
     return "".join(f"\n\n**Input warning:** {html.escape(note)}" for note in notes)
+
+
+def shown_method(analysis, method: str) -> str:
+    """The chosen heatmap method where the analysis has its maps, else Grad-CAM (every path computes it)."""
+    return method if method in analysis.methods else "gradcam"
 
 
 def cleared(outputs: list) -> list:
@@ -381,28 +387,30 @@ class App:
         finally:
             self.sweeping.release()
 
-    def gallery(self, views, class_index=None, opacity=0.4, region=False, colormap=None):
+    def gallery(self, views, class_index=None, opacity=0.4, region=False, colormap=None, method="gradcam"):
         decision = views[0].card.decision  # a grouped decision (registry.Decision): P(positive) per view
-        return [(self.png(view.overlay(class_index, opacity, region, colormap or self.colormap)),
+        return [(self.png(view.overlay(class_index, opacity, region, colormap or self.colormap,
+                                       shown_method(view, method))),
                  f"{view.name}: refused by the input gate" if view.refused else
                  f"{view.name}: P({decision.positive}) "
                  f"{grouped_summary(decision, view.probabilities)[decision.score_key]:.2f}"
                  + (" (warning)" if view.gate.verdict == "warn" else ""))
                 for view in views]
 
-    def findings_gallery(self, analysis, opacity=0.4, region=False, colormap=None):
+    def findings_gallery(self, analysis, opacity=0.4, region=False, colormap=None, method="gradcam"):
         """Multi-label: one overlay per positive finding, shown when there is more than one (the overlay above
         already shows the first)."""
         thresholds, shown = analysis.card.thresholds, analysis.shown_classes
         if len(shown) < 2:
             return gr.update(value=None, visible=False)
         return gr.update(visible=True, value=[
-            (self.png(analysis.overlay(c, opacity, region, colormap or self.colormap)),
+            (self.png(analysis.overlay(c, opacity, region, colormap or self.colormap, shown_method(analysis, method))),
              f"{analysis.labels[c]}: P {analysis.probabilities[c]:.2f} (threshold {thresholds[analysis.labels[c]]:.2f})")
             for c in shown])
 
-    def present(self, task: str, analysis):
-        """UI: the rest of the page from the state of the last analysis (task: the tab's, or AUTO)."""
+    def present(self, task: str, analysis, method: str = "gradcam"):
+        """UI: the rest of the page from the state of the last analysis (task: the tab's, or AUTO; method: the
+        heatmap method chosen)."""
         gate = analysis.gate.as_dict()
         routed = ""
         if task == AUTO and analysis.task:
@@ -423,7 +431,7 @@ class App:
                    timing_text(analysis.timings_ms, analysis.model)]
         if multi_label and analysis.card.multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
-                        self.findings_gallery(analysis)]
+                        self.findings_gallery(analysis, method=method)]
         elif multi_label:
             outputs += [None, gr.update(value=None, visible=False)]
         return outputs
@@ -547,20 +555,29 @@ class App:
                                   elem_id=f"{task}-colormap",
                                   info="viridis, cividis: colour-blind safe")
             region = gr.Checkbox(label="Outline the hottest region", value=False, elem_id=f"{task}-region")
-        return selector, opacity, region, colours
+            method = gr.Radio(HEATMAP_METHODS, value="gradcam", label="Heatmap method", elem_id=f"{task}-method",
+                              visible=len(self.heatmap_methods(task)) > 1,
+                              info="Grad-CAM++ (Chattopadhay et al. 2018) weights each channel by its positive "
+                                   "gradients; it needs TensorFlow (the Keras path)")
+        return selector, opacity, region, colours, method
+
+    def heatmap_methods(self, task: str) -> tuple[str, ...]:
+        """The heatmap methods every explainer behind a tab offers (the Auto tab's: every task's)."""
+        explainers = self.service.explainers.values() if task == AUTO else [self.service.explainers[task]]
+        return tuple(m for m in METHODS if all(m in explainer.methods for explainer in explainers))
 
     @staticmethod
-    def heatmap_words(analysis, class_name: str | None = None) -> str:
+    def heatmap_words(analysis, class_name: str | None = None, method: str = "gradcam") -> str:
         """Markdown: the heatmap of `class_name` (default: the overlay's class) in words
         (radiograph.regions.describe); nothing for a refused image."""
         if analysis is None or analysis.refused:
             return ""
         labels = analysis.labels
         index = labels.index(class_name) if class_name in labels else analysis.shown_class
-        return f"**{html.escape(labels[index])} heatmap in words.** {analysis.description(index)['text']}"
+        return f"**{html.escape(labels[index])} heatmap in words.** {analysis.description(index, shown_method(analysis, method))['text']}"
 
     @staticmethod
-    def study_words(views, class_name: str | None = None) -> str:
+    def study_words(views, class_name: str | None = None, method: str = "gradcam") -> str:
         """Markdown: each view's heatmap of `class_name` (default: each view's own shown class) in words, the
         terms the places are named in said once."""
         lines, terms = [], ""
@@ -569,7 +586,7 @@ class App:
                 lines.append(f"- **{html.escape(view.name)}**: refused by the input gate, no heatmap.")
                 continue
             index = view.labels.index(class_name) if class_name in view.labels else view.shown_class
-            words = view.description(index)
+            words = view.description(index, shown_method(view, method))
             terms = words.get("terms", terms)
             lines.append(f"- **{html.escape(view.name)}**, {html.escape(view.labels[index])} heatmap: " + (
                 words["text"] if words["flat"] else f"hottest region {words['place']}, covering "
@@ -593,7 +610,7 @@ class App:
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
                                    elem_id=f"{task}-overlay")
                 words = gr.Markdown(elem_id=f"{task}-heatmap-words")
-                selector, opacity, region, colours = self.heatmap_controls(task, labels)
+                selector, opacity, region, colours, method = self.heatmap_controls(task, labels)
                 findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height="auto", format="png",
                                       allow_preview=False, object_fit="contain", visible=False,
                                       elem_id=f"{task}-findings") if multi_label else None
@@ -617,16 +634,17 @@ class App:
         def run(radiograph):
             return self.analyse(task, radiograph)
 
-        def show(analysis):
-            return self.present(task, analysis) + [self.heatmap_words(analysis)]
+        def show(analysis, chosen):
+            return self.present(task, analysis, chosen) + [self.heatmap_words(analysis, None, chosen)]
 
-        def rerender(analysis, class_name, alpha, outline, colormap):
+        def rerender(analysis, class_name, alpha, outline, colormap, chosen):
             if analysis is None or analysis.refused or class_name not in analysis.labels:
                 return gr.skip()
-            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline, colormap))
+            return self.png(analysis.overlay(analysis.labels.index(class_name), alpha, outline, colormap,
+                                             shown_method(analysis, chosen)))
 
-        def reword(analysis, class_name):
-            return self.heatmap_words(analysis, class_name)
+        def reword(analysis, class_name, chosen):
+            return self.heatmap_words(analysis, class_name, chosen)
 
         every = [result, overlay, state, open_routed, report] + shown
         clear = self.clearing(every)
@@ -634,33 +652,33 @@ class App:
             run, [upload], [result, overlay, state], api_name=task, concurrency_id=ANALYSIS,
             api_description=f"{description}. Returns (result JSON with the input gate's verdict, Grad-CAM overlay PNG "
                             "at the input's size, at most 2048 pixels a side; the plain image when refused).")
-        analysed.success(show, [state], shown, api_visibility="private").success(
+        analysed.success(show, [state, method], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
             self.download, [state], [report], api_visibility="private", concurrency_id="render")
         upload.clear(clear, None, every, **QUICK)
         if examples is not None:
             examples.then(clear, None, every, **QUICK).then(
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
-                show, [state], shown, api_visibility="private").success(
+                show, [state, method], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
                 self.download, [state], [report], api_visibility="private", concurrency_id="render")
         self.report_endpoints(task)
         # opacity.input: Gradio 6's slider sends it as its number box is typed in and as the range moves (by mouse or
         # arrow keys); `release` came only on pointer-up or blur, so a typed value + Enter did nothing. always_last:
         # a drag renders its last value, not every step.
-        gr.on([selector.change, opacity.input, region.change, colours.change], rerender,
-              [state, selector, opacity, region, colours], [overlay], api_visibility="private",
+        gr.on([selector.change, opacity.input, region.change, colours.change, method.change], rerender,
+              [state, selector, opacity, region, colours, method], [overlay], api_visibility="private",
               show_progress="hidden", concurrency_id="render", trigger_mode="always_last")
-        selector.change(reword, [state, selector], [words], **QUICK)
+        gr.on([selector.change, method.change], reword, [state, selector, method], [words], **QUICK)
         if multi_label:
-            def refind(analysis, alpha, outline, colormap):
+            def refind(analysis, alpha, outline, colormap, chosen):
                 if analysis is None or analysis.refused or not analysis.card.multi_label:
                     return gr.skip()
-                return self.findings_gallery(analysis, alpha, outline, colormap)
+                return self.findings_gallery(analysis, alpha, outline, colormap, chosen)
 
-            gr.on([opacity.input, region.change, colours.change], refind, [state, opacity, region, colours],
-                  [findings], api_visibility="private", show_progress="hidden", concurrency_id="render",
-                  trigger_mode="always_last")
+            gr.on([opacity.input, region.change, colours.change, method.change], refind,
+                  [state, opacity, region, colours, method], [findings], api_visibility="private",
+                  show_progress="hidden", concurrency_id="render", trigger_mode="always_last")
         return upload, open_routed, state
 
     def study_tab(self, task: str):
@@ -686,21 +704,21 @@ class App:
         gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height="auto", format="png", object_fit="contain",
                              elem_id=f"{task}-gallery", elem_classes=["whole-images"])  # CSS: no cut-off rows
         words = gr.Markdown(elem_id=f"{task}-heatmap-words")
-        selector, opacity, region, colours = self.heatmap_controls(task, labels)
+        selector, opacity, region, colours, method = self.heatmap_controls(task, labels)
         result = gr.JSON(label="Study result (JSON)", open=False)
         shown = [gate, decision, label, selector, timing, words]  # words last: `show_study` adds them
 
-        def show_study(state):
-            return [*self.present_study(state), self.study_words(state[0])]
+        def show_study(state, chosen):
+            return [*self.present_study(state), self.study_words(state[0], None, chosen)]
 
-        def rerender(state, class_name, alpha, outline, colormap):
+        def rerender(state, class_name, alpha, outline, colormap, chosen):
             if not state or class_name not in state[0][0].labels:
                 return gr.skip()
             views = state[0]
-            return self.gallery(views, views[0].labels.index(class_name), alpha, outline, colormap)
+            return self.gallery(views, views[0].labels.index(class_name), alpha, outline, colormap, chosen)
 
-        def reword(state, class_name):
-            return self.study_words(state[0], class_name) if state else ""
+        def reword(state, class_name, chosen):
+            return self.study_words(state[0], class_name, chosen) if state else ""
 
         every = [result, gallery, state, open_routed, report] + shown
         clear = self.clearing(every)
@@ -709,21 +727,21 @@ class App:
             concurrency_id=ANALYSIS, api_description=f"The views of one {TASKS[task].title} study: {other} or "
             f"{positive} (mean over the views) and {rule.group_name.replace('_', ' ')}. "
             "Returns (study JSON with the input gate's verdict and per-view results, gallery of Grad-CAM overlays)."
-        ).success(show_study, [state], shown, api_visibility="private").success(
+        ).success(show_study, [state, method], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
             self.download, [state], [report], api_visibility="private", concurrency_id="render")
         upload.clear(clear, None, every, **QUICK)
         if examples is not None:
             examples.then(clear, None, every, **QUICK).then(
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
-                concurrency_id=ANALYSIS).success(show_study, [state], shown, api_visibility="private").success(
+                concurrency_id=ANALYSIS).success(show_study, [state, method], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
                 self.download, [state], [report], api_visibility="private", concurrency_id="render")
         self.report_endpoints(task)
-        gr.on([selector.change, opacity.input, region.change, colours.change], rerender,
-              [state, selector, opacity, region, colours], [gallery], api_visibility="private",
+        gr.on([selector.change, opacity.input, region.change, colours.change, method.change], rerender,
+              [state, selector, opacity, region, colours, method], [gallery], api_visibility="private",
               show_progress="hidden", concurrency_id="render", trigger_mode="always_last")  # opacity.input: as in image_tab
-        selector.change(reword, [state, selector], [words], **QUICK)
+        gr.on([selector.change, method.change], reword, [state, selector, method], [words], **QUICK)
         # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
             single = radiograph_upload(task)

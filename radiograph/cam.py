@@ -29,6 +29,7 @@ from radiograph.geometry import Box
 # (docs/gradcam.md). jet, the rainbow, is kept for those used to it: its bright bands invent edges the map lacks.
 COLORMAPS = {"viridis": cv2.COLORMAP_VIRIDIS, "cividis": cv2.COLORMAP_CIVIDIS, "jet": cv2.COLORMAP_JET}
 DEFAULT_COLORMAP = "viridis"
+METHODS = ("gradcam", "gradcam++")  # heatmap methods: Grad-CAM on every path, Grad-CAM++ on the Keras one only
 
 
 def dense_kernel(onnx_path: Path, num_classes: int) -> np.ndarray:

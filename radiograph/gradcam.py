@@ -26,9 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from radiograph.cam import METHODS
 from radiograph.geometry import feature_grid
-
-METHODS = ("gradcam", "gradcam++")
 
 
 def _branch(model: keras.Model) -> keras.Model:
@@ -73,9 +72,10 @@ class GradCam:
         self._compiled = tf.function(self._maps, reduce_retracing=True)
         self._every_class_compiled = tf.function(self._every_class_maps, reduce_retracing=True)
 
-    def _channel_weights(self, features, gradients):
-        """Per-channel weights from gradients [..., h, w, k] of the score w.r.t. features (broadcast to them)."""
-        if self.method == "gradcam":
+    def _channel_weights(self, features, gradients, method: str | None = None):
+        """Per-channel weights from gradients [..., h, w, k] of the score w.r.t. features (broadcast to them), by
+        `method` (default: this GradCam's)."""
+        if (method or self.method) == "gradcam":
             return tf.reduce_mean(gradients, axis=(-3, -2))
         g2, g3 = tf.square(gradients), tf.pow(gradients, 3)  # Grad-CAM++ with score exp(S): d2 = g^2, d3 = g^3
         total = tf.reduce_sum(features, axis=(-3, -2), keepdims=True)
@@ -95,16 +95,18 @@ class GradCam:
         return maps, probabilities
 
     def _every_class_maps(self, images):
-        """One forward pass per branch; the gradient of every class's score at once (a batch Jacobian)."""
-        maps, probabilities = [], []
+        """One forward pass per branch; the gradient of every class's score at once (a batch Jacobian), and from
+        those same gradients every method's maps ({method: [per branch [N, C, h, w]]})."""
+        maps, probabilities = {method: [] for method in METHODS}, []
         for branch in self.branches:
             with tf.GradientTape() as tape:
                 tape.watch(images)
                 features, logits, member_probabilities = branch(images, training=False)
                 scores = logits @ self.scores  # [N, C]
             gradients = tape.batch_jacobian(scores, features)  # [N, C, h, w, k]
-            weights = self._channel_weights(features[:, None], gradients)  # [N, C, k]
-            maps.append(tf.nn.relu(tf.einsum("nhwk,nck->nchw", features, weights)))
+            for method in METHODS:
+                weights = self._channel_weights(features[:, None], gradients, method)  # [N, C, k]
+                maps[method].append(tf.nn.relu(tf.einsum("nhwk,nck->nchw", features, weights)))
             probabilities.append(member_probabilities)
         return maps, probabilities
 
@@ -117,10 +119,16 @@ class GradCam:
 
     def every_class(self, image: np.ndarray) -> np.ndarray:
         """Every class's map for one image [1, H, W, 1] from one forward pass: [C, h, w] (an ensemble's [C, H, W])."""
+        return self.every_class_by_method(image)[self.method]
+
+    def every_class_by_method(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """`every_class` by every method at once ({"gradcam": [C, h, w], "gradcam++": ...}): one forward pass and
+        one Jacobian, which both methods weight."""
         maps, probabilities = self._every_class_compiled(tf.convert_to_tensor(np.asarray(image, np.float32)))
         classes = np.arange(self.scores.shape[1], dtype=np.int32)
-        return self._combined([m.numpy()[0] for m in maps],  # the image's [C, h, w] per member, one "image" a class
-                              [np.repeat(p.numpy(), len(classes), axis=0) for p in probabilities], classes)
+        repeated = [np.repeat(p.numpy(), len(classes), axis=0) for p in probabilities]  # one "image" a class
+        return {method: self._combined([m.numpy()[0] for m in maps[method]], repeated, classes)  # [C, h, w] a member
+                for method in METHODS}
 
     def _combined(self, maps: list[np.ndarray], probabilities: list[np.ndarray], classes: np.ndarray) -> np.ndarray:
         """One network's maps as they are; an ensemble's members' maps [N, h, w] combined by its rule."""

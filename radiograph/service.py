@@ -6,6 +6,7 @@
     analysis.overlay(class_index=3, opacity=0.5)          # RGB uint8 at the original image's size, viridis
     analysis.overlay(3, colormap="jet")                   # or another of radiograph.cam.COLORMAPS
     analysis.description(3)["text"]                       # where the map's hottest region lies, in words
+    analysis.overlay(3, method="gradcam++")               # where TensorFlow is installed (analysis.methods)
     service.analyse_auto("film.png")                      # routed to the task the router assigns it to
 
 Every analysis passes the input gate (radiograph.gate) first: the image checks and the router (models/router,
@@ -14,7 +15,8 @@ the gate's reasons. The task model's feature distance (radiograph.ood) completes
 
 An analysis keeps the heatmap of every class (one batched Grad-CAM call on the
 Keras path, one matrix product on the ONNX path), so choosing another class or
-opacity re-renders the overlay without running the model again.
+opacity re-renders the overlay without running the model again. On the Keras path
+it also keeps every class's Grad-CAM++ map, weighted from the same gradients.
 """
 from __future__ import annotations
 
@@ -54,6 +56,21 @@ class Analysis:
     timings_ms: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # values of the file the loader did not trust and worked around
     sha256: str = ""  # of the input file's bytes, as read
+    other_methods: dict = field(default_factory=dict)  # {"gradcam++": (heatmaps, flat)} on the Keras path
+
+    @property
+    def methods(self) -> list[str]:
+        """The heatmap methods this analysis can show: Grad-CAM (`heatmaps`), then the others it kept."""
+        return ["gradcam", *self.other_methods]
+
+    def maps(self, method: str = "gradcam") -> tuple[np.ndarray, list[bool]]:
+        """Every class's [0, 1] map by `method` and which are flat."""
+        if method == "gradcam":
+            return self.heatmaps, self.flat
+        if method not in self.other_methods:
+            raise ValueError(f"heatmap method {method!r} is not available for this analysis; available: "
+                             f"{', '.join(self.methods)} (Grad-CAM++ needs TensorFlow, the Keras path)")
+        return self.other_methods[method]
 
     @property
     def refused(self) -> bool:
@@ -76,39 +93,41 @@ class Analysis:
     def shown_class(self) -> int:
         return self.shown_classes[0]
 
-    def heatmap_on_display(self, class_index: int) -> np.ndarray | None:
-        if self.refused or self.flat[class_index]:
+    def heatmap_on_display(self, class_index: int, method: str = "gradcam") -> np.ndarray | None:
+        if self.refused:
             return None
-        return on_original(self.heatmaps[class_index], self.geometry, FeatureGrid.from_card(self.card),
-                           self.display.shape)
+        heatmaps, flat = self.maps(method)
+        if flat[class_index]:
+            return None
+        return on_original(heatmaps[class_index], self.geometry, FeatureGrid.from_card(self.card), self.display.shape)
 
     def overlay(self, class_index: int | None = None, opacity: float = 0.4, region: bool = False,
-                colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+                colormap: str = DEFAULT_COLORMAP, method: str = "gradcam") -> np.ndarray:
         """RGB uint8 at the display size (the input's size up to imaging.DISPLAY_SIDE a side), in a colour map of
-        radiograph.cam.COLORMAPS; `region` outlines the hottest region and draws its bounding box. A refused image
-        is shown as it is."""
+        radiograph.cam.COLORMAPS; `region` outlines the hottest region and draws its bounding box; `method` one of
+        `methods`. A refused image is shown as it is."""
         if self.refused:
             return overlay(self.display, None, colormap=colormap)
         class_index = self.shown_class if class_index is None else class_index
-        heatmap = self.heatmap_on_display(class_index)
+        heatmap = self.heatmap_on_display(class_index, method)
         picture = overlay(self.display, heatmap, opacity, colormap)
         if region and heatmap is not None:
             picture = outline(picture, hottest_region(heatmap))
         return picture
 
-    def region(self, class_index: int) -> list[float] | None:
+    def region(self, class_index: int, method: str = "gradcam") -> list[float] | None:
         """The hottest region's bounding box (x, y, width, height) in the original image's pixels."""
-        return self.located(class_index)["hottest_region_xywh"]
+        return self.located(class_index, method)["hottest_region_xywh"]
 
-    def description(self, class_index: int) -> dict:
+    def description(self, class_index: int, method: str = "gradcam") -> dict:
         """Class `class_index`'s heatmap in words (radiograph.regions.describe, in the task's registry.Anatomy):
         where its hottest region lies, how much of the image it covers; `text` says it in a sentence."""
-        return self.located(class_index)["description"]
+        return self.located(class_index, method)["description"]
 
-    def located(self, class_index: int) -> dict:
+    def located(self, class_index: int, method: str = "gradcam") -> dict:
         """The hottest region's box (`hottest_region_xywh`, original pixels) and the map's `description`, from one
         placement of the map on the display copy."""
-        heatmap = self.heatmap_on_display(class_index)
+        heatmap = self.heatmap_on_display(class_index, method)
         found = hottest_region(heatmap) if heatmap is not None else None
         words = describe(heatmap if found else None, get_task(self.card.task).anatomy, found)
         if not found:
@@ -123,8 +142,9 @@ class Analysis:
         """The card's decision, its text prefixed with the gate's warnings (the refusal's reasons when refused)."""
         return self.gate.annotate({} if self.refused else decide(self.card, self.probabilities))
 
-    def result(self, class_index: int | None = None) -> dict:
-        """Everything a script needs, JSON-serialisable."""
+    def result(self, class_index: int | None = None, method: str = "gradcam") -> dict:
+        """Everything a script needs, JSON-serialisable; the heatmaps described are `method`'s (Grad-CAM unless
+        asked)."""
         height, width = self.geometry.original
         image = {"width": width, "height": height, "notes": list(self.notes), "sha256": self.sha256,
                  "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]}
@@ -135,16 +155,18 @@ class Analysis:
         shown = self.shown_classes
         class_index = shown[0] if class_index is None else class_index
         scores = score_names(self.labels, self.card.heatmap_versus)
-        described = {c: {"class": self.labels[c], "score": scores[c], "flat": self.flat[c],
-                         **self.located(c)}  # each region once: it maps a full-size map
+        flat = self.maps(method)[1]
+        described = {c: {"class": self.labels[c], "score": scores[c], "flat": flat[c],
+                         **self.located(c, method)}  # each region once: it maps a full-size map
                      for c in dict.fromkeys([class_index, *shown])}
         return {
             "task": self.card.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
             "probabilities": {label: float(p) for label, p in zip(self.labels, self.probabilities)},
             "uncertainty": uncertainty_summary(self.card, self.probabilities),
             "decision": self.decision(),
-            "heatmap": {**described[class_index], "method": self.model["cam_path"],
-                        "flat_classes": [label for label, flat in zip(self.labels, self.flat) if flat]},
+            "heatmap": {**described[class_index], "method": self.model["cam_path"] if method == "gradcam"
+                        else f"keras-{method}", "methods_available": self.methods,
+                        "flat_classes": [label for label, is_flat in zip(self.labels, flat) if is_flat]},
             "heatmaps": [described[c] for c in shown],  # the default ones (e.g. every positive finding)
             "model": self.model, "timings_ms": self.timings_ms, "notice": self.card.notice,
         }
@@ -259,12 +281,13 @@ class Service:
         predicted = time.perf_counter()
         gate = self.gatekeeper.gate(task, seen, output.features[0] if output.features is not None else None)
         gated = time.perf_counter()
-        heatmaps, flat = explainer.heatmaps(image[None], output.features[0])
+        by_method = explainer.heatmaps_by_method(image[None], output.features[0])
+        heatmaps, flat = by_method.pop("gradcam")
         explained = time.perf_counter()
         timings = _milliseconds(inspected.clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
                                 inference=predicted - letterboxed, cam=explained - gated)
         return Analysis(model.card, self.describe(task), name, inspected.display, geometry, probabilities, heatmaps,
-                        flat, gate, timings, notes, inspected.sha256)
+                        flat, gate, timings, notes, inspected.sha256, other_methods=by_method)
 
     def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
         """Every view of one study of a task whose card groups images into studies, and the study's result

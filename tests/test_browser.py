@@ -313,3 +313,29 @@ def test_the_pdf_report_downloads_after_an_analysis_and_holds_the_shown_numbers(
     assert row and round(float(row.group(1)) * 100) == shown_percent, (shown_label, shown_percent, text[:400])
     assert hashlib.sha256(Path(files[0]).read_bytes()).hexdigest() in text and "NOT A MEDICAL DEVICE" in text
     document[0].render(scale=1.5).to_pil().save(ARTIFACTS / "report_knee_page.png")
+
+
+def test_switching_to_grad_cam_plus_plus_re_renders_the_knee_overlay(app_url, tmp_path):
+    """The Heatmap method radio (shown where TensorFlow is installed: the Keras path) re-renders the overlay."""
+    pytest.importorskip("keras")
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    entry, files = first_example("knee")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             env={**os.environ, "HOME": str(tmp_path)})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name=TASKS["knee"].title).click()
+        page.locator("#knee-upload input[type=file]").set_input_files(files)
+        expect(page.locator("#knee-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
+        page.wait_for_function(f"document.querySelectorAll('{overlay_css('knee')}').length >= 1", timeout=WAIT_MS)
+        before = overlay_sources(page, "knee")
+        page.locator("#knee-method").get_by_label("Grad-CAM++").check()
+        page.wait_for_function(
+            f"JSON.stringify(Array.from(document.querySelectorAll('{overlay_css('knee')}')).map(i => i.src))"
+            f" !== {json.dumps(json.dumps(before))}", timeout=WAIT_MS)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "knee_gradcam_plus_plus.png"), full_page=True)
+        browser.close()
