@@ -20,7 +20,6 @@ import subprocess
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +70,11 @@ class Fonts:
 
 def matplotlib_fonts() -> Fonts | None:
     """DejaVu Sans, Sans Bold and Sans Mono from matplotlib's own fonts, where matplotlib is installed."""
-    spec = find_spec("matplotlib")
-    if spec is None or spec.origin is None:
+    try:
+        import matplotlib  # only for its font files; the light install has none
+    except ImportError:
         return None
-    folder = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf"
+    folder = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
     files = {"dejavu": {"": folder / "DejaVuSans.ttf", "B": folder / "DejaVuSans-Bold.ttf"},
              "dejavu-mono": {"": folder / "DejaVuSansMono.ttf"}}
     if not all(path.is_file() for styles in files.values() for path in styles.values()):

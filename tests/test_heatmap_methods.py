@@ -82,6 +82,6 @@ def test_the_method_radio_is_offered_only_on_the_keras_path_and_re_renders_the_o
             render = next(fn for fn in rendering if overlay in fn.outputs).fn
             analysis = services[path].analyse("knee", KNEE)
             label = analysis.labels[analysis.shown_class]
-            plain, plus = (np.asarray(Image.open(render(analysis, label, 0.6, False, m)))
+            plain, plus = (np.asarray(Image.open(render(analysis, label, 0.6, False, "viridis", m)))
                            for m in ("gradcam", "gradcam++"))
             assert not np.array_equal(plain, plus)
