@@ -67,7 +67,7 @@ def test_one_limit_covers_every_endpoint(slow_server):
     clients = [Client(url, verbose=False) for _ in range(3)]
     jobs = [clients[i % 3].submit(handle_file(str(first_example(task))), api_name=f"/{task}")
             for i, task in enumerate(["knee", "pneumonia", "chest14", "mura"])]
-    study = [handle_file(str(p)) for p in sorted((EXAMPLES / "mura").glob("hand_*.png"))]
+    study = [handle_file(str(p)) for p in sorted((EXAMPLES / "mura").rglob("hand_*.png"))]
     jobs.append(clients[1].submit(study, api_name="/mura_study"))
     for job in jobs:
         assert job.result(timeout=300)[0]["model"]
