@@ -129,11 +129,15 @@ CSS = """
 .gate-ok {background: #ecfdf5; color: #065f46}
 .gate-warn {background: #fef3c7; color: #78350f; border: 2px solid #b45309}
 .gate-refuse {background: #fee2e2; color: #7f1d1d; border: 2px solid #b91c1c}
+:focus-visible {outline: 3px solid #1d4ed8 !important; outline-offset: 2px}
+.dark :focus-visible {outline-color: #93c5fd !important}
 [data-testid=json] .json-node:not(.dark-mode) {--text-color: #9a4a2e; --string-color: #a31515;
   --number-color: #1f5f75; --bracket-color: #2f5f5f; --square-bracket-color: #a0303a; --punctuation-color: #3f6f6e;
   --line-number-color: #57606a}
 """
 
+# The focus rules above: every control shows where the keyboard is (Gradio draws none on its dropdown, range and
+# checkbox, and a white ring around the primary button, invisible on the white page); #1d4ed8 is 6.7:1 on white.
 # The last rule above: Gradio's JSON viewer colours its light-mode text like a dark editor theme (strings #ce9178 on
 # white, 2.6:1); these shades are 5.7:1 to 7.9:1 on white. Dark mode keeps Gradio's colours.
 # Accessibility (docs/app.md "Accessibility"): Gradio's default theme draws white text on orange-500 (contrast
@@ -570,16 +574,20 @@ class App:
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
                 show, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render")
+        # opacity.input: Gradio 6's slider sends it as its number box is typed in and as the range moves (by mouse or
+        # arrow keys); `release` came only on pointer-up or blur, so a typed value + Enter did nothing. always_last:
+        # a drag renders its last value, not every step.
+        gr.on([selector.change, opacity.input, region.change], rerender, [state, selector, opacity, region],
+              [overlay], api_visibility="private", show_progress="hidden", concurrency_id="render",
+              trigger_mode="always_last")
         if multi_label:
             def refind(analysis, alpha, outline):
                 if analysis is None or analysis.refused or not analysis.card.multi_label:
                     return gr.skip()
                 return self.findings_gallery(analysis, alpha, outline)
 
-            gr.on([opacity.release, region.change], refind, [state, opacity, region], [findings],
-                  api_visibility="private", show_progress="hidden", concurrency_id="render")
+            gr.on([opacity.input, region.change], refind, [state, opacity, region], [findings],
+                  api_visibility="private", show_progress="hidden", concurrency_id="render", trigger_mode="always_last")
         return upload, open_routed, state
 
     def study_tab(self, task: str):
