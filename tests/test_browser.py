@@ -228,7 +228,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_tab(app_url, tmp_path
 # transparent nor the page's own background.
 FOCUSED = """() => {
   const e = document.activeElement;
-  if (!e || e === document.body) return {owner: null, owners: [], tab: null, role: null, type: "", text: "", kb: null,
+  if (!e || e === document.body) return {owner: null, owners: [], tab: null, role: null, type: "", text: "", files: false, kb: null,
                                                 in_panel: false, ring: true, body: true, describe: "the page"};
   e.getAnimations().forEach((a) => a.finish());  // the settled style, not a transition's first frame
   const s = getComputedStyle(e), page = getComputedStyle(document.body).backgroundColor;
@@ -238,7 +238,7 @@ FOCUSED = """() => {
   const text = [e.innerText || "", e.getAttribute("aria-label") || "",
                 ...Array.from(e.querySelectorAll("img")).map((i) => i.alt)].join(" ");
   return {owner: owner ? owner.id : null, owners, body: false, tab: e.getAttribute("data-tab-id"), role: e.getAttribute("role"),
-          type: e.type || "", text, kb: e.getAttribute("data-kb"), in_panel: !!panel && panel.checkVisibility(),
+          type: e.type || "", text, files: !!e.querySelector("input[type=file]"), kb: e.getAttribute("data-kb"), in_panel: !!panel && panel.checkVisibility(),
           ring: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2
                 && !["transparent", "rgba(0, 0, 0, 0)", page].includes(s.outlineColor),
           describe: `${e.tagName.toLowerCase()}[${e.type || e.getAttribute("role") || ""}] "${text.trim().slice(0, 40)}"`
@@ -313,9 +313,12 @@ def test_every_control_of_a_tab_is_reached_and_used_by_keyboard(app_url, tmp_pat
         page.keyboard.press("Enter")
         expect(page.locator("[role=tab][data-tab-id=knee]")).to_have_attribute("aria-selected", "true")
 
-        tab_to(lambda f: "knee-upload" in f["owners"], "the upload")
-        with page.expect_file_chooser() as chooser:
-            page.keyboard.press("Enter")
+        upload = tab_to(lambda f: "knee-upload" in f["owners"] and f["files"], "the upload")
+        try:
+            with page.expect_file_chooser(timeout=WAIT_MS) as chooser:
+                page.keyboard.press("Enter")
+        except PlaywrightTimeout:
+            raise AssertionError(f"Enter on {upload['describe']} opened no file chooser") from None
         chooser.value.set_files(str(ROOT / "examples" / "knee" / entries[1]["files"][0]))
         shown = overlay_changes([], "a file chosen from the upload by keyboard")
         expect(page.locator("#knee-timing")).to_contain_text("ms", timeout=WAIT_MS)
