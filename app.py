@@ -136,11 +136,12 @@ CSS = """
   --line-number-color: #57606a}
 """
 
-# The focus rules above: every control shows where the keyboard is (Gradio draws none on its dropdown, range and
-# checkbox, and a white ring around the primary button, invisible on the white page); #1d4ed8 is 6.7:1 on white.
-# The last rule above: Gradio's JSON viewer colours its light-mode text like a dark editor theme (strings #ce9178 on
-# white, 2.6:1); these shades are 5.7:1 to 7.9:1 on white. Dark mode keeps Gradio's colours.
-# Accessibility (docs/app.md "Accessibility"): Gradio's default theme draws white text on orange-500 (contrast
+# Accessibility (docs/app.md, "Accessibility"). The :focus-visible rules above: every control shows where the
+# keyboard is (Gradio draws no ring on its dropdown, range and checkbox, and a white one around the primary button,
+# invisible on the white page); #1d4ed8 is 6.7:1 on white. The JSON rule: Gradio's JSON viewer colours light-mode
+# text like a dark editor theme (strings #ce9178 on white, 2.6:1); these shades are 5.7:1 to 7.9:1 on white (dark
+# mode keeps Gradio's colours).
+# THEME: Gradio's default theme draws white text on orange-500 (contrast
 # 2.8:1), the selected tab in orange-500 and its "- or -" / "Use via API" text in neutral-400 (1.9:1); WCAG AA asks
 # 4.5:1 for normal text. The darker shades below pass (orange-700 on white 5.2:1, neutral-600 7.6:1).
 THEME = gr.themes.Default().set(
@@ -636,8 +637,9 @@ class App:
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
                 concurrency_id=ANALYSIS).success(self.present_study, [state], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False)
-        gr.on([selector.change, opacity.release, region.change], rerender, [state, selector, opacity, region],
-              [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render")
+        gr.on([selector.change, opacity.input, region.change], rerender, [state, selector, opacity, region],
+              [gallery], api_visibility="private", show_progress="hidden", concurrency_id="render",
+              trigger_mode="always_last")  # opacity.input: as in image_tab
         # /<task>: one view on its own, for scripts (the tab above analyses whole studies)
         with gr.Group(visible=False):
             single = radiograph_upload(task)
@@ -755,7 +757,8 @@ def serve(args: argparse.Namespace, block: bool = True):
         _, url, _ = demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                                 max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
                                 allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,
-                                footer_links=["api"], css=CSS, theme=THEME, head=HEAD, quiet=True, state_session_capacity=SESSIONS_KEPT,
+                                footer_links=["api"], css=CSS, quiet=True, state_session_capacity=SESSIONS_KEPT,
+                                theme=THEME, head=HEAD,  # contrast and ARIA fixes (docs/app.md, Accessibility)
                                 app_kwargs={"middleware": [Middleware(UploadLimit)]})
     except OSError as error:  # the port is taken (another app, or this one already running)
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port} ({error}). Another program (perhaps this "

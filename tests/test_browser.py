@@ -205,7 +205,7 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_tab(app_url, tmp_path
             panel = page.locator("[role=tabpanel]:visible")
             found += axe_check(page, f"{tab_id}_empty")
             upload = panel.locator(f"#{tab_id}-upload input[type=file]")
-            if upload.count():  # a tab that analyses: one example of its task (the Any radiograph tab: the first task's)
+            if upload.count():  # a tab that analyses: an example of its task (Any radiograph: the first task's)
                 upload.set_input_files(first_example(tab_id if tab_id in TASKS else next(iter(TASKS)))[1])
                 expect(page.locator(f"#{tab_id}-timing")).to_contain_text("ms", timeout=WAIT_MS)
                 expect(page.locator(f"#{tab_id}-overlay img, #{tab_id}-gallery img").first).to_be_visible()
@@ -223,26 +223,30 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_tab(app_url, tmp_path
     assert not found, "axe-core found serious or critical violations:\n" + "\n".join(found)
 
 
-# The focused element: its nearest named owner and all named ancestors (a component's elem_id), its tab, role and text, whether it lies in
-# the shown tab, and whether it shows a focus ring: an outline at least 2 px wide whose colour is neither
-# transparent nor the page's own background.
+# The focused element: its nearest named owner and all named ancestors (components' elem_id), its tab, role and
+# text, whether it opens a file chooser, whether it lies in the shown tab, and whether it shows a focus ring: an
+# outline at least 2 px wide whose colour is neither transparent nor the page's own background.
 FOCUSED = """() => {
   const e = document.activeElement;
-  if (!e || e === document.body) return {owner: null, owners: [], tab: null, role: null, type: "", text: "", files: false, kb: null,
-                                                in_panel: false, ring: true, body: true, describe: "the page"};
+  if (!e || e === document.body) {
+    return {owner: null, owners: [], tab: null, role: null, type: "", text: "", files: false, kb: null,
+            in_panel: false, ring: true, body: true, describe: "the page"};
+  }
   e.getAnimations().forEach((a) => a.finish());  // the settled style, not a transition's first frame
   const s = getComputedStyle(e), page = getComputedStyle(document.body).backgroundColor;
-  const owner = e.closest('[id]:not([id=""])');
-  const panel = e.closest('[role=tabpanel]'), owners = [];
+  const owner = e.closest('[id]:not([id=""])'), panel = e.closest("[role=tabpanel]"), owners = [];
   for (let at = e; at; at = at.parentElement) if (at.id) owners.push(at.id);
   const text = [e.innerText || "", e.getAttribute("aria-label") || "",
                 ...Array.from(e.querySelectorAll("img")).map((i) => i.alt)].join(" ");
-  return {owner: owner ? owner.id : null, owners, body: false, tab: e.getAttribute("data-tab-id"), role: e.getAttribute("role"),
-          type: e.type || "", text, files: !!e.querySelector("input[type=file]"), kb: e.getAttribute("data-kb"), in_panel: !!panel && panel.checkVisibility(),
-          ring: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2
-                && !["transparent", "rgba(0, 0, 0, 0)", page].includes(s.outlineColor),
-          describe: `${e.tagName.toLowerCase()}[${e.type || e.getAttribute("role") || ""}] "${text.trim().slice(0, 40)}"`
-                    + ` in #${owner ? owner.id : "?"} (outline ${s.outlineStyle} ${s.outlineWidth} ${s.outlineColor})`};
+  return {
+    owner: owner ? owner.id : null, owners, body: false, tab: e.getAttribute("data-tab-id"),
+    role: e.getAttribute("role"), type: e.type || "", text, files: !!e.querySelector("input[type=file]"),
+    kb: e.getAttribute("data-kb"), in_panel: !!panel && panel.checkVisibility(),
+    ring: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2
+          && !["transparent", "rgba(0, 0, 0, 0)", page].includes(s.outlineColor),
+    describe: `${e.tagName.toLowerCase()}[${e.type || e.getAttribute("role") || ""}] "${text.trim().slice(0, 40)}"`
+              + ` in #${owner ? owner.id : "?"} (outline ${s.outlineStyle} ${s.outlineWidth} ${s.outlineColor})`,
+  };
 }"""
 # Marks every visible control of the shown tab that the Tab key should reach (one per radio group, whose arrow
 # keys choose within it) with data-kb; returns {mark: description}.
@@ -254,8 +258,9 @@ TAB_STOPS = """() => {
     if (e.type === "radio") { if (radios.has(e.name)) return; radios.add(e.name); }
     e.setAttribute("data-kb", String(i));
     const owner = e.closest('[id]:not([id=""])');
-    stops[String(i)] = `${e.tagName.toLowerCase()}[${e.type || e.getAttribute("role") || ""}] `
-                       + `"${(e.innerText || e.getAttribute("aria-label") || "").trim().slice(0, 40)}" in #${owner ? owner.id : "?"}`;
+    const text = (e.innerText || e.getAttribute("aria-label") || "").trim().slice(0, 40);
+    stops[String(i)] = `${e.tagName.toLowerCase()}[${e.type || e.getAttribute("role") || ""}] "${text}"`
+                       + ` in #${owner ? owner.id : "?"}`;
   });
   return stops;
 }"""
