@@ -154,7 +154,49 @@ CSS = """
 .gate-ok {background: #ecfdf5; color: #065f46}
 .gate-warn {background: #fef3c7; color: #78350f; border: 2px solid #b45309}
 .gate-refuse {background: #fee2e2; color: #7f1d1d; border: 2px solid #b91c1c}
+:focus-visible {outline: 3px solid #1d4ed8 !important; outline-offset: 2px}
+.dark :focus-visible {outline-color: #93c5fd !important}
+[data-testid=json] .json-node:not(.dark-mode) {--text-color: #9a4a2e; --string-color: #a31515;
+  --number-color: #1f5f75; --bracket-color: #2f5f5f; --square-bracket-color: #a0303a; --punctuation-color: #3f6f6e;
+  --line-number-color: #57606a}
 """
+
+# Accessibility (docs/app.md, "Accessibility"). The :focus-visible rules above: every control shows where the
+# keyboard is (Gradio draws no ring on its dropdown, range and checkbox, and a white one around the primary button,
+# invisible on the white page); #1d4ed8 is 6.7:1 on white. The JSON rule: Gradio's JSON viewer colours light-mode
+# text like a dark editor theme (strings #ce9178 on white, 2.6:1); these shades are 5.7:1 to 7.9:1 on white (dark
+# mode keeps Gradio's colours).
+# THEME: Gradio's default theme draws white text on orange-500 (contrast
+# 2.8:1), the selected tab in orange-500 and its "- or -" / "Use via API" text in neutral-400 (1.9:1); WCAG AA asks
+# 4.5:1 for normal text. The darker shades below pass (orange-700 on white 5.2:1, neutral-600 7.6:1).
+THEME = gr.themes.Default().set(
+    button_primary_background_fill="*primary_700", button_primary_background_fill_hover="*primary_800",
+    button_primary_background_fill_dark="*primary_700", button_primary_background_fill_hover_dark="*primary_800",
+    color_accent="*primary_700", body_text_color_subdued="*neutral_600")
+
+# Gradio (6.31) marks an empty output (an image, label or JSON with no value yet) with
+# <div aria-label="Empty value"> and no role. ARIA prohibits a name on a generic div, so screen readers drop it and
+# axe reports "aria-prohibited-attr" (serious). No component option changes that markup, so this script gives
+# those placeholders role="img" (an icon that stands for "empty value"), which makes the label valid and read.
+# It also names the "add more files" button of a multi-file upload, whose label is an untranslated key that a screen
+# reader would read out as "common.upload".
+HEAD = """<script>
+(() => {
+  const name = () => {
+    document.querySelectorAll('div[aria-label="Empty value"]:not([role])')
+      .forEach((placeholder) => placeholder.setAttribute("role", "img"));
+    document.querySelectorAll('button[aria-label="common.upload"]').forEach((button) => {
+      button.setAttribute("aria-label", "Add more files");
+      button.setAttribute("title", "Add more files");
+    });
+  };
+  new MutationObserver(name).observe(document.documentElement,
+    {childList: true, subtree: true, attributes: true, attributeFilter: ["aria-label"]});
+})();
+</script>"""
+OVERLAY_ALT = ("Grad-CAM overlay: the radiograph with the model's heatmap for the chosen class laid over it; warm "
+               "colours mark where the model looked, not where disease is")
+PREVIEW_ALT = "The decoded radiograph as the model reads it (after windowing and resizing)"
 
 
 def timing_text(timings: dict, model: dict | None) -> str:
@@ -608,7 +650,7 @@ class App:
                 button = gr.Button("Analyse", variant="primary", elem_id=f"{task}-analyse")
                 examples = self.examples(task, upload)
                 overlay = gr.Image(label="Grad-CAM overlay", interactive=False, format="png", type="filepath",
-                                   elem_id=f"{task}-overlay")
+                                   elem_id=f"{task}-overlay", alt_text=OVERLAY_ALT)
                 words = gr.Markdown(elem_id=f"{task}-heatmap-words")
                 selector, opacity, region, colours, method = self.heatmap_controls(task, labels)
                 findings = gr.Gallery(label="Grad-CAM per positive finding", columns=3, height="auto", format="png",
@@ -624,7 +666,7 @@ class App:
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 report = gr.DownloadButton("Download PDF report", visible=False, elem_id=f"{task}-report")
                 preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
-                                   height=260, elem_id=f"{task}-preview")
+                                   height=260, elem_id=f"{task}-preview", alt_text=PREVIEW_ALT)
                 result = gr.JSON(label="Result (JSON)", open=False)
         shown = [gate, decision, label, preview, selector, timing] + ([bars, findings] if multi_label else [])
         shown.append(words)  # last: `show` adds its value to present()'s
@@ -833,7 +875,8 @@ def report_figures(task: str, pictures: list[Path]) -> None:
     def figure(path: Path) -> None:
         name = path.stem.replace("_", " ")
         gr.Image(str(path), label=f"{name} (phantom test set)", interactive=False, format="png",
-                 elem_id=f"{task}-report-{path.stem}", elem_classes=["report-figure"])
+                 alt_text=f"{TASKS[task].title} model's {name} on its phantom test set",
+                 elem_id=f"{task}-figure-{path.stem}", elem_classes=["report-figure"])
 
     square, wide = [p for p in pictures if aspect(p) < 1.5], [p for p in pictures if aspect(p) >= 1.5]
     with gr.Row(equal_height=True):
@@ -902,6 +945,7 @@ def serve(args: argparse.Namespace, block: bool = True):
                                 max_file_size=args.max_file_size, show_error=True, prevent_thread_lock=True,
                                 allowed_paths=[str(ROOT / "examples"), str(ROOT / "reports")], ssr_mode=False,
                                 footer_links=["api"], css=CSS, quiet=True, state_session_capacity=SESSIONS_KEPT,
+                                theme=THEME, head=HEAD,  # contrast and ARIA fixes (docs/app.md, Accessibility)
                                 app_kwargs={"middleware": [Middleware(UploadLimit)]})
     except OSError as error:  # the port is taken (another app, or this one already running)
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port} ({error}). Another program (perhaps this "
