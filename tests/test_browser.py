@@ -184,6 +184,7 @@ def test_the_chest_heatmap_is_described_in_words_and_redrawn_in_another_colour_m
         assert any(zone in text for zone in zones) and "radiological convention" in text, text
         page.wait_for_function("document.querySelector('#chest14-overlay img') !== null", timeout=WAIT_MS)
         before = overlay_sources(page, "chest14")
+        expect(page.locator("#chest14-bars")).to_contain_text("Unreachable threshold")  # friction 8: said where shown
         page.screenshot(path=str(ARTIFACTS / "chest14_words_viridis.png"), full_page=True)
 
         page.locator("#chest14-colormap input").click()
@@ -262,9 +263,9 @@ def test_study_views_and_report_figures_are_shown_whole(app_url, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "mura_gallery_whole.png"), full_page=True)
         page.get_by_role("tab", name="Models").click()
         page.get_by_role("button", name=TASKS["knee"].title, exact=False).click()
-        figures = page.locator("[id^=knee-report-] img")
+        figures = page.locator("[id^=knee-figure-] img")
         expect(figures).to_have_count(3, timeout=WAIT_MS)  # ROC, confusion matrix, training curves
-        page.wait_for_function("Array.from(document.querySelectorAll('[id^=knee-report-] img')).every(i => "
+        page.wait_for_function("Array.from(document.querySelectorAll('[id^=knee-figure-] img')).every(i => "
                                "i.complete && i.naturalWidth > 0)", timeout=WAIT_MS)
         assert _whole(figures) == []
         curves = page.locator("#knee-figure-training_curves img").bounding_box()
