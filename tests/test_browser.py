@@ -29,6 +29,15 @@ def chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install chromium)")
 
 
+def open_app(playwright, app_url, tmp_path, **page_options):
+    """Debian's chromium, headless, on the app's page: (browser, page)."""
+    browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS,
+                                         env={**os.environ, "HOME": str(tmp_path)})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100}, **page_options)
+    page.goto(app_url, wait_until="load")
+    return browser, page
+
+
 def first_example(task):
     entry = json.loads((ROOT / "examples" / task / "examples.json").read_text())[0]
     return entry, [str(ROOT / "examples" / task / name) for name in entry["files"]]
@@ -45,14 +54,10 @@ def overlay_sources(page, task):
 def test_every_tab_in_a_real_browser(app_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         expect(page.get_by_text("not a medical device").first).to_be_visible(timeout=WAIT_MS)
         for task, spec in TASKS.items():
             entry, files = first_example(task)
@@ -89,15 +94,11 @@ def test_a_new_upload_a_cleared_upload_and_a_failed_analysis_leave_nothing_stale
     of the tab (heading, probabilities, timing, decoded image, overlay) is empty after each."""
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     entry, files = first_example("knee")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_bytes(b"this is text, not an image\n" * 10)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         page.get_by_role("tab", name=TASKS["knee"].title).click()
         upload = page.locator("#knee-upload input[type=file]")
 
@@ -133,13 +134,9 @@ def test_the_auto_tab_routes_and_a_wrong_tab_upload_is_warned_and_opened_in_its_
     names the chest task, and its button opens the film in that tab."""
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     entry, files = first_example("chest14")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         page.get_by_role("tab", name="Any radiograph").click()
         page.locator("#auto-upload input[type=file]").set_input_files(files)
         expect(page.locator("#auto-decision")).to_contain_text(f"Routed to {TASKS['chest14'].title}", timeout=WAIT_MS)
@@ -166,14 +163,10 @@ def test_the_chest_heatmap_is_described_in_words_and_redrawn_in_another_colour_m
     choosing jet in the "Colour map" dropdown redraws the overlay (a new src)."""
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     entry, files = first_example("chest14")
     zones = ("upper zone", "middle zone", "lower zone")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         page.get_by_role("tab", name=TASKS["chest14"].title).click()
         page.locator("#chest14-upload input[type=file]").set_input_files(files)
         expect(page.locator("#chest14-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
@@ -200,14 +193,6 @@ def test_the_chest_heatmap_is_described_in_words_and_redrawn_in_another_colour_m
         browser.close()
 
 
-def _open(playwright, app_url, tmp_path):
-    browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS,
-                                         env={**os.environ, "HOME": str(tmp_path)})
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(app_url, wait_until="load")
-    return browser, page
-
-
 def test_example_thumbnails_analyse_and_a_typed_opacity_applies_on_enter(app_url, tmp_path):
     """Issue 22 frictions 10 and 6: the examples are thumbnails (img elements whose alt is the caption, the truth,
     also shown as text); clicking one analyses it. Typing an opacity and pressing Enter re-renders the overlay
@@ -216,7 +201,7 @@ def test_example_thumbnails_analyse_and_a_typed_opacity_applies_on_enter(app_url
 
     captions = [e["caption"] for e in json.loads((ROOT / "examples" / "knee" / "examples.json").read_text())]
     with sync_playwright() as playwright:
-        browser, page = _open(playwright, app_url, tmp_path)
+        browser, page = open_app(playwright, app_url, tmp_path)
         page.get_by_role("tab", name=TASKS["knee"].title).click()
         thumbnails = page.locator("#knee-examples img")
         expect(thumbnails).to_have_count(len(captions), timeout=WAIT_MS)
@@ -252,7 +237,7 @@ def test_study_views_and_report_figures_are_shown_whole(app_url, tmp_path):
 
     entry, _ = first_example("mura")
     with sync_playwright() as playwright:
-        browser, page = _open(playwright, app_url, tmp_path)
+        browser, page = open_app(playwright, app_url, tmp_path)
         page.get_by_role("tab", name=TASKS["mura"].title).click()
         page.locator("#mura-examples img").first.click()
         page.wait_for_function(f"document.querySelectorAll('#mura-gallery img').length >= {len(entry['files'])}",
@@ -283,13 +268,9 @@ def test_the_pdf_report_downloads_after_an_analysis_and_holds_the_shown_numbers(
     import pypdfium2 as pdfium
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     entry, files = first_example("knee")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path, accept_downloads=True)
         page.get_by_role("tab", name=TASKS["knee"].title).click()
         report = page.locator("#knee-report")
         expect(report).to_be_hidden(timeout=WAIT_MS)  # nothing to download before an analysis
@@ -321,13 +302,9 @@ def test_switching_to_grad_cam_plus_plus_re_renders_the_knee_overlay(app_url, tm
     pytest.importorskip("keras")
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     entry, files = first_example("knee")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         page.get_by_role("tab", name=TASKS["knee"].title).click()
         page.locator("#knee-upload input[type=file]").set_input_files(files)
         expect(page.locator("#knee-decision")).to_contain_text(entry["truth"][0], timeout=WAIT_MS)
@@ -369,14 +346,10 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_tab(app_url, tmp_path
     Models tab with its accordions opened), passes axe-core without a serious or critical violation."""
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     found = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         expect(page.get_by_text("not a medical device").first).to_be_visible(timeout=WAIT_MS)
         tabs = page.get_by_role("tab")
         tab_ids = [tabs.nth(i).get_attribute("data-tab-id") for i in range(tabs.count())]
@@ -455,13 +428,9 @@ def test_every_control_of_a_tab_is_reached_and_used_by_keyboard(app_url, tmp_pat
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
-    executable = chromium()
     entries = json.loads((ROOT / "examples" / "knee" / "examples.json").read_text())
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
-                                             env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load")
+        browser, page = open_app(playwright, app_url, tmp_path)
         expect(page.get_by_text("not a medical device").first).to_be_visible(timeout=WAIT_MS)
         visited = set()
 
