@@ -55,6 +55,12 @@ def code_version() -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown (not a git checkout)"
 
 
+def printable(text: str) -> str:
+    """Control and format characters (a newline, or a right-to-left override in an uploaded file's name) as their
+    code point, <U+202E>: a name cannot break the page's lines or reorder what is printed after it."""
+    return "".join(f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+
+
 @dataclass(frozen=True)
 class Fonts:
     """The families a report is set in: embedded TrueType files (any Unicode text) or PDF core fonts (latin-1)."""
@@ -107,8 +113,9 @@ class Page(FPDF):
         self.add_page()
 
     def clean(self, text: str) -> str:
-        """Text the fonts can show: as it is with an embedded Unicode font, else spelled in latin-1."""
-        text = str(text)
+        """Text the fonts can show: as it is with an embedded Unicode font, else spelled in latin-1; control and
+        format characters other than the page's own line breaks are shown as their code (`printable`)."""
+        text = "\n".join(printable(line) for line in str(text).split("\n"))
         if self.faces.unicode:
             return text
         text = "".join(SPELLED.get(c, c) for c in text)
@@ -178,7 +185,7 @@ def header(page: Page, title: str, card, created: datetime, files: list[tuple[st
     page.say(f"Created {created.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC  |  app {code_version()}  |  "
              f"{model}", 8.5)
     for name, digest in files:
-        page.say(f"Input file: {name}", 8.5, bold=True)
+        page.say(f"Input file: {printable(name)}", 8.5, bold=True)
         page.say(f"sha256 {digest or 'not recorded'}", 8, mono=True)
 
 
@@ -410,11 +417,11 @@ def study_page(views: list, study: dict, created: datetime, fonts: Fonts, opacit
             figure = ("refused by the input gate" if view.refused else
                       f"P({rule.positive}) {grouped_summary(rule, view.probabilities)[rule.score_key]:.3f}"
                       + (" (warning)" if view.gate.verdict == "warn" else ""))
-            page.caption(f"{view.name}\n{figure}", x, y + box + 0.5, cell, 7)
+            page.caption(f"{printable(view.name)}\n{figure}", x, y + box + 0.5, cell, 7)
         page.set_y(y + box + 8)
     page.heading("Views: sha256 of each file, its name and its gate's verdict")
     for view in views:
-        page.say(f"{view.sha256 or 'sha256 not recorded'}  {view.name} ({view.gate.verdict})", 7, mono=True)
+        page.say(f"{view.sha256 or 'sha256 not recorded'}  {printable(view.name)} ({view.gate.verdict})", 7, mono=True)
     card_section(page, card)
     footer_line(page)
     return page

@@ -128,6 +128,19 @@ def test_text_outside_latin1_is_kept_with_dejavu_and_spelled_out_with_the_core_f
     assert "Input file: knee – Ωmega ≥ 2.png" in unicode
 
 
+def test_control_and_bidi_characters_in_a_file_name_are_printed_as_codes(service):
+    """A hostile upload name (a newline, a right-to-left override, markup) is printed as it is spelled: it cannot
+    break the page's lines or reorder the text after it."""
+    from radiograph.report import analysis_report
+
+    _, files = first_example("knee")
+    name = "evil\n\u202e<script>gnp.exe.png"
+    analysis = service.analyse("knee", files[0].read_bytes(), name=name)
+    _, _, text = page_of(analysis_report(analysis))
+    assert "Input file: evil<U+000A><U+202E><script>gnp.exe.png" in text
+    assert "\u202e" not in text
+
+
 def test_the_result_json_carries_the_input_sha256(service):
     _, files = first_example("pneumonia")
     digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
