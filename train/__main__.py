@@ -22,7 +22,8 @@ validation boxes among those near the best AUC: train.selection); with
 pretrained weights, a first phase trains the head on a frozen backbone at
 the learning rate, then everything at a tenth of it. On CPU a
 seed makes runs deterministic; with GPUs, mixed precision and
-MirroredStrategy are switched on automatically.
+MirroredStrategy are switched on automatically, and where TF_CONFIG names a
+cluster, MultiWorkerMirroredStrategy (--strategy; train.distribute).
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ from radiograph.cards import ModelCard, file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
+from train.distribute import (ALONE, STRATEGIES, Role, choose_strategy, patch_keras_for_replicas,  # noqa: E402
+                               shard_by_data, strategy_name)
 from train.evaluate import (calibrate_and_evaluate, fold_temperature, predict_logits, targets_of,  # noqa: E402
                             write_report)
 from train.objectives import imbalance_objective, monitored_auc  # noqa: E402
@@ -85,6 +88,11 @@ def parse(argv):
                         help="with --select-by pointing_game: how far below the best validation AUC a kept epoch "
                              "may be")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                        help="auto: multiworker where TF_CONFIG names a cluster, mirrored on several GPUs, else "
+                             "default (one device); see train.distribute and docs/training.md")
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                        help="train in mixed_float16 (default: on where there is a GPU, off on CPU)")
     parser.add_argument("--out", type=Path, help="model folder (default runs/<task>; the shipped demo models are in "
                                                  "models/<task>)")
     parser.add_argument("--report", type=Path, help="report folder (default <out>/report)")
@@ -185,6 +193,7 @@ class Run:
     out: Path
     gpus: list
     strategy: tf.distribute.Strategy
+    role: Role = ALONE  # with several workers: only the chief's out and report are kept
 
     @property
     def batch(self) -> int:
@@ -198,17 +207,22 @@ def configure(argv: list[str]) -> Run:
     args = parse(argv)
     spec = get_task(args.task)
     refuse_to_overwrite(args.out, args.report, args.overwrite)
+    gpus = tf.config.list_physical_devices("GPU")
+    try:  # first: MultiWorkerMirroredStrategy must exist before the TensorFlow runtime starts
+        strategy, role = choose_strategy(args.strategy, gpus)
+    except ValueError as error:
+        raise SystemExit(f"python -m train: error: {error}") from None
+    if not role.chief:  # a worker other than the chief writes to temporary folders
+        args.out, args.report = role.folder(args.out), role.folder(args.report)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
+    if args.mixed_precision or (args.mixed_precision is None and gpus):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    else:
+    if not gpus:
         tf.config.experimental.enable_op_determinism()
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return Run(argv, args, spec, args.backbone or spec.backbone, args.image_size or spec.image_size, out, gpus,
-               strategy)
+               strategy, role)
 
 
 def read_splits(run: Run):
@@ -225,12 +239,13 @@ def build(run: Run, index, train_samples, val_samples, test_samples):
     """(model, training data, validation data, epoch-selection callbacks); a --select-by pointing_game run
     without validation boxes stops here, before any training."""
     spec, args = run.spec, run.args
-    train_data = image_dataset(train_samples, run.size, run.batch, shuffle=True, seed=args.seed,
-                               augmentation=spec.augmentation, cache=True)
-    val_data = image_dataset(val_samples, run.size, run.batch, cache=True)
+    train_data = shard_by_data(image_dataset(train_samples, run.size, run.batch, shuffle=True, seed=args.seed,
+                                             augmentation=spec.augmentation, cache=True))
+    val_data = shard_by_data(image_dataset(val_samples, run.size, run.batch, cache=True))
     with run.strategy.scope():
         model = build_model(spec, run.backbone, run.size, None if args.weights == "none" else args.weights,
                             mirror=args.mirror_average)
+        patch_keras_for_replicas(model, run.strategy)
     print(f"{spec.id}: {run.backbone} at {run.size}px, {model.count_params():,} parameters; "
           f"train {len(train_samples)}, val {len(val_samples)}, test {len(test_samples)} images")
     try:
@@ -264,7 +279,9 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
               "backbone": run.backbone, "image_size": run.size, "batch_size_global": run.batch, **balance,
               "epochs_run": epochs_run, "training_seconds": round(seconds, 1),
               "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
-              "devices": [d.name for d in run.gpus] or ["CPU"]}
+              "devices": [d.name for d in run.gpus] or ["CPU"],
+              "strategy_used": strategy_name(run.strategy), "replicas": run.strategy.num_replicas_in_sync,
+              "workers": run.role.workers}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     card = ModelCard.for_task(
         spec,
@@ -298,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
                                         run.out, selector)
     result, reports, report_folder = evaluate_and_save(run, model, val_samples, test_samples, kept)
     card = write_card(run, model, index, result, reports, balance, epochs_run, seconds, kept)
+    if not run.role.chief:  # its copies were only there so that every worker ran the same steps
+        run.role.discard(run.out, report_folder)
+        print(f"{run.role.task_type} {run.role.index}: done, {epochs_run} epochs; the chief wrote the model")
+        return
     model_path = run.out / "model.keras"
     print(json.dumps(card.metrics, indent=2))
     print(f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB) in {seconds:.0f} s of training; "

@@ -27,12 +27,14 @@ the head is new: transfer between tasks, e.g. chest14 from pneumonia).
 """
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
 import keras
+import numpy as np
 from keras import layers
 
 from radiograph.layers import MirrorAverage, MirrorPair, Stitch, StitchViews, load_model
@@ -55,20 +57,29 @@ class Backbone:
     min_size: int  # smallest input side the architecture accepts
     channels: int = 3  # the ImageNet architectures take RGB: the gray image is replicated
     cut: str | None = None  # end the network at this layer (a finer feature map for Grad-CAM), then a 1x1 conv
+    imagenet_file: str | None = None  # the ImageNet weights without top that Keras downloads (~/.keras/models/)
 
 
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in (
-        Backbone("xception", keras.applications.Xception, "tf", 71),
-        Backbone("resnet50", keras.applications.ResNet50, "caffe", 32),
-        Backbone("inception_resnet_v2", keras.applications.InceptionResNetV2, "tf", 75),
-        Backbone("densenet121", keras.applications.DenseNet121, "torch", 32),
-        Backbone("inception_v3", keras.applications.InceptionV3, "tf", 75),
-        Backbone("resnet152", keras.applications.ResNet152, "caffe", 32),
+        Backbone("xception", keras.applications.Xception, "tf", 71,
+                 imagenet_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("resnet50", keras.applications.ResNet50, "caffe", 32,
+                 imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("inception_resnet_v2", keras.applications.InceptionResNetV2, "tf", 75,
+                 imagenet_file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("densenet121", keras.applications.DenseNet121, "torch", 32,
+                 imagenet_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("inception_v3", keras.applications.InceptionV3, "tf", 75,
+                 imagenet_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        Backbone("resnet152", keras.applications.ResNet152, "caffe", 32,
+                 imagenet_file="resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         Backbone("small_cnn", None, "unit", 32, channels=1),
-        Backbone("compact", keras.applications.MobileNetV3Small, "raw", 32),
-        Backbone("compact16", keras.applications.MobileNetV3Small, "raw", 32, cut="expanded_conv_7_add"),
+        Backbone("compact", keras.applications.MobileNetV3Small, "raw", 32,
+                 imagenet_file="weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+        Backbone("compact16", keras.applications.MobileNetV3Small, "raw", 32, cut="expanded_conv_7_add",
+                 imagenet_file="weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
     )
 }
 
@@ -140,7 +151,10 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
         x = small_cnn(x)
     else:
         kwargs = {"include_preprocessing": True} if chosen.constructor is keras.applications.MobileNetV3Small else {}
-        network = chosen.constructor(include_top=False, weights=weights and str(weights), input_tensor=x, **kwargs)
+        network = chosen.constructor(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                                     input_tensor=x, **kwargs)
+        if weights not in (None, "imagenet"):
+            load_backbone_weights(network, chosen, Path(weights))
         x = network.output
         if chosen.cut:  # stride 16 instead of 32: twice the heatmap resolution
             x = network.get_layer(chosen.cut).output
@@ -160,6 +174,44 @@ def build_model(spec: TaskSpec, backbone: str | None = None, image_size: int | N
     logits = layers.Dense(spec.num_classes, name="logits", dtype="float32")(pooled)  # float32 under mixed precision
     probabilities = layers.Activation(spec.head, name="probabilities", dtype="float32")(logits)
     return keras.Model(image, probabilities, name=f"{spec.id}_{chosen.name}")
+
+
+def load_backbone_weights(network: keras.Model, backbone: Backbone, path: Path) -> None:
+    """Load a local ImageNet weights file into the keras.applications network (built without its top).
+
+    Accepted: the `..._notop.h5` file Keras itself downloads for this architecture (`Backbone.imagenet_file`,
+    legacy HDF5, matched layer by layer in order), or a `.weights.h5` saved from the same constructor with
+    `include_top=False`. Keras's own errors for another file are cryptic, and a `.weights.h5` of the network
+    with its top loads with only warnings, leaving layers at their random start; every mismatch (warnings
+    included) is refused here with one message naming the backbone, the file and what is expected.
+    """
+    try:
+        if path.name.endswith(".weights.h5"):  # Keras 3 loads such a file by layer path and can skip layers
+            held = weight_arrays_in(path)
+            wanted = [tuple(w.shape) for w in network.weights]
+            if sorted(held) != sorted(wanted):
+                raise ValueError(f"the file holds {len(held)} arrays ({sum(np.prod(s) for s in held):,.0f} values), "
+                                 f"the network {len(wanted)} ({network.count_params():,} values)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a partial load only warns: make it fail
+            network.load_weights(str(path))
+    except (ValueError, OSError, KeyError, TypeError, UserWarning) as error:
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path} is not ImageNet weights for the {backbone.name} backbone without its top "
+            f"(keras.applications.{backbone.constructor.__name__}(include_top=False)); expected the file Keras "
+            f"downloads for it, {backbone.imagenet_file}, or a .weights.h5 saved from that network "
+            f"({reason})") from None
+
+
+def weight_arrays_in(path: Path) -> list[tuple[int, ...]]:
+    """The shapes of every array stored in an HDF5 weights file."""
+    import h5py
+
+    shapes = []
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda _, item: shapes.append(tuple(item.shape)) if isinstance(item, h5py.Dataset) else None)
+    return shapes
 
 
 HEAD = ("pool", "dropout", "logits", "probabilities")
