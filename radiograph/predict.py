@@ -41,6 +41,7 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,46 +114,94 @@ def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekee
 
 def predict_files(models: dict[str, OnnxModel], files: list[Path], task: str, keeper: Gatekeeper | None = None,
                   batch_size: int = 16, cam_dir: Path | None = None, workers: int = 2,
-                  progress: bool = True, colormap: str = DEFAULT_COLORMAP) -> list[dict]:
+                  progress: bool = True, colormap: str = DEFAULT_COLORMAP, processes: int = 0,
+                  decoders=None, done: dict | None = None, journal=None) -> list[dict]:
     """One row per file (status ok, refused or error), in input order, then one row per study where a card groups
     images into studies. `task` is a task id, or "auto": each file goes to the task the router assigns it to.
-    `colormap` (radiograph.cam.COLORMAPS) colours the --cam-dir overlays."""
+    `colormap` (radiograph.cam.COLORMAPS) colours the --cam-dir overlays.
+
+    Decoding and the gate's image checks run ahead of ONNX Runtime in `workers` threads, or with `processes` > 0
+    in that many worker processes (radiograph.decoding.DecodePool; `decoders`: a pool to use, kept open); both give
+    the same rows. `done` (str(file) -> (row, gate), radiograph.resume) holds rows of an earlier run: those files
+    are not read again and their rows take their places. `journal(pairs)` is called with each batch's new
+    (row, gate) pairs once they exist."""
     colormap_code(colormap)  # an unknown colour map is refused before any file is read
     keeper = keeper or Gatekeeper()
     kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()  # maps: words, cam_dir
                if cam_dir or (m.folder / "model.onnx").exists()}  # words need the fp32 file's Dense kernel
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
-    batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
-    rows: list[dict] = []
-    gates: list[Gate | None] = []  # each row's gate (None for an unreadable file), to combine views into studies
+    done = done or {}
+    placed: dict[int, tuple[dict, Gate | None]] = {k: done[str(path)] for k, path in enumerate(files)
+                                                    if str(path) in done}  # row index -> (row, gate)
+    todo = [k for k in range(len(files)) if k not in placed]  # the row indices of the files still to read
+    indices = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = [[files[k] for k in chunk] for chunk in indices]
     bar = _progress(len(files), progress)
-    with ThreadPoolExecutor(workers) as pool:
-        def submit(batch):
-            return [pool.submit(prepare, path, task, models, keeper, cam_dir is not None) for path in batch]
-
-        pending = submit(batches[0]) if batches else []
-        for index, batch in enumerate(batches):
-            prepared = [future.result() for future in pending]
-            if index + 1 < len(batches):  # decode the next batch while this one runs
-                pending = submit(batches[index + 1])
+    bar.update(len(placed))
+    with _decoded(batches, task, models, keeper, cam_dir is not None, workers, processes, decoders) as decoded:
+        for number, (batch, prepared) in enumerate(decoded):
             outputs = {}
             for chosen in dict.fromkeys(p.task for p in prepared if p.tensor is not None):  # one run per task
                 members = [k for k, p in enumerate(prepared) if p.tensor is not None and p.task == chosen]
                 output = models[chosen].run(np.stack([prepared[k].tensor for k in members]))
                 for position, k in enumerate(members):
                     outputs[k] = (output, position, output.seconds / len(members))
+            fresh = []
             for k, item in enumerate(prepared):
-                row, gate = _row(item, models, keeper, outputs.get(k), cam_dir, kernels, len(rows), colormap)
-                rows.append(row)
-                gates.append(gate)
+                index = indices[number][k]
+                fresh.append(_row(item, models, keeper, outputs.get(k), cam_dir, kernels, index, colormap))
+                placed[index] = fresh[-1]
+            if journal is not None:
+                journal(fresh)
             bar.update(len(batch))
     bar.close()
+    rows = [placed[k][0] for k in range(len(files))]
+    gates: list[Gate | None] = [placed[k][1] for k in range(len(files))]  # None: unreadable; for the studies
     for chosen, model in models.items():
         if model.card.study is not None:
             mine = [k for k, r in enumerate(rows) if r.get("task") == chosen and gates[k] is not None]
             rows += study_rows([rows[k] for k in mine], [gates[k] for k in mine], _base(model), model.card)
     return rows
+
+
+class _Threads:
+    """Decoding in threads of this process, one batch ahead (the path without worker processes)."""
+
+    def __init__(self, workers: int):
+        self.pool = ThreadPoolExecutor(workers)
+
+    def batches(self, batches, task, models, keeper, keep_display):
+        def submit(batch):
+            return [self.pool.submit(prepare, path, task, models, keeper, keep_display) for path in batch]
+
+        pending = submit(batches[0]) if batches else []
+        for index, batch in enumerate(batches):
+            prepared = [future.result() for future in pending]
+            if index + 1 < len(batches):  # decode the next batch while this one runs
+                pending = submit(batches[index + 1])
+            yield batch, prepared
+
+
+@contextmanager
+def _decoded(batches, task, models, keeper, keep_display, workers, processes, decoders):
+    """(batch, its Prepared list) in order: from `decoders` (a radiograph.decoding.DecodePool), a pool of
+    `processes` made for this call, or `workers` threads."""
+    if decoders is None and not processes:
+        threads = _Threads(workers)
+        try:
+            yield threads.batches(batches, task, models, keeper, keep_display)
+        finally:
+            threads.pool.shutdown(wait=True, cancel_futures=True)
+        return
+    from radiograph.decoding import DecodePool
+
+    pool = decoders or DecodePool(keeper, processes)
+    try:
+        yield pool.batches(batches, task, {t: m.size for t, m in models.items()}, keep_display)
+    finally:
+        if decoders is None:
+            pool.close()
 
 
 def _base(model: OnnxModel) -> dict:
