@@ -375,15 +375,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensorrt", action="store_true", help="try ONNX Runtime's TensorRT provider first")
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("RADIOGRAPH_MODELS", "models")))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="decode processes (default: one per core, at most 8; 0: threads in this process)")
+    parser.add_argument("--ort-threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads (default 0: ONNX Runtime's own choice, every core)")
+    parser.add_argument("--resume", action="store_true", help="skip the files the journal beside --out holds "
+                        "(OUT.journal.jsonl, written as the command goes) and write the whole output again")
     args = parser.parse_args(argv)
+    if args.processes is not None and args.processes < 0:
+        parser.error(f"--processes must be 0 (threads) or more, got {args.processes}")
+    if args.ort_threads < 0:
+        parser.error(f"--ort-threads must be 0 (ONNX Runtime's choice) or more, got {args.ort_threads}")
+    if args.resume and not args.out:
+        parser.error("--resume needs --out: the journal it continues lies beside the output file")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out}")
     tasks = [t for t in TASKS if (args.models / t / "card.json").exists()] if args.task == AUTO else [args.task]
     try:
-        models = {t: OnnxModel(args.models / t, variant=args.variant, device=args.device, tensorrt=args.tensorrt)
-                  for t in tasks}
+        models = {t: OnnxModel(args.models / t, variant=args.variant, device=args.device, tensorrt=args.tensorrt,
+                               threads=args.ort_threads or None) for t in tasks}
         keeper, problem = load_gatekeeper(args.models, models, args.device, strict=args.task == AUTO)
     except (ModelFileError, FileNotFoundError) as error:  # auto needs the router: strict about it
         parser.exit(2, f"error: {error}\n")
@@ -392,8 +404,28 @@ def main(argv: list[str] | None = None) -> int:
     files = expand(args.paths)
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
-    rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet,
-                         colormap=args.colormap)
+    from radiograph.decoding import default_processes
+    from radiograph.resume import Journal, JournalError, journal_path, read_journal
+
+    journal, done = None, {}
+    if args.out:
+        settings = {"task": args.task, "models": {t: [m.card.model_version, m.variant] for t, m in models.items()},
+                    "cam_dir": None if args.cam_dir is None else str(args.cam_dir), "colormap": args.colormap}
+        try:
+            done = read_journal(journal_path(args.out), settings) if args.resume else {}
+        except JournalError as error:
+            parser.exit(2, f"error: {error}\n")
+        if args.resume:
+            print(f"resuming: {sum(str(f) in done for f in files)} of {len(files)} files are in "
+                  f"{journal_path(args.out)}", file=sys.stderr)
+        journal = Journal(journal_path(args.out), settings, fresh=not args.resume)
+    processes = default_processes() if args.processes is None else args.processes
+    try:
+        rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet,
+                             colormap=args.colormap, processes=processes, done=done, journal=journal)
+    finally:
+        if journal is not None:
+            journal.close()
     if args.report_dir:
         write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
