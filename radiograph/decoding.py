@@ -2,7 +2,7 @@
 batches ahead of ONNX Runtime.
 
     with DecodePool(keeper, processes=2) as pool:
-        for batch, prepared in pool.batches(batches, "knee", {"knee": 224}, keep_display=False):
+        for batch, prepared in pool.batches(batches, task, {task: model.size}, keep_display=False):
             ...   # prepared: radiograph.predict.Prepared, one per path of `batch`, in the batch's order
 
 Each worker process decodes a file, makes the display copy, runs the image checks and the router on it
