@@ -128,9 +128,50 @@ def matmul_ceiling_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2.0 * n ** 3 / best / 1e9
 
 
-def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path) -> dict:
-    from radiograph.gate import load_gatekeeper
+def command_throughput(folder: Path, model: OnnxModel, files: list[Path], keeper, batch: int, repeats: int,
+                       processes: int, ort_threads: int) -> tuple[dict, dict]:
+    """Timings of the batch command (predict_files) with `processes` decode processes (0: its thread path) and
+    ONNX Runtime on `ort_threads` intra-op threads (0: ONNX Runtime's default, every core). One decode pool serves
+    every repeat; its start-up is reported on its own (it is paid once per command, not per batch)."""
+    from radiograph.decoding import DecodePool
     from radiograph.predict import predict_files
+
+    served = OnnxModel(folder, threads=ort_threads) if ort_threads else model
+    task = folder.name
+    facts = {"decode_processes": processes, "ort_intra_op_threads": ort_threads or "default"}
+    if not processes:
+        return timings(lambda: predict_files({task: served}, files, task, keeper, batch, progress=False),
+                       max(3, repeats // 10), warmup=1), facts
+    start = time.perf_counter()
+    with DecodePool(keeper, processes) as pool:
+        list(pool.batches([files[:processes]], task, {task: served.size}, False))  # every worker started
+        facts["decode_pool_start_s"] = time.perf_counter() - start
+        return timings(lambda: predict_files({task: served}, files, task, keeper, batch, progress=False,
+                                             decoders=pool), max(3, repeats // 10), warmup=1), facts
+
+
+def cpu_bound_ceiling(raw_batched, files: list[Path], task: str, model: OnnxModel, keeper, count: int) -> dict:
+    """What the cores allow: CPU seconds per image of ONNX Runtime (raw batched) and of decoding + the gate's
+    image checks (radiograph.predict.prepare, in this process), and the highest batch command / raw ONNX Runtime
+    ratio that this machine's cores can give when both must share them: raw wall time per image over
+    max(raw wall time, (ORT CPU + decode CPU) / cores)."""
+    from radiograph.predict import prepare
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wall, cpu = time.perf_counter(), time.process_time()
+    raw_batched()
+    wall, ort_cpu = (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
+    cpu = time.process_time()
+    for path in files:
+        prepare(path, task, {task: model}, keeper, False)
+    decode_cpu = (time.process_time() - cpu) / len(files)
+    return {"ort_cpu_ms_per_image": ort_cpu * 1e3, "decode_cpu_ms_per_image": decode_cpu * 1e3, "cores": cores,
+            "cpu_bound_ceiling_ratio": wall / max(wall, (ort_cpu + decode_cpu) / cores)}
+
+
+def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: bool, workdir: Path,
+               processes: int = 0, ort_threads: int = 0) -> dict:
+    from radiograph.gate import load_gatekeeper
 
     task = folder.name
     model = OnnxModel(folder)
@@ -154,11 +195,13 @@ def bench_task(folder: Path, count: int, repeats: int, batch: int, with_keras: b
             model.run(images[i:i + batch])
 
     raw = timings(raw_batched, max(3, repeats // 10), warmup=1)
-    command = timings(lambda: predict_files({task: model}, files, task, keeper, batch,
-                                                     progress=False), max(3, repeats // 10), warmup=1)
+    command, decoding = command_throughput(folder, model, files, keeper, batch, repeats, processes, ort_threads)
     result["throughput"] = {"batch_size": batch,
                             "onnx_fp32_images_per_s": len(images) / (raw["median_ms"] / 1e3),
-                            "batch_command_images_per_s": len(files) / (command["median_ms"] / 1e3)}
+                            "batch_command_images_per_s": len(files) / (command["median_ms"] / 1e3),
+                            **decoding}
+    ceiling = cpu_bound_ceiling(raw_batched, files, task, model, keeper, len(images))
+    result["throughput"].update(ceiling)
     latency, throughput = result["latency"], result["throughput"]
     result["ratios"] = {"batch_command_vs_raw_onnx": throughput["batch_command_images_per_s"] /
                         throughput["onnx_fp32_images_per_s"]}
@@ -215,6 +258,19 @@ def table(results: list[dict], ceiling: float, app: dict | None = None, worst_ca
     return "\n".join(lines)
 
 
+def command_lines(results: list[dict]) -> str:
+    """The batch command against raw ONNX Runtime per task, with its set-up and what the cores allow."""
+    lines = []
+    for r in results:
+        t = r["throughput"]
+        lines.append(f"batch command, {r['task']}: {r['ratios']['batch_command_vs_raw_onnx']:.2f}x raw ONNX Runtime "
+                     f"({t['batch_command_images_per_s']:.0f} against {t['onnx_fp32_images_per_s']:.0f} images/s; "
+                     f"{t['decode_processes']} decode processes, ORT threads {t['ort_intra_op_threads']}); CPU ms per "
+                     f"image: ORT {t['ort_cpu_ms_per_image']:.1f}, decoding + gate {t['decode_cpu_ms_per_image']:.1f}; "
+                     f"the most {t['cores']} cores allow: {t['cpu_bound_ceiling_ratio']:.2f}x")
+    return "\n".join(lines)
+
+
 def _ms(value: float) -> str:
     return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
 
@@ -248,7 +304,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app-repeats", type=int, default=20, help="requests per endpoint through gradio_client")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the worst-case memory per request and of eight concurrent requests (bench/memory.py)")
+    parser.add_argument("--decode-processes", type=int, default=None,
+                        help="the batch command's decode processes (default: one per core; 0: its thread path)")
+    parser.add_argument("--ort-threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads in the batch command (default 0: ONNX Runtime's own)")
     args = parser.parse_args(argv)
+    if args.decode_processes is None:
+        from radiograph.decoding import default_processes
+
+        args.decode_processes = default_processes()
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
         parser.error(f"unknown task {', '.join(unknown)}; known tasks: {', '.join(TASKS)}")
@@ -256,8 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     if not tasks:
         parser.exit(2, "error: no exported models under models/; run python -m export all first\n")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        results = [bench_task(args.models / t, args.images, args.repeats, args.batch_size, not args.no_keras, Path(tmp))
-                   for t in tasks]
+        results = [bench_task(args.models / t, args.images, args.repeats, args.batch_size, not args.no_keras, Path(tmp),
+                              args.decode_processes, args.ort_threads) for t in tasks]
     ceiling = matmul_ceiling_gflops()
     app = {}
     if not args.no_app:
@@ -275,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
               "matmul_ceiling_gflops": ceiling, "tasks": results, "app": app, "memory": worst_case}
     args.out.write_text(json.dumps(report, indent=2))
     print(table(results, ceiling, app, worst_case))
+    print(command_lines(results))
     print(f"wrote {args.out}")
 
 

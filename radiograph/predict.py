@@ -41,6 +41,7 @@ import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,46 +114,94 @@ def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekee
 
 def predict_files(models: dict[str, OnnxModel], files: list[Path], task: str, keeper: Gatekeeper | None = None,
                   batch_size: int = 16, cam_dir: Path | None = None, workers: int = 2,
-                  progress: bool = True, colormap: str = DEFAULT_COLORMAP) -> list[dict]:
+                  progress: bool = True, colormap: str = DEFAULT_COLORMAP, processes: int = 0,
+                  decoders=None, done: dict | None = None, journal=None) -> list[dict]:
     """One row per file (status ok, refused or error), in input order, then one row per study where a card groups
     images into studies. `task` is a task id, or "auto": each file goes to the task the router assigns it to.
-    `colormap` (radiograph.cam.COLORMAPS) colours the --cam-dir overlays."""
+    `colormap` (radiograph.cam.COLORMAPS) colours the --cam-dir overlays.
+
+    Decoding and the gate's image checks run ahead of ONNX Runtime in `workers` threads, or with `processes` > 0
+    in that many worker processes (radiograph.decoding.DecodePool; `decoders`: a pool to use, kept open); both give
+    the same rows. `done` (str(file) -> (row, gate), radiograph.resume) holds rows of an earlier run: those files
+    are not read again and their rows take their places. `journal(pairs)` is called with each batch's new
+    (row, gate) pairs once they exist."""
     colormap_code(colormap)  # an unknown colour map is refused before any file is read
     keeper = keeper or Gatekeeper()
     kernels = {t: cam_kernel(m.folder / "model.onnx", m.card) for t, m in models.items()  # maps: words, cam_dir
                if cam_dir or (m.folder / "model.onnx").exists()}  # words need the fp32 file's Dense kernel
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
-    batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
-    rows: list[dict] = []
-    gates: list[Gate | None] = []  # each row's gate (None for an unreadable file), to combine views into studies
+    done = done or {}
+    placed: dict[int, tuple[dict, Gate | None]] = {k: done[str(path)] for k, path in enumerate(files)
+                                                    if str(path) in done}  # row index -> (row, gate)
+    todo = [k for k in range(len(files)) if k not in placed]  # the row indices of the files still to read
+    indices = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    batches = [[files[k] for k in chunk] for chunk in indices]
     bar = _progress(len(files), progress)
-    with ThreadPoolExecutor(workers) as pool:
-        def submit(batch):
-            return [pool.submit(prepare, path, task, models, keeper, cam_dir is not None) for path in batch]
-
-        pending = submit(batches[0]) if batches else []
-        for index, batch in enumerate(batches):
-            prepared = [future.result() for future in pending]
-            if index + 1 < len(batches):  # decode the next batch while this one runs
-                pending = submit(batches[index + 1])
+    bar.update(len(placed))
+    with _decoded(batches, task, models, keeper, cam_dir is not None, workers, processes, decoders) as decoded:
+        for number, (batch, prepared) in enumerate(decoded):
             outputs = {}
             for chosen in dict.fromkeys(p.task for p in prepared if p.tensor is not None):  # one run per task
                 members = [k for k, p in enumerate(prepared) if p.tensor is not None and p.task == chosen]
                 output = models[chosen].run(np.stack([prepared[k].tensor for k in members]))
                 for position, k in enumerate(members):
                     outputs[k] = (output, position, output.seconds / len(members))
+            fresh = []
             for k, item in enumerate(prepared):
-                row, gate = _row(item, models, keeper, outputs.get(k), cam_dir, kernels, len(rows), colormap)
-                rows.append(row)
-                gates.append(gate)
+                index = indices[number][k]
+                fresh.append(_row(item, models, keeper, outputs.get(k), cam_dir, kernels, index, colormap))
+                placed[index] = fresh[-1]
+            if journal is not None:
+                journal(fresh)
             bar.update(len(batch))
     bar.close()
+    rows = [placed[k][0] for k in range(len(files))]
+    gates: list[Gate | None] = [placed[k][1] for k in range(len(files))]  # None: unreadable; for the studies
     for chosen, model in models.items():
         if model.card.study is not None:
             mine = [k for k, r in enumerate(rows) if r.get("task") == chosen and gates[k] is not None]
             rows += study_rows([rows[k] for k in mine], [gates[k] for k in mine], _base(model), model.card)
     return rows
+
+
+class _Threads:
+    """Decoding in threads of this process, one batch ahead (the path without worker processes)."""
+
+    def __init__(self, workers: int):
+        self.pool = ThreadPoolExecutor(workers)
+
+    def batches(self, batches, task, models, keeper, keep_display):
+        def submit(batch):
+            return [self.pool.submit(prepare, path, task, models, keeper, keep_display) for path in batch]
+
+        pending = submit(batches[0]) if batches else []
+        for index, batch in enumerate(batches):
+            prepared = [future.result() for future in pending]
+            if index + 1 < len(batches):  # decode the next batch while this one runs
+                pending = submit(batches[index + 1])
+            yield batch, prepared
+
+
+@contextmanager
+def _decoded(batches, task, models, keeper, keep_display, workers, processes, decoders):
+    """(batch, its Prepared list) in order: from `decoders` (a radiograph.decoding.DecodePool), a pool of
+    `processes` made for this call, or `workers` threads."""
+    if decoders is None and not processes:
+        threads = _Threads(workers)
+        try:
+            yield threads.batches(batches, task, models, keeper, keep_display)
+        finally:
+            threads.pool.shutdown(wait=True, cancel_futures=True)
+        return
+    from radiograph.decoding import DecodePool
+
+    pool = decoders or DecodePool(keeper, processes)
+    try:
+        yield pool.batches(batches, task, {t: m.size for t, m in models.items()}, keep_display)
+    finally:
+        if decoders is None:
+            pool.close()
 
 
 def _base(model: OnnxModel) -> dict:
@@ -326,15 +375,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensorrt", action="store_true", help="try ONNX Runtime's TensorRT provider first")
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("RADIOGRAPH_MODELS", "models")))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="decode processes (default: one per core, at most 8; 0: threads in this process)")
+    parser.add_argument("--ort-threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads (default 0: ONNX Runtime's own choice, every core)")
+    parser.add_argument("--resume", action="store_true", help="skip the files the journal beside --out holds "
+                        "(OUT.journal.jsonl, written as the command goes) and write the whole output again")
     args = parser.parse_args(argv)
+    if args.processes is not None and args.processes < 0:
+        parser.error(f"--processes must be 0 (threads) or more, got {args.processes}")
+    if args.ort_threads < 0:
+        parser.error(f"--ort-threads must be 0 (ONNX Runtime's choice) or more, got {args.ort_threads}")
+    if args.resume and not args.out:
+        parser.error("--resume needs --out: the journal it continues lies beside the output file")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out}")
     tasks = [t for t in TASKS if (args.models / t / "card.json").exists()] if args.task == AUTO else [args.task]
     try:
-        models = {t: OnnxModel(args.models / t, variant=args.variant, device=args.device, tensorrt=args.tensorrt)
-                  for t in tasks}
+        models = {t: OnnxModel(args.models / t, variant=args.variant, device=args.device, tensorrt=args.tensorrt,
+                               threads=args.ort_threads or None) for t in tasks}
         keeper, problem = load_gatekeeper(args.models, models, args.device, strict=args.task == AUTO)
     except (ModelFileError, FileNotFoundError) as error:  # auto needs the router: strict about it
         parser.exit(2, f"error: {error}\n")
@@ -343,8 +404,28 @@ def main(argv: list[str] | None = None) -> int:
     files = expand(args.paths)
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
-    rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet,
-                         colormap=args.colormap)
+    from radiograph.decoding import default_processes
+    from radiograph.resume import Journal, JournalError, journal_path, read_journal
+
+    journal, done = None, {}
+    if args.out:
+        settings = {"task": args.task, "models": {t: [m.card.model_version, m.variant] for t, m in models.items()},
+                    "cam_dir": None if args.cam_dir is None else str(args.cam_dir), "colormap": args.colormap}
+        try:
+            done = read_journal(journal_path(args.out), settings) if args.resume else {}
+        except JournalError as error:
+            parser.exit(2, f"error: {error}\n")
+        if args.resume:
+            print(f"resuming: {sum(str(f) in done for f in files)} of {len(files)} files are in "
+                  f"{journal_path(args.out)}", file=sys.stderr)
+        journal = Journal(journal_path(args.out), settings, fresh=not args.resume)
+    processes = default_processes() if args.processes is None else args.processes
+    try:
+        rows = predict_files(models, files, args.task, keeper, args.batch_size, args.cam_dir, progress=not args.quiet,
+                             colormap=args.colormap, processes=processes, done=done, journal=journal)
+    finally:
+        if journal is not None:
+            journal.close()
     if args.report_dir:
         write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
