@@ -587,6 +587,11 @@ def _checked_codestream(ds, syntax, frames: int, name: str) -> bytes:
         _check_rle(frame, samples * math.ceil(bits / 8), name)
         return frame
     stream = _jpeg_frame_header(frame, name) if syntax in JPEG_SYNTAXES else _j2k_size(frame, name)
+    # EOI (JPEG, JPEG-LS) or EOC (JPEG 2000) at the end, maybe padded (fragments have even lengths); neither
+    # pair of bytes can occur inside the entropy-coded data (T.81 B.1.1.5, ISO 15444-1 A.1.1)
+    if b"\xff\xd9" not in frame[-16:]:
+        raise ImageLoadError(f"its {syntax.name} codestream does not end with an end-of-image marker: truncated "
+                             "(a decoder would fill the missing part)", name)
     if (stream.rows, stream.columns, stream.components) != (rows, columns, samples) or stream.precision > bits:
         raise ImageLoadError(f"its {syntax.name} codestream holds a {stream.columns}x{stream.rows} image of "
                              f"{stream.components} component(s) at {stream.precision} bits, but the DICOM header "
