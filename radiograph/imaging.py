@@ -112,6 +112,7 @@ class Decoded(NamedTuple):
     original: tuple[int, int]
     notes: tuple[str, ...] = ()
     colourfulness: float = 0.0  # of the file's colour channels before they became luma (0: gray); see Colourfulness
+    dicom: dict | None = None  # a DICOM file's SHOWN_TAGS (present ones only); never an IDENTIFYING_TAGS value
 
 
 def read_image(source: Source, name: str | None = None) -> np.ndarray:
@@ -378,8 +379,58 @@ COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+# What a result shows of a DICOM header (as evidence and context), and what never leaves the loader: no value of
+# IDENTIFYING_TAGS is copied into a result, and any that a decoder quotes in an error is cut from its message.
+SHOWN_TAGS = ("Modality", "BodyPartExamined", "ViewPosition", "PatientAge", "PhotometricInterpretation")
+IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs",
+                    "OtherPatientNames", "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName",
+                    "MedicalRecordLocator", "AccessionNumber", "StudyID", "InstitutionName", "InstitutionAddress",
+                    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord",
+                    "StationName", "DeviceSerialNumber", "StudyDate", "SeriesDate", "AcquisitionDate",
+                    "ContentDate", "StudyTime", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+SHOWN_LENGTH = 64  # characters of a shown value (a CS is at most 16, an AS 4; a longer one is cut)
+
+
+def dicom_metadata(ds) -> dict:
+    """The SHOWN_TAGS a data set has, as short printable strings."""
+    shown = {}
+    for keyword in SHOWN_TAGS:
+        value = ds.get(keyword)
+        text = "".join(ch for ch in str(value if value is not None else "") if ch.isprintable()).strip()
+        if text:
+            shown[keyword] = text[:SHOWN_LENGTH]
+    return shown
+
+
+def _identifying_values(ds) -> list[str]:
+    """Every IDENTIFYING_TAGS value of the data set (and its name parts), longest first."""
+    from pydicom.multival import MultiValue
+
+    values = []
+    for keyword in IDENTIFYING_TAGS:
+        value = ds.get(keyword)
+        for item in (value if isinstance(value, (list, tuple, MultiValue)) else [value]):
+            text = str(item if item is not None else "").strip()
+            if len(text) >= 3:
+                values.append(text)
+                values.extend(part for part in re.split(r"[\^=\s]+", text) if len(part) >= 3)
+    return sorted(set(values), key=len, reverse=True)
+
+
 def _decode_dicom(data: bytes, name: str) -> Decoded:
     ds = _read_dicom(data, name)
+    identifying = _identifying_values(ds)
+    try:
+        return _decode_dicom_pixels(ds, name)._replace(dicom=dicom_metadata(ds))
+    except Exception as error:  # noqa: BLE001 - an error message must not quote an identifying value
+        problem = error.problem if isinstance(error, ImageLoadError) else (
+            f"could not be decoded ({type(error).__name__}: {_short(error)})")
+        for value in identifying:
+            problem = problem.replace(value, "[identifying value removed]")
+        raise ImageLoadError(problem, name) from None
+
+
+def _decode_dicom_pixels(ds, name: str) -> Decoded:
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     rows, columns, frames = _dicom_geometry(ds, syntax, name)
     colour = Colourfulness()
