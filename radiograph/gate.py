@@ -31,6 +31,7 @@ What each check looks at, and its verdict:
   warn    mixed_studies   the views' file names carry different patient/study ids or name different body parts
                       (MURA and phantom names do: wrist_patient00010_study1_view1.png): several studies pooled
                       into one (study_gate, names_of_several_studies)
+  warn    dicom_modality  a DICOM header's Modality is not radiography (RADIOGRAPH_MODALITIES)
   warn    views_left_out  views of a study refused while others were read: left out of its mean (study_gate)
 The thresholds on image statistics sit far outside every phantom the demo models trained on (docs/gate.md
 gives the measured ranges); the router's and the distance's are chosen on validation data.
@@ -153,6 +154,20 @@ def image_reasons(display: np.ndarray, colourfulness: float = 0.0) -> list[Reaso
         reasons.append(Reason("clipped_black", "warn", f"{100 * black:.0f}% of the image is at full black "
                               "(under-exposed, or mostly empty).", "mostly black"))
     return reasons
+
+
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT")  # computed / digital radiography; OT: secondary capture
+
+
+def dicom_reasons(dicom: dict | None) -> list[Reason]:
+    """Evidence from a DICOM header (imaging.SHOWN_TAGS): a Modality that is not radiography (CT, MR, US,
+    mammography...) is a warning; no header (a PNG or JPEG) says nothing."""
+    modality = (dicom or {}).get("Modality", "").upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        return [Reason("dicom_modality", "warn", f"The DICOM header gives the modality {modality!r}, not a "
+                       f"radiograph ({', '.join(RADIOGRAPH_MODALITIES)}): the models here read radiographs only.",
+                       f"modality {modality}")]
+    return []
 
 
 def _small(display: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import math
 import os
 import re
@@ -111,6 +112,7 @@ class Decoded(NamedTuple):
     original: tuple[int, int]
     notes: tuple[str, ...] = ()
     colourfulness: float = 0.0  # of the file's colour channels before they became luma (0: gray); see Colourfulness
+    dicom: dict | None = None  # a DICOM file's SHOWN_TAGS (present ones only); never an IDENTIFYING_TAGS value
 
 
 def read_image(source: Source, name: str | None = None) -> np.ndarray:
@@ -377,8 +379,58 @@ COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+# What a result shows of a DICOM header (as evidence and context), and what never leaves the loader: no value of
+# IDENTIFYING_TAGS is copied into a result, and any that a decoder quotes in an error is cut from its message.
+SHOWN_TAGS = ("Modality", "BodyPartExamined", "ViewPosition", "PatientAge", "PhotometricInterpretation")
+IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs",
+                    "OtherPatientNames", "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName",
+                    "MedicalRecordLocator", "AccessionNumber", "StudyID", "InstitutionName", "InstitutionAddress",
+                    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord",
+                    "StationName", "DeviceSerialNumber", "StudyDate", "SeriesDate", "AcquisitionDate",
+                    "ContentDate", "StudyTime", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+SHOWN_LENGTH = 64  # characters of a shown value (a CS is at most 16, an AS 4; a longer one is cut)
+
+
+def dicom_metadata(ds) -> dict:
+    """The SHOWN_TAGS a data set has, as short printable strings."""
+    shown = {}
+    for keyword in SHOWN_TAGS:
+        value = ds.get(keyword)
+        text = "".join(ch for ch in str(value if value is not None else "") if ch.isprintable()).strip()
+        if text:
+            shown[keyword] = text[:SHOWN_LENGTH]
+    return shown
+
+
+def _identifying_values(ds) -> list[str]:
+    """Every IDENTIFYING_TAGS value of the data set (and its name parts), longest first."""
+    from pydicom.multival import MultiValue
+
+    values = []
+    for keyword in IDENTIFYING_TAGS:
+        value = ds.get(keyword)
+        for item in (value if isinstance(value, (list, tuple, MultiValue)) else [value]):
+            text = str(item if item is not None else "").strip()
+            if len(text) >= 3:
+                values.append(text)
+                values.extend(part for part in re.split(r"[\^=\s]+", text) if len(part) >= 3)
+    return sorted(set(values), key=len, reverse=True)
+
+
 def _decode_dicom(data: bytes, name: str) -> Decoded:
     ds = _read_dicom(data, name)
+    identifying = _identifying_values(ds)
+    try:
+        return _decode_dicom_pixels(ds, name)._replace(dicom=dicom_metadata(ds))
+    except Exception as error:  # noqa: BLE001 - an error message must not quote an identifying value
+        problem = error.problem if isinstance(error, ImageLoadError) else (
+            f"could not be decoded ({type(error).__name__}: {_short(error)})")
+        for value in identifying:
+            problem = problem.replace(value, "[identifying value removed]")
+        raise ImageLoadError(problem, name) from None
+
+
+def _decode_dicom_pixels(ds, name: str) -> Decoded:
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     rows, columns, frames = _dicom_geometry(ds, syntax, name)
     colour = Colourfulness()
@@ -503,16 +555,22 @@ def _first_frame(ds, syntax, frames: int, name: str, colour: Colourfulness) -> n
     """The first frame, decoded; luma where it is colour (in strips, accumulating its colourfulness)."""
     import pydicom
 
+    compressed = syntax is not None and syntax.is_compressed
+    encoded = _checked_codestream(ds, syntax, frames, name) if compressed else None
     try:
-        pixels = pydicom.pixels.pixel_array(ds, index=0) if frames > 1 else ds.pixel_array
-    except (NotImplementedError, RuntimeError) as error:
-        if syntax is not None and syntax.is_compressed:
+        # RLE through the Rust decoder (its output bounded by the header's size): pydicom's own loop is not
+        plugin = {"decoding_plugin": "pylibjpeg"} if compressed and syntax == RLE_LOSSLESS else {}
+        pixels = pydicom.pixels.pixel_array(ds, index=0, **plugin)
+    except (NotImplementedError, RuntimeError, ValueError) as error:
+        if compressed and not _decoder_installed(syntax):
             raise ImageLoadError(
                 f"its transfer syntax {syntax.name} is compressed and no installed decoder handles it "
-                "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg adds JPEG, JPEG-LS and JPEG 2000)",
+                f"(decoded here: {', '.join(DECODED_SYNTAXES)}; the install's requirements add them)",
                 name,
             ) from error
         raise ImageLoadError(f"its pixel data could not be decoded ({_short(error)})", name) from error
+    if encoded is not None:
+        _refuse_constant_from_varied(pixels, encoded, syntax, name)
     if "PixelData" in ds:
         del ds.PixelData  # the encoded frames: no longer needed
     expected = (int(ds.Rows), int(ds.Columns)) + ((3,) if int(ds.get("SamplesPerPixel", 1) or 1) == 3 else ())
@@ -526,6 +584,137 @@ def _first_frame(ds, syntax, frames: int, name: str, colour: Colourfulness) -> n
             colour.add(pixels[top:top + 256:Colourfulness.STRIDE, ::Colourfulness.STRIDE])  # 256: a multiple of it
         return gray
     return pixels
+
+
+# Compressed transfer syntaxes, decoded through pydicom by the pylibjpeg plugins (docs/images.md says why these).
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+JPEG_SYNTAXES = {  # the codestream begins with a JPEG (ITU T.81) or JPEG-LS (T.87) frame header
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless", "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless", "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless"}
+J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless", "1.2.840.10008.1.2.4.91": "JPEG 2000"}
+DECODED_SYNTAXES = (*JPEG_SYNTAXES.values(), *J2K_SYNTAXES.values(), "RLE Lossless")
+# JPEG start-of-frame markers (T.81 B.1.1.3: C0-CF but DHT C4, JPG C8, DAC CC) and JPEG-LS's SOF55 (F7)
+SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+VARIED_SAMPLE = 64 * 4096  # bytes of a compressed frame looked at to tell whether it encodes a constant image
+VARIED_RATIO = 0.2  # zlib shrinks the sample to less than this fraction: the codestream encodes (nearly) nothing
+
+
+class Codestream(NamedTuple):
+    """What a compressed frame's own header says it holds."""
+
+    rows: int
+    columns: int
+    components: int
+    precision: int
+
+
+def _decoder_installed(syntax) -> bool:
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:
+        return False
+
+
+def _checked_codestream(ds, syntax, frames: int, name: str) -> bytes:
+    """The first compressed frame, after its own header is read and checked against the data set's (Rows,
+    Columns, Samples per Pixel, Bits Allocated) before a decoder allocates anything: a stream that claims a small
+    image in the DICOM header but a large one in its codestream is refused here."""
+    from pydicom.encaps import get_frame
+
+    if syntax not in JPEG_SYNTAXES and syntax not in J2K_SYNTAXES and syntax != RLE_LOSSLESS:
+        raise ImageLoadError(f"its transfer syntax {syntax.name} is compressed in a way this loader does not "
+                             f"decode (decoded here: {', '.join(DECODED_SYNTAXES)})", name)
+    try:
+        frame = get_frame(ds.PixelData, 0, number_of_frames=frames)
+    except Exception as error:  # noqa: BLE001 - a broken encapsulation
+        raise ImageLoadError(f"its encapsulated pixel data cannot be split into frames ({_short(error)})",
+                             name) from None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+    if syntax == RLE_LOSSLESS:
+        _check_rle(frame, samples * math.ceil(bits / 8), name)
+        return frame
+    stream = _jpeg_frame_header(frame, name) if syntax in JPEG_SYNTAXES else _j2k_size(frame, name)
+    # EOI (JPEG, JPEG-LS) or EOC (JPEG 2000) at the end, maybe padded (fragments have even lengths); neither
+    # pair of bytes can occur inside the entropy-coded data (T.81 B.1.1.5, ISO 15444-1 A.1.1)
+    if b"\xff\xd9" not in frame[-16:]:
+        raise ImageLoadError(f"its {syntax.name} codestream does not end with an end-of-image marker: truncated "
+                             "(a decoder would fill the missing part)", name)
+    if (stream.rows, stream.columns, stream.components) != (rows, columns, samples) or stream.precision > bits:
+        raise ImageLoadError(f"its {syntax.name} codestream holds a {stream.columns}x{stream.rows} image of "
+                             f"{stream.components} component(s) at {stream.precision} bits, but the DICOM header "
+                             f"gives {columns}x{rows}, {samples} sample(s) at {bits} bits allocated: the header and "
+                             "the pixel data disagree", name)
+    return frame
+
+
+def _jpeg_frame_header(frame: bytes, name: str) -> Codestream:
+    """The frame header (SOF) of a JPEG or JPEG-LS codestream, found by walking its marker segments."""
+    if frame[:2] != b"\xff\xd8":
+        raise ImageLoadError("its JPEG codestream does not start with a start-of-image marker (corrupt)", name)
+    position = 2
+    for _ in range(MAX_JPEG_MARKERS):
+        while position < len(frame) and frame[position] == 0xFF and position + 1 < len(frame) \
+                and frame[position + 1] == 0xFF:
+            position += 1  # fill bytes
+        if position + 4 > len(frame) or frame[position] != 0xFF:
+            break
+        marker, length = frame[position + 1], struct.unpack(">H", frame[position + 2:position + 4])[0]
+        if marker in SOF_MARKERS:
+            if position + 10 > len(frame):
+                break
+            precision, rows, columns, components = struct.unpack(">BHHB", frame[position + 4:position + 10])
+            if rows == 0:
+                raise ImageLoadError("its JPEG codestream leaves the image height to a DNL marker (not accepted: "
+                                     "the size must be known before decoding)", name)
+            return Codestream(rows, columns, components, precision)
+        if marker == 0xDA or length < 2:
+            break
+        position += 2 + length
+    raise ImageLoadError("its JPEG codestream has no readable frame header (SOF) before its image data: "
+                         "truncated or corrupt", name)
+
+
+def _j2k_size(frame: bytes, name: str) -> Codestream:
+    """The image and tile size (SIZ) of a JPEG 2000 codestream (ISO 15444-1 A.5.1)."""
+    at = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # SOC then SIZ; some writers wrap it in a JP2 box
+    if at < 0 or at + 42 > len(frame):
+        raise ImageLoadError("its JPEG 2000 codestream has no readable image size (SIZ) marker: truncated or "
+                             "corrupt", name)
+    x, y, x0, y0 = struct.unpack(">IIII", frame[at + 8:at + 24])
+    components = struct.unpack(">H", frame[at + 40:at + 42])[0]
+    if x <= x0 or y <= y0 or components == 0 or at + 42 + 3 * components > len(frame):
+        raise ImageLoadError(f"its JPEG 2000 image size is inconsistent ({x}x{y} from offset {x0},{y0}, "
+                             f"{components} components)", name)
+    precision = max((frame[at + 42 + 3 * c] & 0x7F) + 1 for c in range(components))
+    return Codestream(y - y0, x - x0, components, precision)
+
+
+def _check_rle(frame: bytes, segments: int, name: str) -> None:
+    """An RLE frame's header (PS3.5 G.5): one segment per byte of each sample, at increasing offsets inside it."""
+    if len(frame) < 64:
+        raise ImageLoadError("its RLE frame is shorter than its 64-byte header (truncated)", name)
+    count, *offsets = struct.unpack("<16I", frame[:64])
+    used = offsets[:count]
+    if count != segments or used[0] != 64 or any(b <= a for a, b in itertools.pairwise(used)) or used[-1] >= len(frame):
+        raise ImageLoadError(f"its RLE frame header is inconsistent: {count} segment(s) at offsets {used}, where "
+                             f"the DICOM header needs {segments} inside {len(frame)} bytes", name)
+
+
+def _refuse_constant_from_varied(pixels: np.ndarray, frame: bytes, syntax, name: str) -> None:
+    """A decoder that returns one value everywhere from a codestream that is not a constant image's is wrong
+    (a known failure: 12-bit lossless JPEG decoded to zeros without an error): refuse, never analyse it."""
+    if pixels.size == 0 or pixels.min() != pixels.max():
+        return
+    step = max(1, len(frame) // 64)
+    sample = b"".join(frame[i:i + 4096] for i in range(0, len(frame), step))[:VARIED_SAMPLE]
+    if len(sample) >= 256 and len(zlib.compress(sample, 6)) >= VARIED_RATIO * len(sample):
+        raise ImageLoadError(f"its {syntax.name} pixel data decoded to one value ({pixels.flat[0]}) everywhere, "
+                             "though the compressed data is not that of a constant image: the decoder failed "
+                             "silently, so the image is not analysed", name)
 
 
 def _modality(pixels: np.ndarray, ds, name: str, notes: list[str]) -> np.ndarray:

@@ -31,7 +31,7 @@ from radiograph.cam import DEFAULT_COLORMAP, hottest_region, outline, overlay, s
 from radiograph.cards import ModelCard, sha256_of
 from radiograph.decision import decide, heatmap_classes, uncertainty_summary
 from radiograph.explain import Explainer
-from radiograph.gate import Gate, Gatekeeper, Inspection, load_router, study_result
+from radiograph.gate import Gate, Gatekeeper, Inspection, dicom_reasons, load_router, study_result
 from radiograph.geometry import FeatureGrid, Letterbox, on_original
 from radiograph.imaging import DISPLAY_SIDE, decode, display_copy, model_input, placement
 from radiograph.inference import OnnxModel
@@ -57,6 +57,7 @@ class Analysis:
     notes: tuple[str, ...] = ()  # values of the file the loader did not trust and worked around
     sha256: str = ""  # of the input file's bytes, as read
     other_methods: dict = field(default_factory=dict)  # {"gradcam++": (heatmaps, flat)} on the Keras path
+    dicom: dict | None = None  # a DICOM input's imaging.SHOWN_TAGS (never an identifying one)
 
     @property
     def methods(self) -> list[str]:
@@ -148,6 +149,8 @@ class Analysis:
         height, width = self.geometry.original
         image = {"width": width, "height": height, "notes": list(self.notes), "sha256": self.sha256,
                  "overlay_width": self.display.shape[1], "overlay_height": self.display.shape[0]}
+        if self.dicom is not None:
+            image["dicom"] = dict(self.dicom)
         if self.refused:
             return {"task": self.task, "file": self.name, "gate": self.gate.as_dict(), "image": image,
                     "decision": self.decision(), "model": self.model, "timings_ms": self.timings_ms,
@@ -252,6 +255,7 @@ class Service:
         display = display_copy(decoded.image)
         clock["decoded"] = time.perf_counter()
         seen = self.gatekeeper.inspect(display, decoded.colourfulness)
+        seen.reasons.extend(dicom_reasons(decoded.dicom))
         clock["inspected"] = time.perf_counter()
         return Inspected(decoded, display, seen, name, clock, file_sha256(source))
 
@@ -260,7 +264,8 @@ class Service:
         geometry = placement(decoded.original, self.models[task].size if task else DISPLAY_SIDE)
         card, model = (self.models[task].card, self.describe(task)) if task else (None, None)
         return Analysis(card, model, inspected.name, inspected.display, geometry, None, None, None, gate,
-                        _milliseconds(inspected.clock, time.perf_counter()), decoded.notes, inspected.sha256)
+                        _milliseconds(inspected.clock, time.perf_counter()), decoded.notes, inspected.sha256,
+                        dicom=decoded.dicom)
 
     def _analyse(self, task: str, inspected: Inspected) -> Analysis:
         model, explainer, seen, name = self.models[task], self.explainers[task], inspected.seen, inspected.name
@@ -270,7 +275,7 @@ class Service:
         start = time.perf_counter()
         decoded = inspected.take()
         image, geometry = model_input(decoded, model.size)
-        notes = decoded.notes
+        notes, dicom = decoded.notes, decoded.dicom
         del decoded  # the last reference to the full-size image: it is freed before the model runs
         letterboxed = time.perf_counter()
         output = model.run(image[None])
@@ -287,7 +292,7 @@ class Service:
         timings = _milliseconds(inspected.clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
                                 inference=predicted - letterboxed, cam=explained - gated)
         return Analysis(model.card, self.describe(task), name, inspected.display, geometry, probabilities, heatmaps,
-                        flat, gate, timings, notes, inspected.sha256, other_methods=by_method)
+                        flat, gate, timings, notes, inspected.sha256, other_methods=by_method, dicom=dicom)
 
     def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
         """Every view of one study of a task whose card groups images into studies, and the study's result

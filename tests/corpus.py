@@ -87,7 +87,7 @@ REFUSED = {  # name: content; each must raise ImageLoadError naming the file and
     "animated.gif": animated("GIF"),
     "not_dicom.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 50,
     "no_pixel_data.dcm": pydicom_file("rtplan.dcm"),
-    "jpeg_ls_no_decoder.dcm": pydicom_file("JPEGLSNearLossless_08.dcm"),
+    "jpeg_ls_45x10.dcm": pydicom_file("JPEGLSNearLossless_08.dcm"),
     "malformed_length.dcm": malformed_dicom(),
     **{f"truncated_{n}.png": VALID_PNG[:n] for n in (8, 30, 60, len(VALID_PNG) // 2)},
     **{f"truncated_{n}.jpg": VALID_JPEG[:n] for n in (2, 100, len(VALID_JPEG) // 2)},
