@@ -1,6 +1,7 @@
 """Results of a DICOM input as DICOM (radiograph.dicom_results): a Secondary Capture of the overlay and a
 Comprehensive SR of the findings, read back with pydicom and checked against the source and the analysis."""
 import io
+import json
 from pathlib import Path
 
 import cv2
@@ -111,3 +112,20 @@ def test_the_kept_header_is_bounded():
     assert "PatientName" not in header and "ImageComments" not in header and "PixelData" not in header
     assert header.PatientID == "PHANTOM-0060"
     assert all(len(str(element.value)) <= MAX_HEADER_VALUE_BYTES for element in header)
+
+
+def test_batch_command_writes_both_files_per_dicom_input(tmp_path):
+    from radiograph.predict import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "chest.dcm").write_bytes(chest_dicom())
+    (tmp_path / "in" / "chest.png").write_bytes(EXAMPLE.read_bytes())  # not DICOM: no DICOM results
+    out = tmp_path / "results.json"
+    assert main(["chest14", str(tmp_path / "in"), "--dicom-dir", str(tmp_path / "dcm"), "--out", str(out),
+                 "--quiet", "--processes", "0", "--models", str(ROOT / "models")]) == 0
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == ["00000_chest.sc.dcm", "00000_chest.sr.dcm"]
+    rows = {Path(row["file"]).name: row for row in json.loads(out.read_text())}
+    assert "dicom" not in rows["chest.png"]
+    sc, sr = (pydicom.dcmread(path) for path in rows["chest.dcm"]["dicom"])
+    assert sc.StudyInstanceUID == sr.StudyInstanceUID == SOURCE_TAGS["StudyInstanceUID"]
+    assert sr.ContentSequence[1].TextValue == rows["chest.dcm"]["model_version"]
