@@ -129,3 +129,18 @@ def test_batch_command_writes_both_files_per_dicom_input(tmp_path):
     sc, sr = (pydicom.dcmread(path) for path in rows["chest.dcm"]["dicom"])
     assert sc.StudyInstanceUID == sr.StudyInstanceUID == SOURCE_TAGS["StudyInstanceUID"]
     assert sr.ContentSequence[1].TextValue == rows["chest.dcm"]["model_version"]
+
+
+def test_the_app_offers_both_files_for_a_dicom_input_only(service):
+    import app
+
+    ui = app.App(service)
+    try:
+        shown = ui.dicom_files(service.analyse("chest14", chest_dicom(), "chest.dcm"))
+        assert shown["visible"] and [Path(p).name.rsplit(".", 2)[1:] for p in shown["value"]] == [["sc", "dcm"],
+                                                                                                ["sr", "dcm"]]
+        assert pydicom.dcmread(shown["value"][1]).StudyInstanceUID == SOURCE_TAGS["StudyInstanceUID"]
+        assert ui.dicom_files(service.analyse("chest14", EXAMPLE)) == {"__type__": "update", "value": None,
+                                                                       "visible": False}
+    finally:
+        ui.close()
