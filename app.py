@@ -242,6 +242,7 @@ def cleared(outputs: list) -> list:
             else gr.update(visible=False) if isinstance(o, gr.Button)  # "open in the routed task's tab"
             else gr.update(value=None, choices=[]) if isinstance(o, gr.Dropdown)
             else gr.update(value=None, visible=False) if isinstance(o, gr.DownloadButton)  # the PDF report
+            else gr.update(value=None, visible=False) if isinstance(o, gr.File) and not o.visible  # DICOM results
             else None for o in outputs]
 
 
@@ -398,6 +399,22 @@ class App:
             path = self.pdf(analysis_report(state), state.name)
         return gr.update(value=path, visible=True)
 
+    def dicom_files(self, state):
+        """UI: the DICOM results (radiograph.dicom_results: overlay as Secondary Capture, findings as Structured
+        Report) of the analysis in the state, shown only for a DICOM input it can write them for."""
+        from radiograph.dicom_results import DicomResultError, write_dicom_results
+
+        if state is None or isinstance(state, tuple) or state.dicom_header is None or state.refused:
+            return gr.update(value=None, visible=False)
+        self.sweep()
+        stem = re.sub(r"[^\w.-]+", "_", Path(state.name).stem)[:80] or "radiograph"
+        try:
+            paths = write_dicom_results(state, self.overlays, f"{stem}-{uuid.uuid4().hex[:8]}")
+        except DicomResultError as error:
+            gr.Warning(str(error))
+            return gr.update(value=None, visible=False)
+        return gr.update(value=[str(path) for path in paths], visible=True)
+
     def pdf(self, data: bytes, name: str) -> str:
         """Write a PDF report as `<input name>-report-<unique>.pdf` beside the overlays (swept with them)."""
         self.sweep()
@@ -420,7 +437,7 @@ class App:
             return  # another request is sweeping
         try:
             cutoff = time.time() - OVERLAY_AGE_S
-            for old in [*self.overlays.glob("*.png"), *self.overlays.glob("*.pdf")]:
+            for old in [*self.overlays.glob("*.png"), *self.overlays.glob("*.pdf"), *self.overlays.glob("*.dcm")]:
                 try:
                     if old.stat().st_mtime < cutoff:
                         old.unlink()
@@ -665,6 +682,8 @@ class App:
                 bars = gr.HTML(elem_id=f"{task}-bars") if multi_label else None
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 report = gr.DownloadButton("Download PDF report", visible=False, elem_id=f"{task}-report")
+                dicom = gr.File(label="DICOM results: overlay (Secondary Capture), findings (Structured Report)",
+                                file_count="multiple", interactive=False, visible=False, elem_id=f"{task}-dicom")
                 preview = gr.Image(label="Decoded image (as the model reads it)", interactive=False, format="png",
                                    height=260, elem_id=f"{task}-preview", alt_text=PREVIEW_ALT)
                 result = gr.JSON(label="Result (JSON)", open=False)
@@ -688,7 +707,7 @@ class App:
         def reword(analysis, class_name, chosen):
             return self.heatmap_words(analysis, class_name, chosen)
 
-        every = [result, overlay, state, open_routed, report] + shown
+        every = [result, overlay, state, open_routed, report, dicom] + shown
         clear = self.clearing(every)
         analysed = gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
             run, [upload], [result, overlay, state], api_name=task, concurrency_id=ANALYSIS,
@@ -696,14 +715,16 @@ class App:
                             "at the input's size, at most 2048 pixels a side; the plain image when refused).")
         analysed.success(show, [state, method], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
-            self.download, [state], [report], api_visibility="private", concurrency_id="render")
+            self.download, [state], [report], api_visibility="private", concurrency_id="render").success(
+            self.dicom_files, [state], [dicom], api_visibility="private", concurrency_id="render")
         upload.clear(clear, None, every, **QUICK)
         if examples is not None:
             examples.then(clear, None, every, **QUICK).then(
                 run, [upload], [result, overlay, state], api_visibility="private", concurrency_id=ANALYSIS).success(
                 show, [state, method], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
-                self.download, [state], [report], api_visibility="private", concurrency_id="render")
+                self.download, [state], [report], api_visibility="private", concurrency_id="render").success(
+                self.dicom_files, [state], [dicom], api_visibility="private", concurrency_id="render")
         self.report_endpoints(task)
         # opacity.input: Gradio 6's slider sends it as its number box is typed in and as the range moves (by mouse or
         # arrow keys); `release` came only on pointer-up or blur, so a typed value + Enter did nothing. always_last:

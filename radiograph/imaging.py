@@ -113,6 +113,7 @@ class Decoded(NamedTuple):
     notes: tuple[str, ...] = ()
     colourfulness: float = 0.0  # of the file's colour channels before they became luma (0: gray); see Colourfulness
     dicom: dict | None = None  # a DICOM file's SHOWN_TAGS (present ones only); never an IDENTIFYING_TAGS value
+    header: object = None  # a DICOM file's identity (pydicom Dataset, no pixel data; see dicom_header), else None
 
 
 def read_image(source: Source, name: str | None = None) -> np.ndarray:
@@ -449,7 +450,39 @@ def _decode_dicom_pixels(ds, name: str) -> Decoded:
     del pixels
     if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":  # low values are bright
         np.subtract(255.0, image, out=image)
-    return Decoded(image, (rows, columns), tuple(notes), colour.value())
+    return Decoded(image, (rows, columns), tuple(notes), colour.value(), header=dicom_header(ds))
+
+
+# What of a DICOM input's header is kept with its analysis, for results written back as DICOM
+# (radiograph.dicom_results): the patient and study modules they copy and the source instance they reference.
+# Nothing else (no pixel data, sequences or private tags); a value longer than MAX_HEADER_VALUE_BYTES is left out,
+# so the kept header is at most about 30 kB whatever the file holds.
+HEADER_KEYWORDS = (
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+    "Modality", "SeriesNumber", "InstanceNumber", "BodyPartExamined", "ViewPosition", "Laterality",
+    "PatientOrientation", "LossyImageCompression",
+)
+MAX_HEADER_VALUE_BYTES = 1024
+
+
+def dicom_header(ds):
+    """A new pydicom Dataset with HEADER_KEYWORDS' elements of `ds` that it has, each at most
+    MAX_HEADER_VALUE_BYTES long as stored."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataset import Dataset
+
+    header = Dataset()
+    for keyword in HEADER_KEYWORDS:
+        tag = tag_for_keyword(keyword)
+        raw = ds.get_item(tag)
+        if raw is None or raw.value is None:
+            continue
+        if isinstance(raw.value, (bytes, str)) and len(raw.value) > MAX_HEADER_VALUE_BYTES:
+            continue
+        header.add(ds[tag])
+    return header
 
 
 def _read_dicom(data: bytes, name: str):

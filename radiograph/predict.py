@@ -6,6 +6,7 @@
     python -m radiograph predict chest14 scan.dcm --variant int8
     python -m radiograph predict chest14 examples/chest14 --cam-dir cams --colormap jet   # overlays in the rainbow
     python -m radiograph predict knee examples/knee --out results.csv --report-dir reports-pdf   # a PDF per file
+    python -m radiograph predict chest14 scans/ --dicom-dir results-dcm   # per DICOM file: <file>.sc.dcm, <file>.sr.dcm
 
 Decoding and the input gate's image checks and routing (radiograph.gate) run
 in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
@@ -305,6 +306,35 @@ def write_reports(rows: list[dict], task: str, folder: Path, tasks: list[str], r
         row["report"] = str(target)
 
 
+def write_dicom_dir(rows: list[dict], task: str, folder: Path, tasks: list[str], dicom_dir: Path,
+                    variant: str = "fp32", device: str = "auto") -> None:
+    """Every predicted DICOM file's results as DICOM (radiograph.dicom_results): `<row index>_<file stem>.sc.dcm` (the overlay as a
+    Secondary Capture) and `<row index>_<file stem>.sr.dcm` (the findings as a Structured Report) in `dicom_dir`, each file
+    analysed once more through the app's Service (ONNX CAM path); each row gets the two paths under "dicom", or
+    the reason there are none under "dicom_error" (e.g. a source without a study to join)."""
+    from radiograph.dicom_results import DicomResultError, write_dicom_results
+    from radiograph.imaging import sniff
+    from radiograph.service import Service
+
+    service = None
+    for index, row in enumerate(rows):
+        if row["kind"] != "image" or row["status"] != "ok":
+            continue
+        source = Path(row["file"])
+        with source.open("rb") as handle:
+            if sniff(handle.read(132), source.name) != "DICOM":
+                continue
+        service = service or Service(folder, tasks, cam_path="onnx", device=device, variant=variant, strict=True)
+        analysis = service.analyse_auto(source) if task == AUTO else service.analyse(row["task"], source)
+        try:
+            paths = write_dicom_results(analysis, dicom_dir, f"{index:05d}_{source.stem or source.name}")
+        except DicomResultError as error:
+            row["dicom_error"] = str(error)
+            print(f"note: {error}", file=sys.stderr)
+            continue
+        row["dicom"] = [str(path) for path in paths]
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -336,6 +366,8 @@ def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "gate_ms", "inference_ms", "cam")})
     if "report" in row:
         flat["report"] = row["report"]
+    if "dicom" in row or "dicom_error" in row:
+        flat["dicom"] = ";".join(row.get("dicom", [])) or row["dicom_error"]
     if len(row.get("cams", {})) > 1:
         flat["cams"] = ";".join(f"{label}={path}" for label, path in row["cams"].items())
     return flat
@@ -369,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
                              "colour-blind safe; jet is the rainbow)")
     parser.add_argument("--report-dir", type=Path, help="write the app's one-page PDF report per file (and per "
                         "study) here; each file is analysed once more for it")
+    parser.add_argument("--dicom-dir", type=Path, help="write each predicted DICOM file's results as DICOM here: "
+                        "<file>.sc.dcm (overlay, Secondary Capture) and <file>.sr.dcm (findings, Structured Report); "
+                        "each DICOM file is analysed once more for them")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--variant", choices=list(VARIANTS), default="fp32")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -428,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             journal.close()
     if args.report_dir:
         write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
+    if args.dicom_dir:
+        write_dicom_dir(rows, args.task, args.models, list(models), args.dicom_dir, args.variant, args.device)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
     images = [row for row in rows if row["kind"] == "image"]
     counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}
@@ -436,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.task}: {counts['ok']} of {len(files)} files predicted ({warned} with a warning), "
           f"{counts['refused']} refused by the input gate, {counts['error']} unreadable; {versions}"
           + (f"; results in {args.out}" if args.out else "")
-          + (f"; {sum('report' in row for row in rows)} PDF reports in {args.report_dir}" if args.report_dir else ""),
+          + (f"; {sum('report' in row for row in rows)} PDF reports in {args.report_dir}" if args.report_dir else "")
+          + (f"; DICOM results of {sum('dicom' in row for row in rows)} files in {args.dicom_dir}"
+             if args.dicom_dir else ""),
           file=sys.stderr)
     for row in rows:  # a folder that looks like several studies: said on the terminal too, not only in the row
         if row["kind"] == "study" and {"mixed_studies", "mixed_parts"} & set(row["gate"]["codes"]):

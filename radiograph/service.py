@@ -58,6 +58,7 @@ class Analysis:
     sha256: str = ""  # of the input file's bytes, as read
     other_methods: dict = field(default_factory=dict)  # {"gradcam++": (heatmaps, flat)} on the Keras path
     dicom: dict | None = None  # a DICOM input's imaging.SHOWN_TAGS (never an identifying one)
+    dicom_header: object = None  # a DICOM input's identity (radiograph.imaging.dicom_header), else None
 
     @property
     def methods(self) -> list[str]:
@@ -265,7 +266,7 @@ class Service:
         card, model = (self.models[task].card, self.describe(task)) if task else (None, None)
         return Analysis(card, model, inspected.name, inspected.display, geometry, None, None, None, gate,
                         _milliseconds(inspected.clock, time.perf_counter()), decoded.notes, inspected.sha256,
-                        dicom=decoded.dicom)
+                        dicom=decoded.dicom, dicom_header=decoded.header)
 
     def _analyse(self, task: str, inspected: Inspected) -> Analysis:
         model, explainer, seen, name = self.models[task], self.explainers[task], inspected.seen, inspected.name
@@ -275,7 +276,7 @@ class Service:
         start = time.perf_counter()
         decoded = inspected.take()
         image, geometry = model_input(decoded, model.size)
-        notes, dicom = decoded.notes, decoded.dicom
+        notes, dicom, header = decoded.notes, decoded.dicom, decoded.header
         del decoded  # the last reference to the full-size image: it is freed before the model runs
         letterboxed = time.perf_counter()
         output = model.run(image[None])
@@ -292,7 +293,8 @@ class Service:
         timings = _milliseconds(inspected.clock, explained, letterbox=letterboxed - start, distance=gated - predicted,
                                 inference=predicted - letterboxed, cam=explained - gated)
         return Analysis(model.card, self.describe(task), name, inspected.display, geometry, probabilities, heatmaps,
-                        flat, gate, timings, notes, inspected.sha256, other_methods=by_method, dicom=dicom)
+                        flat, gate, timings, notes, inspected.sha256, other_methods=by_method, dicom=dicom,
+                        dicom_header=header)
 
     def analyse_study(self, task: str, sources: list, names: list[str] | None = None) -> tuple[list[Analysis], dict]:
         """Every view of one study of a task whose card groups images into studies, and the study's result

@@ -1,0 +1,191 @@
+"""Results of a DICOM input written back as DICOM (highdicom), to join the source's study in a PACS.
+
+    sc, sr = dicom_results(analysis)                    # analysis: radiograph.service.Analysis of a DICOM file
+    write_dicom_results(analysis, Path("out"), "scan")  # out/scan.sc.dcm, out/scan.sr.dcm
+
+- The Secondary Capture (`secondary_capture`): the Grad-CAM overlay the app shows by default (its first shown
+  class, opacity 0.4, viridis) as an RGB image in the source's study: the patient and study modules copied from
+  the source, new series and instance UIDs, the source instance in SourceImageSequence, a SeriesDescription that
+  says it is a research demo heatmap, not for diagnosis, BurnedInAnnotation NO (no text is drawn on it).
+- The Structured Report (`structured_report`): a Comprehensive SR (highdicom.sr.ComprehensiveSR; why this one:
+  docs/export-and-predict.md "DICOM results") whose content tree holds every finding with its probability, its
+  operating threshold where the card's rule has one, and whether it is called; the decision's text (the input
+  gate's warnings included); the model's identity (task, model_version) and the card's notice. It references the
+  source instance (an IMAGE item, and CurrentRequestedProcedureEvidenceSequence) and the Secondary Capture.
+
+Only what the source carries is copied (radiograph.imaging.dicom_header keeps it with the analysis); a patient or
+study attribute the source lacks is left empty (DICOM's Type 2: unknown), never made up. PatientName and PatientID
+go into these two files only, which belong to the same patient; nothing here logs them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SC_SERIES_NUMBER = 990  # high, out of a modality's usual range, so viewers list the results after the source
+SR_SERIES_NUMBER = 991
+MANUFACTURER = "radiograph research demo"
+SERIES_DESCRIPTION = "Research demo heatmap (Grad-CAM), not for diagnosis"
+REPORT_DESCRIPTION = "Research demo findings, not for diagnosis"
+SCHEME = "99RADIOGRAPH"  # a private coding scheme for the concepts DICOM has no code for (findings, probability)
+# Type 1 in the source: without them there is no study, series and instance to reference
+REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+# Type 2 patient and study attributes highdicom reads from the source: present, empty where the source lacks them
+TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+          "StudyTime", "ReferringPhysicianName")
+BIPED = {"A", "P", "L", "R", "H", "F"}
+
+
+class DicomResultError(ValueError):
+    """An analysis that cannot be written as DICOM results; the message says why and what is needed."""
+
+
+def source_of(analysis):
+    """The source's header (radiograph.imaging.dicom_header) as a new Dataset with TYPE_2 present; refuses an
+    analysis that is not of a DICOM file, that the gate refused, or whose source lacks a REQUIRED UID."""
+    from pydicom.dataset import Dataset
+
+    header = analysis.dicom_header
+    if header is None:
+        raise DicomResultError(f"{analysis.name}: results are written as DICOM only for a DICOM input (it joins the "
+                               "source's study); this input is not DICOM")
+    if analysis.refused:
+        raise DicomResultError(f"{analysis.name}: the input gate refused the image, so there are no findings and no "
+                               "heatmap to write as DICOM")
+    missing = [keyword for keyword in REQUIRED if not str(header.get(keyword, "") or "").strip()]
+    if missing:
+        raise DicomResultError(f"{analysis.name}: the source lacks {', '.join(missing)}; DICOM results reference the "
+                               "source's study, series and instance, so it must carry StudyInstanceUID, "
+                               "SeriesInstanceUID, SOPInstanceUID and SOPClassUID")
+    source = Dataset()
+    source.update(header)
+    for keyword in TYPE_2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+    return source
+
+
+def secondary_capture(analysis, source=None, class_index: int | None = None):
+    """The overlay of `class_index` (default: the first shown class) as a highdicom SCImage in the source's study."""
+    import highdicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    source = source_of(analysis) if source is None else source
+    class_index = analysis.shown_class if class_index is None else class_index
+    picture = np.ascontiguousarray(analysis.overlay(class_index), dtype=np.uint8)
+    orientation = [str(value) for value in source.get("PatientOrientation", [])]
+    known = len(orientation) == 2 and all(value in BIPED for value in orientation)
+    sc = highdicom.sc.SCImage.from_ref_dataset(
+        source, picture, "RGB", 8, "PATIENT", highdicom.UID(), SC_SERIES_NUMBER, highdicom.UID(), 1, MANUFACTURER,
+        # highdicom asks an image of the patient for its orientation; the source's, else emptied below
+        patient_orientation=tuple(orientation) if known else ("L", "F"),
+        transfer_syntax_uid=ExplicitVRLittleEndian, series_description=SERIES_DESCRIPTION)
+    if not known:
+        sc.PatientOrientation = ""  # Type 2: unknown, as in the source
+    sc.BurnedInAnnotation = "NO"  # a colour map over the image; no text, no identifying marks
+    sc.RecognizableVisualFeatures = "NO"
+    sc.LossyImageCompression = "01" if str(source.get("LossyImageCompression", "")) == "01" else "00"
+    label = analysis.labels[class_index]
+    sc.ImageComments = (f"Grad-CAM heatmap of {label} from model {analysis.card.model_version} "
+                        f"({analysis.card.task}). {analysis.card.notice or ''}".strip())[:10240]
+    sc.DerivationDescription = (f"Grad-CAM map of {label} in viridis at opacity 0.4 over the source image, "
+                                f"resized to {picture.shape[1]}x{picture.shape[0]}")
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    sc.SourceImageSequence = [reference]
+    for keyword in ("BodyPartExamined", "Laterality"):
+        if keyword in source and keyword not in sc:
+            sc.add(source[keyword])
+    return sc
+
+
+def _code(value: str, meaning: str | None = None, scheme: str = SCHEME):
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value, scheme, (meaning or value)[:64])
+
+
+def findings(analysis) -> list[dict]:
+    """Each label: probability, the operating threshold where the card's rule calls each label on its own
+    (each_above_threshold), and whether the decision calls it."""
+    card, decision = analysis.card, analysis.decision()
+    rows = []
+    for index, (label, probability) in enumerate(zip(analysis.labels, analysis.probabilities)):
+        row = {"label": label, "probability": float(probability), "threshold": None}
+        if card.decision.kind == "each_above_threshold":
+            row["threshold"] = float(card.thresholds[label])
+            row["called"] = label in decision.get("positive", [])
+        elif card.decision.kind == "top_class":
+            row["called"] = index == int(np.argmax(analysis.probabilities))
+        rows.append(row)
+    return rows
+
+
+def rule_text(card) -> str:
+    kind = card.decision.kind
+    if kind == "each_above_threshold":
+        return "Each finding is called positive at or above its operating threshold."
+    if kind == "grouped":
+        return (f"The {card.decision.positive} probability summed over the {card.decision.group_name} classes is "
+                f"called {card.decision.positive} at or above {card.decision.cut:.4g}.")
+    return "The class with the highest probability is called."
+
+
+def structured_report(analysis, source=None, sc=None):
+    """The findings as a highdicom ComprehensiveSR referencing the source (and `sc`, the Secondary Capture, when
+    given: an IMAGE item and evidence of the same study)."""
+    import highdicom
+    from highdicom.sr import (CodeContentItem, ComprehensiveSR, ContainerContentItem, ContentSequence,
+                              ImageContentItem, NumContentItem, TextContentItem)
+    from pydicom.sr.codedict import codes
+
+    source = source_of(analysis) if source is None else source
+    card = analysis.card
+    unit = _code("1", "no units", "UCUM")
+    root = ContainerContentItem(_code("18748-4", "Diagnostic imaging report", "LN"))
+    items = [TextContentItem(codes.DCM.AlgorithmName, f"radiograph {card.task} model", "CONTAINS"),
+             TextContentItem(codes.DCM.AlgorithmVersion, card.model_version, "CONTAINS"),
+             TextContentItem(_code("TASK", "Task"), card.task, "CONTAINS"),
+             TextContentItem(_code("NOTICE", "Notice"), card.notice or REPORT_DESCRIPTION, "CONTAINS"),
+             ImageContentItem(codes.DCM.SourceOfMeasurement, source.SOPClassUID, source.SOPInstanceUID,
+                              relationship_type="CONTAINS")]
+    if sc is not None:
+        items.append(ImageContentItem(_code("GRADCAM-OVERLAY", "Grad-CAM overlay"), sc.SOPClassUID,
+                                      sc.SOPInstanceUID, relationship_type="CONTAINS"))
+    items.append(TextContentItem(_code("DECISION-RULE", "Decision rule"), rule_text(card), "CONTAINS"))
+    for row in findings(analysis):
+        finding = CodeContentItem(codes.DCM.Finding, _code(row["label"]), "CONTAINS")
+        properties = [NumContentItem(_code("PROBABILITY", "Probability"), row["probability"], unit,
+                                     relationship_type="HAS PROPERTIES")]
+        if row["threshold"] is not None:
+            properties.append(NumContentItem(_code("THRESHOLD", "Operating threshold"), row["threshold"], unit,
+                                             relationship_type="HAS PROPERTIES"))
+        if "called" in row:
+            properties.append(TextContentItem(_code("CALLED", "Called"), "positive" if row["called"] else "negative",
+                                              "HAS PROPERTIES"))
+        finding.ContentSequence = ContentSequence(properties)
+        items.append(finding)
+    items.append(TextContentItem(_code("DECISION", "Decision"), analysis.decision()["text"][:1024], "CONTAINS"))
+    root.ContentSequence = ContentSequence(items)
+    return ComprehensiveSR([source] + ([sc] if sc is not None else []), root, highdicom.UID(), SR_SERIES_NUMBER,
+                           highdicom.UID(), 1, MANUFACTURER, series_description=REPORT_DESCRIPTION)
+
+
+def dicom_results(analysis) -> tuple:
+    """(Secondary Capture, Structured Report) of one analysis of a DICOM file; DicomResultError otherwise."""
+    source = source_of(analysis)
+    sc = secondary_capture(analysis, source)
+    return sc, structured_report(analysis, source, sc)
+
+
+def write_dicom_results(analysis, folder: Path, stem: str) -> tuple[Path, Path]:
+    """`folder/<stem>.sc.dcm` and `folder/<stem>.sr.dcm` (DICOM files with their file meta)."""
+    sc, sr = dicom_results(analysis)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / f"{stem}.sc.dcm", folder / f"{stem}.sr.dcm")
+    for dataset, path in zip((sc, sr), paths):
+        dataset.save_as(path, enforce_file_format=True)
+    return paths
