@@ -479,7 +479,8 @@ def dicom_header(ds):
         raw = ds.get_item(tag)
         if raw is None or raw.value is None:
             continue
-        if isinstance(raw.value, (bytes, str)) and len(raw.value) > MAX_HEADER_VALUE_BYTES:
+        value = raw.value  # raw bytes, or a value already read (a PersonName once the identifying check read it)
+        if len(value if isinstance(value, (bytes, str)) else str(value)) > MAX_HEADER_VALUE_BYTES:
             continue
         header.add(ds[tag])
     return header
