@@ -59,6 +59,9 @@ from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
 from radiograph.regions import describe
 from radiograph.registry import TASKS, get_task
 
+# A file analysed a second time (for its PDF report or DICOM results) may fail where its row did not: it changed or
+# went away since, or the model's output is unusable now (service.UnusableResult, a ValueError). Its row says so.
+AGAIN_FAILED = (ImageLoadError, OSError, ValueError)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
 
 
@@ -281,6 +284,12 @@ def study_rows(rows: list[dict], gates: list[Gate], base: dict, card: ModelCard)
     return result
 
 
+def reanalysed(service, task: str, row: dict):
+    """A row's file analysed once more through the app's Service (for its report or its DICOM results)."""
+    source = Path(row["file"])
+    return service.analyse_auto(source) if task == AUTO else service.analyse(row["task"], source)
+
+
 def write_reports(rows: list[dict], task: str, folder: Path, tasks: list[str], report_dir: Path,
                   variant: str = "fp32", device: str = "auto") -> None:
     """The app's one-page PDF report of every readable file's row (refused ones too) and of every study row,
@@ -293,14 +302,17 @@ def write_reports(rows: list[dict], task: str, folder: Path, tasks: list[str], r
     for index, row in enumerate(rows):
         if row["status"] == "error":
             continue
-        if row["kind"] == "image":
-            source = Path(row["file"])
-            analysis = service.analyse_auto(source) if task == AUTO else service.analyse(row["task"], source)
-            data = analysis_report(analysis)
-        else:  # a study: every view read in its folder
-            views = [Path(r["file"]) for r in rows if r["kind"] == "image" and r["status"] != "error"
-                     and r.get("task") == row["task"] and str(Path(r["file"]).parent) == row["file"]]
-            data = study_report(*service.analyse_study(row["task"], views))
+        try:
+            if row["kind"] == "image":
+                data = analysis_report(reanalysed(service, task, row))
+            else:  # a study: every view read in its folder
+                views = [Path(r["file"]) for r in rows if r["kind"] == "image" and r["status"] != "error"
+                         and r.get("task") == row["task"] and str(Path(r["file"]).parent) == row["file"]]
+                data = study_report(*service.analyse_study(row["task"], views))
+        except AGAIN_FAILED as error:  # the file changed or went away since its row was made: the batch goes on
+            row["report_error"] = f"{type(error).__name__}: {error}"
+            print(f"note: no report for {row['file']}: {row['report_error']}", file=sys.stderr)
+            continue
         target = report_dir / f"{index:05d}_{Path(row['file']).stem or 'study'}.pdf"
         target.write_bytes(data)
         row["report"] = str(target)
@@ -321,16 +333,16 @@ def write_dicom_dir(rows: list[dict], task: str, folder: Path, tasks: list[str],
         if row["kind"] != "image" or row["status"] != "ok":
             continue
         source = Path(row["file"])
-        with source.open("rb") as handle:
-            if sniff(handle.read(132), source.name) != "DICOM":
-                continue
-        service = service or Service(folder, tasks, cam_path="onnx", device=device, variant=variant, strict=True)
-        analysis = service.analyse_auto(source) if task == AUTO else service.analyse(row["task"], source)
         try:
-            paths = write_dicom_results(analysis, dicom_dir, f"{index:05d}_{source.stem or source.name}")
-        except DicomResultError as error:
-            row["dicom_error"] = str(error)
-            print(f"note: {error}", file=sys.stderr)
+            with source.open("rb") as handle:
+                if sniff(handle.read(132), source.name) != "DICOM":
+                    continue
+            service = service or Service(folder, tasks, cam_path="onnx", device=device, variant=variant, strict=True)
+            paths = write_dicom_results(reanalysed(service, task, row), dicom_dir,
+                                        f"{index:05d}_{source.stem or source.name}")
+        except (DicomResultError, *AGAIN_FAILED) as error:
+            row["dicom_error"] = str(error) if isinstance(error, DicomResultError) else f"{type(error).__name__}: {error}"
+            print(f"note: no DICOM results for {source}: {row['dicom_error']}", file=sys.stderr)
             continue
         row["dicom"] = [str(path) for path in paths]
 

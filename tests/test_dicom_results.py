@@ -144,3 +144,13 @@ def test_the_app_offers_both_files_for_a_dicom_input_only(service):
                                                                        "visible": False}
     finally:
         ui.close()
+
+
+def test_a_file_gone_before_its_dicom_results_gets_a_note_not_a_crash(tmp_path):
+    """The batch goes on when a file cannot be analysed again for its DICOM results (it went away since its row)."""
+    from radiograph.predict import write_dicom_dir
+
+    gone = tmp_path / "gone.dcm"
+    rows = [{"kind": "image", "status": "ok", "file": str(gone), "task": "chest14"}]
+    write_dicom_dir(rows, "chest14", ROOT / "models", ["chest14"], tmp_path / "dcm")
+    assert "dicom" not in rows[0] and "FileNotFoundError" in rows[0]["dicom_error"]
