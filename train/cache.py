@@ -139,8 +139,11 @@ def stream(cache: Cache, split: str, batch_size: int, shuffle: bool = False, see
         return tf.data.Dataset.from_generator(read_blocks, args=(images_path, labels_path),
                                               output_signature=signature).unbatch()
 
-    dataset = files.interleave(blocks, cycle_length=SHARDS_IN_FLIGHT if shuffle else 1, block_length=1,
-                               num_parallel_calls=SHARDS_IN_FLIGHT if shuffle else None, deterministic=True)
+    if shuffle:  # SHARDS_IN_FLIGHT shards read at once, their images alternating (in a seeded, repeatable order)
+        dataset = files.interleave(blocks, cycle_length=SHARDS_IN_FLIGHT, block_length=1,
+                                   num_parallel_calls=SHARDS_IN_FLIGHT, deterministic=True)
+    else:  # one shard after another: the cache's order
+        dataset = files.flat_map(blocks)
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32)[..., None], y),
