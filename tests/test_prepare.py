@@ -144,3 +144,14 @@ def test_chest14_phantoms_take_a_side_and_nih_prevalences(tmp_path):
     assert load_for_model(next((root / "images").iterdir()), 96).geometry.original == (96, 96)
     with pytest.raises(ValueError, match="the knee phantoms take no option side; they take none"):
         generate("knee", tmp_path, 4, options={"side": 96})
+
+
+@pytest.mark.parametrize("extra, reason", [(["--folds", "3"], "--folds splits train and val anew"),
+                                           (["--select-by", "pointing_game"], "a cache does not hold")])
+def test_train_from_the_cache_refuses_what_needs_the_dataset_folder(chest_cache, tmp_path, extra, reason):
+    pytest.importorskip("keras")
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit, match=reason):
+        main(["chest14", "--cache", str(chest_cache[0]), "--image-size", str(SIZE), "--out", str(tmp_path / "m"),
+              *extra])

@@ -242,6 +242,9 @@ def read_cache_splits(run: Run):
     if run.args.folds:
         raise SystemExit("python -m train: error: --folds splits train and val anew, but a cache's splits were fixed "
                          "when it was prepared; train with --data for k-fold runs")
+    if run.args.select_by == "pointing_game":
+        raise SystemExit("python -m train: error: --select-by pointing_game reads the validation boxes from the "
+                         "dataset folder, which a cache does not hold; train with --data, or --select-by auc")
     index = open_cache(run).index()
     return (index, *(index.splits[k] for k in ("train", "val", "test")))
 
