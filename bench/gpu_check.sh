@@ -4,8 +4,8 @@
 # 1. the GPU (nvidia-smi) and whether ONNX Runtime and TensorFlow see it;
 # 2. the tests that run inference with the CUDA provider (radiograph.inference, device="gpu");
 # 3. the benchmark on the GPU with short settings (python -m bench --no-app; ORT batched images/s per task);
-# 4. a short mixed-precision (mixed_float16) training run on knee phantoms, from a prepared cache where
-#    train.prepare exists, else from the phantom folder; its images/s.
+# 4. a short mixed-precision (mixed_float16) training run on knee phantoms, streamed from a cache that
+#    train.prepare makes of them; its images/s.
 # Without a GPU it stops at step 1 with exit status 2 and says so. PYTHON (default .venv/bin/python) and
 # NVIDIA_SMI (default nvidia-smi) can be overridden.
 set -euo pipefail
@@ -53,12 +53,8 @@ step "4/4 mixed-precision training (knee phantoms, compact, 2 epochs)"
 "$PYTHON" -m train.phantoms knee --out "$OUT/phantoms" --count 600 --seed 0
 TRAIN=(knee --backbone compact --image-size 224 --epochs 2 --batch-size 64 --mixed-precision
        --out "$OUT/run" --overwrite)
-if "$PYTHON" -c "import train.prepare" 2>/dev/null; then
-    "$PYTHON" -m train.prepare knee --data "$OUT/phantoms/knee" --size 224 --out "$OUT/cache"
-    "$PYTHON" -m train "${TRAIN[@]}" --cache "$OUT/cache" --data "$OUT/phantoms/knee"
-else
-    "$PYTHON" -m train "${TRAIN[@]}" --data "$OUT/phantoms/knee"
-fi
+"$PYTHON" -m train.prepare knee --data "$OUT/phantoms/knee" --size 224 --out "$OUT/cache"
+"$PYTHON" -m train "${TRAIN[@]}" --cache "$OUT/cache"
 "$PYTHON" - "$OUT/run" <<'EOF'
 import json, sys
 from pathlib import Path

@@ -3,6 +3,7 @@
     python -m train knee --data phantoms/knee --backbone compact --epochs 30 --seed 0
     python -m train chest14 --data /data/nih --backbone densenet121 --weights imagenet --image-size 320
     python -m train pneumonia --data /data/chest_xray --backbone small_cnn --out runs/pneumonia
+    python -m train chest14 --cache /data/cache/chest14-320 --backbone densenet121   # train.prepare's cache
 
 Writes to --out (default runs/<task>, git-ignored; the shipped demo model in
 models/<task> is only replaced with --out models/<task> --overwrite): model.keras (best validation epoch,
@@ -47,6 +48,7 @@ from radiograph.geometry import feature_grid  # noqa: E402
 from radiograph.cards import ModelCard, file_entry  # noqa: E402
 from radiograph.registry import TASKS, TaskSpec, get_task  # noqa: E402
 from train.backbones import BACKBONES, CUT_LAYERS, HEAD, build_model, save_model  # noqa: E402
+from train.cache import Cache, stream  # noqa: E402
 from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.distribute import (ALONE, STRATEGIES, Role, choose_strategy, patch_keras_for_replicas,  # noqa: E402
                                shard_by_data, strategy_name)
@@ -64,7 +66,11 @@ DEMO_NOTICE = ("Demo model trained on synthetic phantom radiographs: its metrics
 def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     parser.add_argument("task", choices=list(TASKS))
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder (real layout or phantoms)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="dataset folder (real layout or phantoms)")
+    source.add_argument("--cache", type=Path,
+                        help="a cache made by python -m train.prepare, streamed from disk (memory does not grow with "
+                             "the dataset; its splits and size were fixed when it was prepared)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), help="default: the task's registry backbone")
     parser.add_argument("--image-size", type=int, help="model input side (default: the task's)")
     parser.add_argument("--mirror-average", action="store_true",
@@ -228,6 +234,8 @@ def configure(argv: list[str]) -> Run:
 def read_splits(run: Run):
     """(dataset index, train, val, test samples); with --folds, train and val pooled and split by patient."""
     args = run.args
+    if args.cache:
+        return read_cache_splits(run)
     index = read_dataset(run.spec.id, args.data, args.val_fraction, args.seed)
     train_samples, val_samples, test_samples = (index.splits[k] for k in ("train", "val", "test"))
     if args.folds:
@@ -235,13 +243,39 @@ def read_splits(run: Run):
     return index, train_samples, val_samples, test_samples
 
 
+def open_cache(run: Run) -> Cache:
+    """The run's --cache, refused with the reason when it is unfinished or of another task or input size."""
+    try:
+        return Cache.open(run.args.cache, run.spec.id, run.size)
+    except ValueError as error:
+        raise SystemExit(f"python -m train: error: {error}") from None
+
+
+def read_cache_splits(run: Run):
+    """(index, train, val, test samples) of a prepared cache: the splits it was prepared with."""
+    if run.args.folds:
+        raise SystemExit("python -m train: error: --folds splits train and val anew, but a cache's splits were fixed "
+                         "when it was prepared; train with --data for k-fold runs")
+    if run.args.select_by == "pointing_game":
+        raise SystemExit("python -m train: error: --select-by pointing_game reads the validation boxes from the "
+                         "dataset folder, which a cache does not hold; train with --data, or --select-by auc")
+    index = open_cache(run).index()
+    return (index, *(index.splits[k] for k in ("train", "val", "test")))
+
+
 def build(run: Run, index, train_samples, val_samples, test_samples):
     """(model, training data, validation data, epoch-selection callbacks); a --select-by pointing_game run
     without validation boxes stops here, before any training."""
     spec, args = run.spec, run.args
-    train_data = shard_by_data(image_dataset(train_samples, run.size, run.batch, shuffle=True, seed=args.seed,
-                                             augmentation=spec.augmentation, cache=True))
-    val_data = shard_by_data(image_dataset(val_samples, run.size, run.batch, cache=True))
+    if args.cache:  # streamed from the shards: memory does not grow with the dataset
+        cache = open_cache(run)
+        train_data = stream(cache, "train", run.batch, shuffle=True, seed=args.seed, augmentation=spec.augmentation)
+        val_data = stream(cache, "val", run.batch)
+    else:
+        train_data = image_dataset(train_samples, run.size, run.batch, shuffle=True, seed=args.seed,
+                                   augmentation=spec.augmentation, cache=True)
+        val_data = image_dataset(val_samples, run.size, run.batch, cache=True)
+    train_data, val_data = shard_by_data(train_data), shard_by_data(val_data)  # several workers: each its part
     with run.strategy.scope():
         model = build_model(spec, run.backbone, run.size, None if args.weights == "none" else args.weights,
                             mirror=args.mirror_average)
@@ -259,8 +293,11 @@ def build(run: Run, index, train_samples, val_samples, test_samples):
 def evaluate_and_save(run: Run, model, val_samples, test_samples, kept: dict):
     """Calibrate on validation, score on test, fold the temperature into the model and save it, write the
     report; returns (evaluation result, report files, report folder)."""
-    val_logits = predict_logits(model, val_samples, run.size, run.batch)
-    test_logits = predict_logits(model, test_samples, run.size, run.batch)
+    cache = open_cache(run) if run.args.cache else None
+    val_logits = predict_logits(model, val_samples, run.size, run.batch,
+                                data=stream(cache, "val", run.batch) if cache else None)
+    test_logits = predict_logits(model, test_samples, run.size, run.batch,
+                                 data=stream(cache, "test", run.batch) if cache else None)
     result = calibrate_and_evaluate(run.spec, val_logits, val_samples, test_logits, test_samples)
     fold_temperature(model, np.asarray(result["temperature"], np.float32))
     save_model(model, run.out / "model.keras")
@@ -274,7 +311,7 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
                seconds: float, kept: dict) -> ModelCard:
     """config.json (every setting) and card.json (with the sha256 of model.keras) in the model folder."""
     spec, args, out = run.spec, run.args, run.out
-    source = provenance(args.data, index.root)
+    source = cache_provenance(run) if args.cache else provenance(args.data, index.root)
     config = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "backbone": run.backbone, "image_size": run.size, "batch_size_global": run.batch, **balance,
               "epochs_run": epochs_run, "training_seconds": round(seconds, 1),
@@ -303,6 +340,13 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
     card.record_file(out, "model.keras")
     card.save(out)
     return card
+
+
+def cache_provenance(run: Run) -> dict:
+    """A cached run's data provenance: the dataset's, as recorded when the cache was prepared, and the cache's."""
+    cache = open_cache(run)
+    return {**cache.manifest["dataset"]["provenance"], "cache": str(cache.root),
+            "cache_manifest_sha256": file_entry(cache.root / "manifest.json")["sha256"]}
 
 
 def main(argv: list[str] | None = None) -> None:

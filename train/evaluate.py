@@ -241,14 +241,16 @@ def expected_calibration_error(head: str, targets, probabilities, bins: int = EC
 
 # ----------------------------------------------------------------------------- predictions and reports
 
-def predict_logits(model, samples: list[Sample], image_size: int, batch_size: int = 32):
-    """Pre-activation scores [N, C] of `samples` through the shared loader (no augmentation)."""
+def predict_logits(model, samples: list[Sample], image_size: int, batch_size: int = 32, data=None):
+    """Pre-activation scores [N, C] of `samples` through the shared loader (no augmentation); `data`: the same
+    samples' batches from elsewhere (a prepared cache, train.cache.stream), in the same order."""
     import keras
 
     from train.pipeline import image_dataset
 
     logits_model = keras.Model(model.input, model.get_layer("logits").output)
-    return np.asarray(logits_model.predict(image_dataset(samples, image_size, batch_size), verbose=0), np.float64)
+    data = image_dataset(samples, image_size, batch_size) if data is None else data
+    return np.asarray(logits_model.predict(data, verbose=0), np.float64)
 
 
 def fold_temperature(model, temperature) -> None:

@@ -89,13 +89,20 @@ def _render_and_write(task: str, job: Job, seed: int, root: str) -> list[Finding
     return findings
 
 
-def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | None = None) -> Path:
-    """Write `count` phantom images of `task` under out/<task> in the real layout; returns that folder."""
+def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | None = None,
+             options: dict | None = None) -> Path:
+    """Write `count` phantom images of `task` under out/<task> in the real layout; returns that folder.
+    `options`: keyword options of the task's planner (`Recipe.options`, e.g. chest14's side and prevalence_floor)."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     made = get_recipe(task)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(made.options))
+    if unknown:
+        raise ValueError(f"the {task} phantoms take no option {', '.join(unknown)}; they take "
+                         f"{', '.join(made.options) or 'none'}")
     root = Path(out) / task
-    jobs = made.plan(count, np.random.default_rng([seed, made.stream, 10**9]))
+    jobs = made.plan(count, np.random.default_rng([seed, made.stream, 10**9]), **options)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) > 8:
         # spawn, not fork: a caller with threads (a running app, TensorFlow, ONNX Runtime) can deadlock forked children
@@ -105,9 +112,10 @@ def generate(task: str, out: Path, count: int, seed: int = 0, workers: int | Non
     else:
         findings = [_render_and_write(task, job, seed, str(root)) for job in jobs]
     made.write(root, jobs, findings, np.random.default_rng([seed, 99]))
+    flags = "".join(f" --{name.replace('_', '-')} {value}" for name, value in options.items())
     (root / PROVENANCE_FILE).write_text(json.dumps({
-        "generator": "train.phantoms", "task": task, "count": count, "seed": seed,
-        "command": f"python -m train.phantoms {task} --out {out} --count {count} --seed {seed}"}, indent=2))
+        "generator": "train.phantoms", "task": task, "count": count, "seed": seed, **({"options": options} if options else {}),
+        "command": f"python -m train.phantoms {task} --out {out} --count {count} --seed {seed}{flags}"}, indent=2))
     return root
 
 
@@ -127,9 +135,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=2000, help="images per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--side", type=int, help="chest14: the films' side in pixels (default NIH's 1024)")
+    parser.add_argument("--prevalence-floor", type=float,
+                        help="chest14: lowest label prevalence (default 0.04 so small sets hold rare findings; 0 keeps "
+                             "NIH's prevalences)")
     args = parser.parse_args(argv)
+    options = {name: value for name, value in (("side", args.side), ("prevalence_floor", args.prevalence_floor))
+               if value is not None}
     for task in TASKS if args.task == "all" else [args.task]:
         start = time.perf_counter()
-        root = generate(task, args.out, args.count, args.seed, args.workers)
+        try:
+            root = generate(task, args.out, args.count, args.seed, args.workers, options)
+        except ValueError as error:
+            parser.error(str(error))
         print(f"{task}: {args.count} images in {time.perf_counter() - start:.1f} s -> {root}")
         print(f"  next: python -m train.datasets {task} --data {root}")

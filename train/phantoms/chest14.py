@@ -187,8 +187,18 @@ def draw_chest14(rng, h: int, w: int, labels: frozenset[str]):
     return mu, findings
 
 
-def plan_chest14(count, rng):
-    p = {label: max(NIH_COUNTS[label] / NIH_IMAGES, PREVALENCE_FLOOR) for label in CHEST14_FINDINGS}
+RENDER_SIDE = 512  # the attenuation canvas; files are written at `side` (NIH's 1024 by default)
+
+
+def plan_chest14(count, rng, side: int = 1024, prevalence_floor: float = PREVALENCE_FLOOR):
+    """`side`: the written films' side (a full-scale set at NIH's count is ~1 MB a file at 1024); `prevalence_floor`:
+    0 keeps NIH's own label prevalences (NIH_COUNTS / NIH_IMAGES), as a set of NIH's size should."""
+    if not 32 <= side <= 4096:
+        raise ValueError(f"side must be 32..4096 pixels, got {side}")
+    if not 0.0 <= prevalence_floor <= 1.0:
+        raise ValueError(f"prevalence_floor must be 0..1, got {prevalence_floor}")
+    p = {label: max(NIH_COUNTS[label] / NIH_IMAGES, prevalence_floor) for label in CHEST14_FINDINGS}
+    render = min(RENDER_SIDE, side)
     jobs = []
     patient = 0
     while len(jobs) < count:
@@ -198,7 +208,7 @@ def plan_chest14(count, rng):
                 break
             labels = frozenset(label for label in CHEST14_FINDINGS if rng.random() < p[label])
             jobs.append(Job(len(jobs), f"images/{patient:08d}_{follow_up:03d}.png",
-                            (("labels", labels),), (512, 512), (1024, 1024)))
+                            (("labels", labels),), (render, render), (side, side)))
     return jobs
 
 
@@ -231,4 +241,5 @@ def write_chest14(root, jobs, findings, rng):
                 handle.write(f"{job.path.split('/')[-1]},{label},{','.join(f'{v:.6f}' for v in f.box)},,,\n")
 
 
-RECIPE = recipe("chest14", stream=3, plan=plan_chest14, draw=draw_chest14, write=write_chest14)
+RECIPE = recipe("chest14", stream=3, plan=plan_chest14, draw=draw_chest14, write=write_chest14,
+                options=("side", "prevalence_floor"))

@@ -42,17 +42,19 @@ class Recipe:
     draw: Callable  # draw(rng, h, w, **job.params) -> (attenuation map, [Finding]) on the render canvas
     write: Callable  # write(root, jobs, findings, rng): the layout's label files, boxes and empty class folders
     marker: bool = True  # burn a side marker into the film (knee crops have none)
+    options: tuple[str, ...] = ()  # keyword options `plan` accepts (e.g. chest14's side and prevalence_floor)
 
 
 RECIPES: dict[str, Recipe] = {}
 
 
-def recipe(task: str, *, stream: int, plan: Callable, draw: Callable, write: Callable, marker: bool = True) -> Recipe:
+def recipe(task: str, *, stream: int, plan: Callable, draw: Callable, write: Callable, marker: bool = True,
+           options: tuple[str, ...] = ()) -> Recipe:
     """Register `task`'s phantom recipe (see `Recipe`) and return it."""
     taken = {r.stream: r.task for r in RECIPES.values() if r.task != task}
     if stream in taken:
         raise ValueError(f"phantom stream {stream} of {task!r} is already {taken[stream]!r}'s")
-    RECIPES[task] = Recipe(task, stream, plan, draw, write, marker)
+    RECIPES[task] = Recipe(task, stream, plan, draw, write, marker, options)
     return RECIPES[task]
 
 
