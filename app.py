@@ -56,7 +56,7 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, METHODS, colormap_code  # noqa: E402
 from radiograph.cards import card_markdown, unreachable_thresholds  # noqa: E402
-from radiograph.imaging import MAX_FILE_BYTES, ImageLoadError  # noqa: E402
+from radiograph.imaging import MAX_FILE_BYTES, SHOWN_TAGS, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
 from radiograph.gate import AUTO  # noqa: E402
 from radiograph.regions import percent  # noqa: E402
@@ -205,6 +205,14 @@ def timing_text(timings: dict, model: dict | None) -> str:
         return f"**{timings['total']:.0f} ms** ({parts}); no model ran"
     return (f"**{timings['total']:.0f} ms** ({parts}) on `{model['provider']}`, heatmap by `{model['cam_path']}`, "
             f"model `{model['model_version']}` ({model['variant']})")
+
+
+def dicom_text(tags: dict | None) -> str:
+    """Markdown: a DICOM input's shown tags (radiograph.imaging.SHOWN_TAGS, in that order, e.g. "DICOM: CR, CHEST,
+    PA, 045Y, MONOCHROME2"; never an identifying one); nothing for other formats."""
+    if not tags:
+        return ""
+    return "\n\nDICOM: " + ", ".join(html.escape(str(tags[key])) for key in SHOWN_TAGS if key in tags)
 
 
 def gate_panel(gate: dict) -> str:
@@ -479,7 +487,7 @@ class App:
         if analysis.refused:
             outputs = [gate_panel(gate), "### Refused: not analysed" + notes_text(analysis.notes), None,
                        analysis.display, gr.update(value=None, choices=[]),
-                       timing_text(analysis.timings_ms, analysis.model)]
+                       timing_text(analysis.timings_ms, analysis.model) + dicom_text(analysis.dicom)]
             return outputs + ([None, gr.update(value=None, visible=False)] if multi_label else [])
         decision = (routed + f"### {analysis.decision()['text']}"
                     + uncertainty_text(uncertainty_summary(analysis.card, analysis.probabilities))
@@ -487,7 +495,7 @@ class App:
         label_value = {label: round(float(p), 4) for label, p in zip(analysis.labels, analysis.probabilities)}
         selector = gr.update(choices=analysis.labels, value=analysis.labels[analysis.shown_class])
         outputs = [gate_panel(gate), decision, label_value, analysis.display, selector,
-                   timing_text(analysis.timings_ms, analysis.model)]
+                   timing_text(analysis.timings_ms, analysis.model) + dicom_text(analysis.dicom)]
         if multi_label and analysis.card.multi_label:
             outputs += [threshold_bars(analysis.labels, analysis.probabilities, analysis.card.thresholds),
                         self.findings_gallery(analysis, method=method)]

@@ -11,9 +11,11 @@
 Decoding and the input gate's image checks and routing (radiograph.gate) run
 in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
 row carries the gate (verdict, reasons, feature distance, routed task) and
-the decision's uncertainty. A file the gate refuses gets status "refused",
-its reasons and no probabilities; one that cannot be read gets status
-"error" and the reason; the batch goes on.
+the decision's uncertainty; a DICOM file's row also carries its shown tags (radiograph.imaging.SHOWN_TAGS: JSON
+`dicom_tags`, CSV columns dicom_modality, dicom_body_part, dicom_view, dicom_patient_age, dicom_photometric), never
+an identifying one, and a non-radiograph modality is a gate warning as in the app. A file the gate refuses gets
+status "refused", its reasons and no probabilities; one that cannot be read gets status "error" and the reason;
+the batch goes on.
 
 How a study is formed: where the model's card groups images into studies
 (MURA), a study is the files of one folder, as in MURA itself
@@ -52,7 +54,7 @@ import numpy as np
 from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, cam_kernel, class_activation_map, colormap_code, normalise, overlay
 from radiograph.cards import ModelCard
 from radiograph.decision import decide, heatmap_classes, uncertainty_summary
-from radiograph.gate import AUTO, Gate, Gatekeeper, Inspection, load_gatekeeper, study_result
+from radiograph.gate import AUTO, Gate, Gatekeeper, Inspection, dicom_reasons, load_gatekeeper, study_result
 from radiograph.geometry import FeatureGrid, on_original
 from radiograph.imaging import DISPLAY_SIDE, ImageLoadError, decode, display_copy, model_input
 from radiograph.inference import VARIANTS, ModelFileError, OnnxModel
@@ -62,6 +64,8 @@ from radiograph.registry import TASKS, get_task
 # A file analysed a second time (for its PDF report or DICOM results) may fail where its row did not: it changed or
 # went away since, or the model's output is unusable now (service.UnusableResult, a ValueError). Its row says so.
 AGAIN_FAILED = (ImageLoadError, OSError, ValueError)
+DICOM_COLUMNS = {"Modality": "dicom_modality", "BodyPartExamined": "dicom_body_part", "ViewPosition": "dicom_view",
+                 "PatientAge": "dicom_patient_age", "PhotometricInterpretation": "dicom_photometric"}  # SHOWN_TAGS
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ""}  # DICOM often has none
 
 
@@ -92,6 +96,7 @@ class Prepared:
     error: str | None = None
     seconds: float = 0.0  # decoding, the display copy and the letterbox
     gate_seconds: float = 0.0  # the image checks and routing
+    dicom: dict | None = None  # a DICOM file's imaging.SHOWN_TAGS (never an identifying value); travels to the row
 
 
 def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekeeper, keep_display: bool) -> Prepared:
@@ -102,16 +107,18 @@ def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekee
         display = display_copy(decoded.image)
         decoded_at = time.perf_counter()
         seen = keeper.inspect(display, decoded.colourfulness)
+        seen.reasons.extend(dicom_reasons(decoded.dicom))  # as the app's Service: e.g. a CT is warned about
         if task == AUTO:
             chosen, refusal = keeper.choose(seen, models)
         else:
             chosen, refusal = task, keeper.refusal(task, seen)
         inspected = time.perf_counter() - decoded_at
         if refusal is not None:
-            return Prepared(path, chosen, refusal=refusal, seconds=decoded_at - start, gate_seconds=inspected)
+            return Prepared(path, chosen, refusal=refusal, seconds=decoded_at - start, gate_seconds=inspected,
+                            dicom=decoded.dicom)
         tensor, geometry = model_input(decoded, models[chosen].size)
         return Prepared(path, chosen, tensor, geometry, display if keep_display else None, seen,
-                        seconds=time.perf_counter() - start - inspected, gate_seconds=inspected)
+                        seconds=time.perf_counter() - start - inspected, gate_seconds=inspected, dicom=decoded.dicom)
     except (ImageLoadError, OSError) as error:
         return Prepared(path, None if task == AUTO else task, error=str(error), seconds=time.perf_counter() - start)
 
@@ -218,6 +225,8 @@ def _row(item: Prepared, models: dict[str, OnnxModel], keeper: Gatekeeper, ran, 
     model = models.get(item.task)
     row = {"kind": "image", "file": str(item.path), **(_base(model) if model else {"task": item.task}),
            "decode_ms": round(item.seconds * 1e3, 2), "gate_ms": round(item.gate_seconds * 1e3, 2)}
+    if item.dicom is not None:  # "dicom" itself is taken: it holds the paths of --dicom-dir's results
+        row["dicom_tags"] = dict(item.dicom)
     if item.error:  # no image, so no gate either
         return {**row, "status": "error", "error": item.error, "gate": None}, None
     if item.refusal is not None:
@@ -376,6 +385,8 @@ def flatten(row: dict, cards: dict[str, ModelCard]) -> dict:
             if key in decision:
                 flat[key] = decision[key]
     flat.update({key: row.get(key, "") for key in ("views", "decode_ms", "gate_ms", "inference_ms", "cam")})
+    if "dicom_tags" in row:  # only a DICOM file's row; a batch without one has no such columns
+        flat.update({column: row["dicom_tags"].get(keyword, "") for keyword, column in DICOM_COLUMNS.items()})
     if "report" in row:
         flat["report"] = row["report"]
     if "dicom" in row or "dicom_error" in row:

@@ -1,14 +1,17 @@
 """DICOM metadata: the shown tags reach the result and the gate; identifying tags never reach a result, a log
 record or an error message."""
+import csv
+import io
 import json
 import logging
 from pathlib import Path
 
+import cv2
 import pydicom
 import pytest
 
 from radiograph.gate import dicom_reasons
-from radiograph.imaging import IDENTIFYING_TAGS, ImageLoadError, decode
+from radiograph.imaging import IDENTIFYING_TAGS, SHOWN_TAGS, ImageLoadError, decode
 from radiograph.service import Service
 from test_dicom_compressed import dataset, phantom, saved
 
@@ -68,4 +71,65 @@ def test_error_messages_cut_identifying_values(monkeypatch, caplog):
     with pytest.raises(ImageLoadError) as raised:
         decode(tagged(), "tagged.dcm")
     assert "identifying value removed" in str(raised.value) and leaked(str(raised.value)) == []
+    assert leaked("\n".join(record.getMessage() for record in caplog.records)) == []
+
+
+def png_of_the_phantom() -> bytes:
+    return cv2.imencode(".png", phantom(8))[1].tobytes()
+
+
+def test_the_app_shows_a_line_of_dicom_tags_and_nothing_for_other_formats(service):
+    import app
+
+    ui = app.App(service)
+    shown = ui.present("knee", service.analyse("knee", tagged("CR"), "tagged.dcm"))
+    assert "DICOM: CR, KNEE, AP, 045Y, MONOCHROME2" in shown[5]
+    assert leaked(json.dumps(shown[:2] + shown[5:6])) == []
+    other = ui.present("knee", service.analyse("knee", png_of_the_phantom(), "phantom.png"))
+    assert "DICOM" not in other[5]
+
+
+@pytest.mark.parametrize("processes", ["0", None])  # threads, and the default worker processes
+def test_batch_rows_carry_the_tags_and_no_identifying_value(tmp_path, capsys, caplog, processes):
+    from radiograph import predict
+
+    caplog.set_level(logging.DEBUG)
+    folder = tmp_path / "input"
+    folder.mkdir()
+    (folder / "a_scan.dcm").write_bytes(tagged("CT"))
+    (folder / "b_phantom.png").write_bytes(png_of_the_phantom())
+    extra = [] if processes is None else ["--processes", processes]
+    texts = {}
+    for suffix in ("csv", "json"):
+        out = tmp_path / f"results.{suffix}"
+        assert predict.main(["knee", str(folder), "--out", str(out), "--models", str(ROOT / "models"), "--quiet",
+                             *extra]) == 0
+        texts[suffix] = out.read_text()
+    scan, png = json.loads(texts["json"])
+    assert scan["dicom_tags"] == {"Modality": "CT", **SHOWN, "PhotometricInterpretation": "MONOCHROME2"}
+    assert "dicom_modality" in scan["gate"]["codes"]  # a CT: the gate warns, as in the app
+    assert "dicom_tags" not in png
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(io.StringIO(texts["csv"]))}
+    assert [rows["a_scan.dcm"][column] for column in predict.DICOM_COLUMNS.values()] == [
+        "CT", "KNEE", "AP", "045Y", "MONOCHROME2"]
+    assert all(rows["b_phantom.png"][column] == "" for column in predict.DICOM_COLUMNS.values())
+    assert set(predict.DICOM_COLUMNS) == set(SHOWN_TAGS)
+    printed = capsys.readouterr()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert leaked("\n".join([*texts.values(), printed.out, printed.err, logged])) == []
+
+
+def test_an_app_refusal_of_a_broken_dicom_names_no_identifying_value(service, tmp_path, caplog):
+    import gradio as gr
+
+    import app
+
+    caplog.set_level(logging.DEBUG)
+    ds = dataset(phantom(12), 12, **SHOWN, **IDENTITY)
+    ds.PixelData = ds.PixelData[:1000]  # the header promises 256 x 256 x 2 bytes
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(saved(ds))
+    with pytest.raises(gr.Error) as raised:
+        app.App(service).analyse("knee", str(path))
+    assert "broken.dcm" in str(raised.value) and leaked(str(raised.value)) == []
     assert leaked("\n".join(record.getMessage() for record in caplog.records)) == []
