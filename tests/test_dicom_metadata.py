@@ -119,14 +119,24 @@ def test_batch_rows_carry_the_tags_and_no_identifying_value(tmp_path, capsys, ca
     assert leaked("\n".join([*texts.values(), printed.out, printed.err, logged])) == []
 
 
-def test_an_app_refusal_of_a_broken_dicom_names_no_identifying_value(service, tmp_path, caplog):
+@pytest.mark.parametrize("breakage", ["truncated", "quoting decoder"])
+def test_an_app_refusal_of_a_broken_dicom_names_no_identifying_value(service, tmp_path, caplog, monkeypatch,
+                                                                      breakage):
+    """Truncated pixel data, and a decoder whose error quotes the header (simulated): the user's message names the
+    file and no identifying value."""
     import gradio as gr
 
     import app
 
+    def quoting(ds, **kwargs):
+        raise RuntimeError(f"cannot decode the frame of {ds.PatientName} ({ds.PatientID}, {ds.AccessionNumber})")
+
     caplog.set_level(logging.DEBUG)
     ds = dataset(phantom(12), 12, **SHOWN, **IDENTITY)
-    ds.PixelData = ds.PixelData[:1000]  # the header promises 256 x 256 x 2 bytes
+    if breakage == "truncated":
+        ds.PixelData = ds.PixelData[:1000]  # the header promises 256 x 256 x 2 bytes
+    else:
+        monkeypatch.setattr(pydicom.pixels, "pixel_array", quoting)
     path = tmp_path / "broken.dcm"
     path.write_bytes(saved(ds))
     with pytest.raises(gr.Error) as raised:
