@@ -10,7 +10,6 @@ train.pipeline (`augmenter`, training only); validation and test read in file or
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from radiograph.registry import Augmentation
 from train.datasets import DatasetIndex, Sample
-from train.prepare import DTYPE, FORMAT, MANIFEST_FILE, CacheError
+from train.prepare import DTYPE, CacheError, read_manifest
 
 SHUFFLE_BUFFER = 1024  # images; at 384 px float16 this is 300 MB
 SHARDS_IN_FLIGHT = 4  # shards interleaved at once in training order
@@ -37,13 +36,7 @@ class Cache:
     @classmethod
     def open(cls, root: Path, task: str | None = None, size: int | None = None) -> Cache:
         root = Path(root)
-        path = root / MANIFEST_FILE
-        if not path.is_file():
-            raise CacheError(f"{root} has no {MANIFEST_FILE}: not a prepared cache, or its preparation did not finish "
-                             f"(python -m train.prepare TASK --data DIR --out {root} resumes it)")
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise CacheError(f"{path} is format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+        manifest = read_manifest(root)
         if task is not None and manifest["task"] != task:
             raise CacheError(f"{root} is a {manifest['task']} cache; this run trains {task}")
         if size is not None and manifest["size"] != size:

@@ -223,17 +223,24 @@ def prepare(task: str, data: Path, size: int, out: Path, workers: int | None = N
     return {**manifest, "kept": kept, "written": sorted(s["name"] for s in todo)}
 
 
+def read_manifest(root: Path) -> dict:
+    """A finished cache's manifest, of this version's format; CacheError when there is none (not a cache, or its
+    preparation did not finish) or it is of another format."""
+    path = Path(root) / MANIFEST_FILE
+    if not path.is_file():
+        raise CacheError(f"{root} has no {MANIFEST_FILE}: not a prepared cache, or its preparation did not finish "
+                         f"(python -m train.prepare TASK --data DIR --out {root} resumes it)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise CacheError(f"{path} is format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+    return manifest
+
+
 def verify(out: Path) -> dict:
     """Check every shard of a finished cache against its manifest: files, sha256s, shapes, counts per split.
     Returns the manifest; raises CacheError naming every problem found."""
     out = Path(out)
-    manifest_path = out / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise CacheError(f"{out} has no {MANIFEST_FILE}: not a cache, or its preparation did not finish (run "
-                         f"python -m train.prepare again with the same arguments: it resumes)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise CacheError(f"{manifest_path} is format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+    manifest = read_manifest(out)
     problems, counts = [], dict.fromkeys(manifest["counts"], 0)
     size, classes = manifest["size"], len(manifest["labels"])
     for shard in manifest["shards"]:
