@@ -56,7 +56,7 @@ from starlette.middleware import Middleware  # noqa: E402
 
 from radiograph.cam import COLORMAPS, DEFAULT_COLORMAP, METHODS, colormap_code  # noqa: E402
 from radiograph.cards import card_markdown, unreachable_thresholds  # noqa: E402
-from radiograph.imaging import MAX_FILE_BYTES, SHOWN_TAGS, ImageLoadError  # noqa: E402
+from radiograph.imaging import MAX_FILE_BYTES, MAX_REQUEST_BYTES, MAX_VIEWS, SHOWN_TAGS, ImageLoadError  # noqa: E402
 from radiograph.decision import grouped_summary, uncertainty_summary  # noqa: E402
 from radiograph.gate import AUTO  # noqa: E402
 from radiograph.regions import percent  # noqa: E402
@@ -70,8 +70,6 @@ LOG = logging.getLogger("radiograph.app")
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"]
 UPLOAD_HELP = "PNG, JPEG, BMP, TIFF (8/16-bit) or DICOM (.dcm)"
 MAX_FILE_SIZE = f"{MAX_FILE_BYTES // 2**20}mb"  # per file, checked by Gradio while it receives the upload
-MAX_VIEWS = 12  # files in one MURA study (MURA's largest studies have 11 views)
-MAX_REQUEST_BYTES = 200 * 2**20  # all files of one request together; uploads beyond it are cut off at the socket
 QUEUE_SIZE = 64  # requests waiting (each holds only its uploaded file on disk); more are answered "busy, try again"
 STATE_TTL_S = 1800  # a session's last analysis (display-size copy, small maps) is dropped after this
 SESSIONS_KEPT = 200  # and at most this many sessions' state is kept at all (oldest dropped first)
@@ -307,8 +305,9 @@ class UploadLimit:
 class App:
     """The Blocks UI and API over one Service."""
 
-    def __init__(self, service: Service, colormap: str = DEFAULT_COLORMAP):
+    def __init__(self, service: Service, colormap: str = DEFAULT_COLORMAP, pacs=None):
         self.service = service
+        self.pacs = pacs  # radiograph.pacs.Pacs when a DICOMweb server is configured: the PACS tab exists only then
         colormap_code(colormap)  # an unknown colour map is refused here, not at the first overlay
         self.colormap = colormap  # the overlays' default; each tab's "Colour map" dropdown starts on it
         self.overlays = Path(tempfile.mkdtemp(prefix="radiograph-overlays-"))
@@ -343,6 +342,8 @@ class App:
         message without server paths and a logged traceback."""
         try:
             return work()
+        except gr.Error:  # already the user's message
+            raise
         except RoutingUnavailable as error:
             raise refusal(str(error)) from None
         except (ImageLoadError, UnusableResult) as error:
@@ -422,6 +423,81 @@ class App:
             gr.Warning(str(error))
             return gr.update(value=None, visible=False)
         return gr.update(value=[str(path) for path in paths], visible=True)
+
+    # ------------------------------------------------------------------ PACS (DICOMweb), only when configured
+
+    def pacs_answer(self, endpoint: str, work):
+        """Run `work()` against the PACS: a server that is down, a study not found or refused credentials become
+        the user's message (and a log line with the kind only); the tab's other fields keep their values."""
+        from radiograph.pacs import PacsError
+
+        def guarded():
+            try:
+                return work()
+            except PacsError as error:
+                LOG.info("PACS request on /%s failed (%s)", endpoint, error.kind)  # no UIDs, no patient values
+                raise refusal(str(error)) from None
+
+        return self.answer(endpoint, [], guarded)
+
+    def pacs_search(self, study: str, date: str, modality: str, patient_id: str):
+        """API: studies on the PACS matching the filters -> (table rows, the study chooser, status). Patient names
+        and IDs are never shown; a patient ID is only a filter."""
+        from radiograph.pacs import MAX_STUDIES
+
+        rows = self.pacs_answer("pacs_search", lambda: self.pacs.search(study or "", date or "", modality or "",
+                                                                        patient_id or ""))
+        table = [[row["study"], row["date"], row["description"], row["modalities"], row["series"], row["instances"]]
+                 for row in rows]
+        choices = [(f"{row['date'] or 'no date'} {row['description'] or 'no description'} ({row['modalities'] or '?'}"
+                    f", {row['instances'] or '?'} instances) ...{row['study'][-10:]}", row["study"]) for row in rows]
+        status = (f"{len(rows)} {'study' if len(rows) == 1 else 'studies'} found"
+                  + (f" (the first {MAX_STUDIES}: narrow the search)" if len(rows) >= MAX_STUDIES else "")
+                  + ("; choose one, a task, and Fetch and analyse." if rows else "."))
+        return table, gr.update(choices=choices, value=choices[0][1] if choices else None), status
+
+    def pacs_analyse(self, study: str, task: str, store: bool = False):
+        """API: fetch a study from the PACS, analyse it (a MURA study as a study), and optionally store the results
+        back as DICOM -> (result JSON, gallery of overlays, state, status)."""
+        from radiograph.pacs import analyse_fetched
+
+        def work():
+            start = time.perf_counter()
+            instances, skipped = self.pacs.fetch_study(study or "")
+            fetched = time.perf_counter()
+            analyses, result = analyse_fetched(self.service, task, instances, skipped)
+            analysed = time.perf_counter()
+            result["timings_ms"] = {"fetch": round(1000 * (fetched - start), 1),
+                                    "analyse": round(1000 * (analysed - fetched), 1)}
+            status = (f"Fetched {len(instances)} image instances of study ...{instances[0].study[-10:]} in "
+                      f"{fetched - start:.1f} s" + (f" (skipped {skipped} other objects)" if skipped else "")
+                      + f"; analysed in {analysed - fetched:.1f} s.")
+            if store:
+                result["stored"] = self.pacs_store_results(analyses, instances[0].study)
+                status += " " + result["stored"]["text"]
+            pictures = [(self.png(analysis.overlay(colormap=self.colormap)),
+                         f"{analysis.name}: {analysis.decision()['text'][:90]}") for analysis in analyses]
+            return result, pictures, (analyses, instances[0].study), status
+
+        return self.pacs_answer("pacs_analyse", work)
+
+    def pacs_store_results(self, analyses: list, study: str) -> dict:
+        from radiograph.pacs import results_as_dicom
+
+        datasets, reasons = results_as_dicom(analyses)
+        stored = self.pacs.store(datasets, study) if datasets else []
+        text = (f"Stored {len(stored)} results in the study (a Grad-CAM Secondary Capture and a findings Structured "
+                f"Report per analysed image)." if stored else "Nothing was stored.")
+        if reasons:
+            text += f" {len(reasons)} images have no DICOM results: " + "; ".join(reasons[:3])
+        return {"instances": stored, "not_written": reasons, "text": text}
+
+    def pacs_store(self, state):
+        """UI: store the results of the analysis in the tab's state in the PACS."""
+        if not state:
+            raise refusal("Nothing to store yet: fetch and analyse a study first.")
+        analyses, study = state
+        return self.pacs_answer("pacs_store", lambda: self.pacs_store_results(analyses, study)["text"])
 
     def pdf(self, data: bytes, name: str) -> str:
         """Write a PDF report as `<input name>-report-<unique>.pdf` beside the overlays (swept with them)."""
@@ -565,6 +641,9 @@ class App:
                         else:
                             gr.Markdown(notice(self.service.models[task].card))
                             opened[task] = self.image_tab(task)
+                if self.pacs is not None:
+                    with gr.Tab("PACS", id="pacs"):
+                        self.pacs_tab()
                 with gr.Tab("Models", id="models"):
                     self.models_tab()
             self.wire_opening(tabs, opened)
@@ -871,6 +950,48 @@ class App:
                                   api_name=endpoint, api_description=reason)
         self.report_endpoints(task, refuse)
 
+    def pacs_tab(self):
+        """Search the configured DICOMweb server, fetch a study, analyse it, store the results back."""
+        tasks = [("Any radiograph (the router chooses)", AUTO)] if self.service.router is not None else []
+        tasks += [(TASKS[task].title, task) for task in self.service.models]
+        gr.Markdown(f"> {NOT_A_DEVICE} Every model here is a **demo model trained on synthetic phantoms**.\n\n"
+                    f"Studies come from the DICOMweb server at `{self.pacs.url}` (QIDO-RS search, WADO-RS fetch); "
+                    "results go back into the same study as DICOM (STOW-RS): the Grad-CAM overlay as a Secondary "
+                    "Capture and the findings as a Structured Report. Patient names and IDs are never shown here.")
+        with gr.Row():
+            study_uid = gr.Textbox(label="Study Instance UID", elem_id="pacs-study-uid")
+            date = gr.Textbox(label="Study date (YYYYMMDD, or a range YYYYMMDD-YYYYMMDD)", elem_id="pacs-date")
+            modality = gr.Textbox(label="Modality (e.g. CR, DX)", elem_id="pacs-modality")
+            patient = gr.Textbox(label="Patient ID (a filter only, not shown in results)", elem_id="pacs-patient")
+        search = gr.Button("Search the PACS", elem_id="pacs-search")
+        studies = gr.Dataframe(headers=["Study Instance UID", "Date", "Description", "Modalities", "Series",
+                                        "Instances"], interactive=False, label="Studies", elem_id="pacs-studies")
+        with gr.Row():
+            chosen = gr.Dropdown(label="Study (choose, or paste a Study Instance UID)", choices=[],
+                                 allow_custom_value=True, elem_id="pacs-study")
+            task = gr.Dropdown(label="Task", choices=tasks, value=tasks[0][1], elem_id="pacs-task")
+            store = gr.Checkbox(label="Store the results in the PACS", value=False, elem_id="pacs-store-now")
+        with gr.Row():
+            analyse = gr.Button("Fetch and analyse", variant="primary", elem_id="pacs-analyse")
+            store_button = gr.Button("Store these results in the PACS", elem_id="pacs-store")
+        status = gr.Markdown(elem_id="pacs-status")
+        gallery = gr.Gallery(label="Grad-CAM overlays", columns=4, height="auto", format="png", allow_preview=True,
+                             object_fit="contain", elem_id="pacs-gallery")
+        result = gr.JSON(label="Result (JSON)", open=False)
+        state = gr.State(time_to_live=STATE_TTL_S)
+        gr.on([search.click, study_uid.submit, date.submit, modality.submit, patient.submit], self.pacs_search,
+              [study_uid, date, modality, patient], [studies, chosen, status], api_name="pacs_search",
+              api_description="Search the configured DICOMweb server (QIDO-RS) for studies: Study Instance UID, "
+                              "study date or range, modality, patient ID (a filter only). Returns (rows: UID, date, "
+                              "description, modalities, series, instances; the study chooser; a status line).")
+        analyse.click(self.pacs_analyse, [chosen, task, store], [result, gallery, state, status],
+                      api_name="pacs_analyse", concurrency_id=ANALYSIS,
+                      api_description="Fetch one study from the DICOMweb server (WADO-RS), analyse it (a MURA study as "
+                                      "a study, otherwise each image; task 'auto' routes each image), and with store "
+                                      "true write the results back into the study (STOW-RS). Returns (result JSON, "
+                                      "overlays, state, status line).")
+        store_button.click(self.pacs_store, [state], [status], api_visibility="private")
+
     def models_tab(self):
         gr.Markdown(f"> {NOT_A_DEVICE}")
         for task, reason in self.service.unavailable.items():
@@ -938,6 +1059,9 @@ def settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", default=env("RADIOGRAPH_STRICT", "").lower() in ("1", "true"),
                         help="refuse to start when any model fails verification or loading (default: that task's "
                              "tab and endpoint say why, the others serve)")
+    parser.add_argument("--dicomweb", metavar="URL", default=env("RADIOGRAPH_DICOMWEB_URL") or None,
+                        help="a DICOMweb server's root (e.g. http://127.0.0.1:8042/dicom-web): adds the PACS tab; "
+                             "credentials from RADIOGRAPH_DICOMWEB_USER and _PASSWORD, or _TOKEN (docs/pacs.md)")
     args = parser.parse_args(argv)
     if args.colormap not in COLORMAPS:  # argparse checks `choices` on the command line only, not on a default
         parser.error(f"RADIOGRAPH_COLORMAP={args.colormap!r} is not a colour map; choose one of {', '.join(COLORMAPS)}")
@@ -965,7 +1089,15 @@ def serve(args: argparse.Namespace, block: bool = True):
     service = Service(args.models, cam_path=args.cam, device=args.device, strict=args.strict)
     for task, reason in service.unavailable.items():
         LOG.error("%s is unavailable (its tab and endpoint say why): %s", task, reason)
-    app = App(service, colormap=args.colormap)
+    pacs = None
+    if args.dicomweb:
+        from radiograph.pacs import Pacs, PacsError
+
+        try:
+            pacs = Pacs.from_environment({**os.environ, "RADIOGRAPH_DICOMWEB_URL": args.dicomweb})
+        except PacsError as error:
+            raise SystemExit(f"error: --dicomweb / RADIOGRAPH_DICOMWEB_URL: {error}") from None
+    app = App(service, colormap=args.colormap, pacs=pacs)
     demo = app.build()
     # events sharing a concurrency_id share one limit: every analysing event (ANALYSIS), and overlay re-rendering
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)

@@ -64,6 +64,8 @@ Source = Union[str, os.PathLike, bytes]
 # keeps one decode inside DECODE_BUDGET_BYTES with the worst pixel format (4 bytes a pixel) alongside.
 MAX_PIXELS = 30_000_000
 MAX_FILE_BYTES = 50 * 2**20  # per file; the app's upload limit is the same
+MAX_VIEWS = 12  # files of one study in one request (MURA's largest studies have 11 views); a PACS study's too
+MAX_REQUEST_BYTES = 200 * 2**20  # all files of one request together (app uploads cut off at the socket; PACS fetches)
 DECODE_BUDGET_BYTES = 400 * 2**20  # the peak memory one file may add to a process (tests/test_hostile.py holds it)
 DISPLAY_SIDE = 2048  # the longest side of what is kept for display and overlays
 MAX_INFLATED_DICOM = 2 * MAX_PIXELS + 16 * 2**20  # a deflated data set: one 16-bit frame of MAX_PIXELS and metadata

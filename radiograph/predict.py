@@ -7,6 +7,7 @@
     python -m radiograph predict chest14 examples/chest14 --cam-dir cams --colormap jet   # overlays in the rainbow
     python -m radiograph predict knee examples/knee --out results.csv --report-dir reports-pdf   # a PDF per file
     python -m radiograph predict chest14 scans/ --dicom-dir results-dcm   # per DICOM file: <file>.sc.dcm, <file>.sr.dcm
+    python -m radiograph predict mura --dicomweb http://127.0.0.1:8042/dicom-web --study 1.2.3... --store --out r.csv
 
 Decoding and the input gate's image checks and routing (radiograph.gate) run
 in a thread pool one batch ahead of ONNX Runtime, so the two overlap. Every
@@ -37,10 +38,13 @@ through the app's Service on the ONNX CAM path, so the page is the one the app w
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -416,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m radiograph predict", description=__doc__.split("\n")[0])
     parser.add_argument("task", choices=[*TASKS, AUTO], help="a task, or auto: each file goes to the task the "
                         "router assigns it to")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH_OR_DIR")
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH_OR_DIR")
     parser.add_argument("--out", type=Path, help="results.csv or results.json (default: CSV on stdout)")
     parser.add_argument("--cam-dir", type=Path, help="write a class activation map overlay per image here")
     parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP,
@@ -439,7 +443,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="ONNX Runtime intra-op threads (default 0: ONNX Runtime's own choice, every core)")
     parser.add_argument("--resume", action="store_true", help="skip the files the journal beside --out holds "
                         "(OUT.journal.jsonl, written as the command goes) and write the whole output again")
+    parser.add_argument("--dicomweb", metavar="URL", default=os.environ.get("RADIOGRAPH_DICOMWEB_URL") or None,
+                        help="a DICOMweb server's root for --study (default RADIOGRAPH_DICOMWEB_URL; credentials from "
+                             "RADIOGRAPH_DICOMWEB_USER and _PASSWORD, or _TOKEN)")
+    parser.add_argument("--study", action="append", default=[], metavar="UID",
+                        help="fetch this study's images from --dicomweb (WADO-RS) and predict them; repeatable")
+    parser.add_argument("--store", action="store_true", help="with --study: store each image's DICOM results "
+                        "(Secondary Capture, Structured Report) back into its study on the server (STOW-RS)")
     args = parser.parse_args(argv)
+    if not args.paths and not args.study:
+        parser.error("give files or folders to predict, or --study UID to fetch from a DICOMweb server")
+    if args.study and not args.dicomweb:
+        parser.error("--study needs a DICOMweb server: --dicomweb URL or RADIOGRAPH_DICOMWEB_URL")
+    if args.store and not args.study:
+        parser.error("--store writes results back into the studies fetched with --study; give --study UID")
     if args.processes is not None and args.processes < 0:
         parser.error(f"--processes must be 0 (threads) or more, got {args.processes}")
     if args.ort_threads < 0:
@@ -459,7 +476,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
     if problem:
         print(f"note: no routing ({problem}); the image checks and feature distance still run", file=sys.stderr)
-    files = expand(args.paths)
+    fetched, pacs = {}, None
+    if args.study:
+        from radiograph.pacs import Pacs, PacsError, fetch_into
+
+        scratch = Path(tempfile.mkdtemp(prefix="radiograph-dicomweb-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        try:
+            pacs = Pacs.from_environment({**os.environ, "RADIOGRAPH_DICOMWEB_URL": args.dicomweb})
+            fetched = fetch_into(pacs, args.study, scratch / "studies")
+        except PacsError as error:
+            parser.exit(2, f"error: {error}\n")
+        if args.store and not args.dicom_dir:
+            args.dicom_dir = scratch / "results"
+    files = expand(args.paths) + list(fetched)
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
     from radiograph.decoding import default_processes
@@ -486,8 +516,18 @@ def main(argv: list[str] | None = None) -> int:
             journal.close()
     if args.report_dir:
         write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
+    scratch_results = args.store and args.dicom_dir == (scratch / "results" if fetched else None)
     if args.dicom_dir:
         write_dicom_dir(rows, args.task, args.models, list(models), args.dicom_dir, args.variant, args.device)
+    failed_stores = 0
+    if args.store:
+        from radiograph.pacs import store_rows
+
+        failed_stores = store_rows(pacs, rows, fetched)
+    if fetched:
+        from radiograph.pacs import label_fetched_rows
+
+        label_fetched_rows(rows, fetched, pacs.url, scratch_results)
     write_results(rows, {t: m.card for t, m in models.items()}, args.out)
     images = [row for row in rows if row["kind"] == "image"]
     counts = {status: sum(row["status"] == status for row in images) for status in ("ok", "refused", "error")}
@@ -498,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; results in {args.out}" if args.out else "")
           + (f"; {sum('report' in row for row in rows)} PDF reports in {args.report_dir}" if args.report_dir else "")
           + (f"; DICOM results of {sum('dicom' in row for row in rows)} files in {args.dicom_dir}"
-             if args.dicom_dir else ""),
+             if args.dicom_dir and not args.store else "")
+          + (f"; {sum(len(row.get('stored', [])) for row in rows)} DICOM results stored in {len(args.study)} studies "
+             f"on {args.dicomweb}" if args.store else ""),
           file=sys.stderr)
     for row in rows:  # a folder that looks like several studies: said on the terminal too, not only in the row
         if row["kind"] == "study" and {"mixed_studies", "mixed_parts"} & set(row["gate"]["codes"]):
@@ -506,4 +548,4 @@ def main(argv: list[str] | None = None) -> int:
                   row["gate"]["codes"]) if code in ("mixed_studies", "mixed_parts")), file=sys.stderr)
     for notice in dict.fromkeys(m.card.notice for m in models.values() if m.card.notice):
         print(notice, file=sys.stderr)
-    return 0
+    return 1 if failed_stores else 0

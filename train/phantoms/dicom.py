@@ -25,3 +25,21 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_store
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def study_bytes(images: list[np.ndarray], body_part: str = "", patient_id: str = "PHANTOM-0001",
+                modality: str = "CR", **tags) -> list[bytes]:
+    """One DICOM study of `images` (8-bit grey phantoms), all in one series: shared Study and Series Instance
+    UIDs, instance numbers in order, a synthetic patient (name and id say so), as a PACS would hold it."""
+    from pydicom.uid import generate_uid
+
+    study, series = generate_uid(), generate_uid()
+    shared = {"StudyInstanceUID": study, "SeriesInstanceUID": series, "PatientName": "PHANTOM^SYNTHETIC",
+              "PatientID": patient_id, "PatientBirthDate": "", "PatientSex": "O", "AccessionNumber": "PH" + study[-8:],
+              "StudyID": "1", "StudyDate": "20261201", "StudyTime": "120000", "ReferringPhysicianName": "",
+              "SeriesNumber": 1, "Modality": modality, "StudyDescription": "Synthetic phantom study"}
+    if body_part:
+        shared["BodyPartExamined"] = body_part.upper()
+    shared.update(tags)
+    return [dicom_bytes(np.asarray(image, dtype=np.uint16) * 16, InstanceNumber=number, **shared)
+            for number, image in enumerate(images, 1)]

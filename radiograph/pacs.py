@@ -1,0 +1,462 @@
+"""A PACS through DICOMweb (dicomweb-client): search studies (QIDO-RS), fetch one (WADO-RS), store results (STOW-RS).
+
+    pacs = Pacs.from_environment()             # RADIOGRAPH_DICOMWEB_URL; None when no server is configured
+    studies = pacs.search(modality="DX")       # rows without identifying values
+    fetched = pacs.fetch_study(studies[0]["study"])
+    pacs.store([sc, sr])                       # highdicom datasets (radiograph.dicom_results)
+
+Configuration (the app and the batch command read the same): RADIOGRAPH_DICOMWEB_URL (the DICOMweb root, e.g.
+http://127.0.0.1:8042/dicom-web for Orthanc), and either RADIOGRAPH_DICOMWEB_USER with RADIOGRAPH_DICOMWEB_PASSWORD
+(HTTP basic) or RADIOGRAPH_DICOMWEB_TOKEN (a bearer token). Credentials are read from the environment only, never
+from a command line that `ps` shows, and never logged.
+
+Budgets (docs/input-budget.md): one study is at most MAX_VIEWS image instances and MAX_REQUEST_BYTES together, each
+instance at most MAX_FILE_BYTES (the app's upload limits); a search lists at most MAX_STUDIES. Every response is
+read with a byte cap whatever its headers claim, each request has a connect and a read timeout and is not retried,
+and an instance's bytes go to the shared loader (radiograph.imaging) unparsed, so its header checks run before
+pydicom builds anything. What is fetched: the image instances of the study (not SR, KO, PR or SEG objects, and not
+this project's own results series, radiograph.dicom_results), in series and instance number order.
+
+Every failure is a PacsError whose message says what happened and what to do: the server is not reachable, the
+study is not there, the credentials were refused, or the server answered something else.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+import requests
+
+from radiograph.imaging import MAX_FILE_BYTES, MAX_REQUEST_BYTES, MAX_VIEWS
+
+MAX_STUDIES = 50  # rows of one search
+MAX_JSON_BYTES = 16 * 2**20  # one QIDO-RS answer (a study's instances with their attributes are a few kB each)
+MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries around one instance
+TIMEOUT_S = (5.0, 60.0)  # connect, then at most this long between bytes of an answer
+UID, DATE_RANGE = r"[0-9.]{1,64}", r"\d{8}|\d{8}-|-\d{8}|\d{8}-\d{8}"
+MODALITY, PATIENT_ID = r"[A-Z0-9_]{1,16}", r"[^\\\x00-\x1f]{1,64}"
+NOT_IMAGES = {"SR", "KO", "PR", "SEG", "DOC", "REG", "RWV"}  # modalities of non-image objects a study may hold
+ENVIRONMENT = ("RADIOGRAPH_DICOMWEB_URL", "RADIOGRAPH_DICOMWEB_USER", "RADIOGRAPH_DICOMWEB_PASSWORD",
+               "RADIOGRAPH_DICOMWEB_TOKEN")
+# QIDO-RS attribute tags (DICOM PS3.18 Table 10.6.1-5): what a study row shows; nothing that identifies a patient
+TAGS = {"StudyInstanceUID": "0020000D", "StudyDate": "00080020", "StudyTime": "00080030",
+        "StudyDescription": "00081030", "ModalitiesInStudy": "00080061", "NumberOfStudyRelatedSeries": "00201206",
+        "NumberOfStudyRelatedInstances": "00201208", "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018",
+        "SOPClassUID": "00080016", "Modality": "00080060", "SeriesNumber": "00200011", "InstanceNumber": "00200013",
+        "SeriesDescription": "0008103E", "BodyPartExamined": "00180015"}
+
+
+class PacsError(RuntimeError):
+    """A DICOMweb request that failed; the message is for the user (no credentials, no patient values)."""
+
+    def __init__(self, message: str, kind: str = "server"):
+        super().__init__(message)
+        self.kind = kind  # unreachable | not_found | unauthorised | too_large | server | refused
+
+
+class ResponseTooLarge(PacsError):
+    def __init__(self, url: str, limit: int):
+        super().__init__(f"The DICOMweb server's answer to {url} is larger than {limit / 2**20:.0f} MB, the most one "
+                         "answer may be; nothing of it was kept", "too_large")
+
+
+class CappedSession(requests.Session):
+    """A requests session that reads every answer with a byte cap (a lying or absent Content-Length included) and
+    stores it, so dicomweb-client's parsing sees at most `limit` bytes. `limit` is changed per request."""
+
+    def __init__(self, limit: int = MAX_JSON_BYTES):
+        super().__init__()
+        self.limit = limit
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs["stream"] = True
+        response = super().request(method, url, *args, **kwargs)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            response.close()
+            raise ResponseTooLarge(url, self.limit)
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(1 << 20):
+                body += chunk
+                if len(body) > self.limit:
+                    raise ResponseTooLarge(url, self.limit)
+        finally:
+            response.close()
+        response._content, response._content_consumed = bytes(body), True  # noqa: SLF001 - as requests itself does
+        return response
+
+
+@dataclass
+class Instance:
+    """One image instance of a fetched study: its UIDs, a name for results, and its bytes (not yet parsed)."""
+
+    study: str
+    series: str
+    sop: str
+    name: str
+    data: bytes
+
+    @property
+    def address(self) -> str:
+        return f"studies/{self.study}/series/{self.series}/instances/{self.sop}"
+
+
+def _value(item: dict, keyword: str):
+    values = (item.get(TAGS[keyword]) or {}).get("Value") or []
+    return values[0] if len(values) == 1 else (values or None)
+
+
+def _text(value) -> str:
+    if isinstance(value, dict):  # a person name in JSON: {"Alphabetic": ...} - never shown here
+        return ""
+    if isinstance(value, list):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+class Pacs:
+    """One DICOMweb server (a URL and its credentials)."""
+
+    def __init__(self, url: str, user: str | None = None, password: str | None = None, token: str | None = None,
+                 timeout: tuple[float, float] = TIMEOUT_S):
+        from dicomweb_client.api import DICOMwebClient
+
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise PacsError(f"The DICOMweb URL must start with http:// or https://, got {url!r}", "refused")
+        self.url = url
+        self.session = CappedSession()
+        if user:
+            self.session.auth = (user, password or "")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            self.client = DICOMwebClient(url, session=self.session, headers=headers, timeout=timeout)
+        except ValueError as error:
+            raise PacsError(f"The DICOMweb URL {url!r} is not usable: {error}", "refused") from None
+        self.client.set_http_retry_params(retry=False)  # one attempt: a down server is said at once
+
+    @classmethod
+    def from_environment(cls, environ=os.environ) -> "Pacs | None":
+        url = (environ.get("RADIOGRAPH_DICOMWEB_URL") or "").strip()
+        if not url:
+            return None
+        get = environ.get
+        return cls(url, get("RADIOGRAPH_DICOMWEB_USER") or None, get("RADIOGRAPH_DICOMWEB_PASSWORD") or None,
+                   get("RADIOGRAPH_DICOMWEB_TOKEN") or None)
+
+    def __repr__(self) -> str:  # no credentials
+        return f"Pacs({self.url!r})"
+
+    # ------------------------------------------------------------------ errors
+
+    def _call(self, what: str, call, limit: int = MAX_JSON_BYTES, study: str | None = None):
+        """Run one dicomweb-client call with the session capped at `limit`, turning what can go wrong into a
+        PacsError that says so."""
+        self.session.limit = limit
+        try:
+            return call()
+        except PacsError:
+            raise
+        except requests.exceptions.ConnectionError:
+            raise PacsError(f"The DICOMweb server at {self.url} is not reachable (connection refused or no such "
+                            "host) while trying to " + what + ". Check that it is running and that the URL is "
+                            "right; nothing was changed.", "unreachable") from None
+        except requests.exceptions.Timeout:
+            raise PacsError(f"The DICOMweb server at {self.url} did not answer within {TIMEOUT_S[1]:.0f} s while "
+                            f"trying to {what}; try again, or check the server.", "unreachable") from None
+        except requests.exceptions.HTTPError as error:
+            status = error.response.status_code if error.response is not None else 0
+            if status in (401, 403):
+                raise PacsError(f"The DICOMweb server at {self.url} refused the credentials (HTTP {status}) while "
+                                f"trying to {what}. Set RADIOGRAPH_DICOMWEB_USER and RADIOGRAPH_DICOMWEB_PASSWORD, "
+                                "or RADIOGRAPH_DICOMWEB_TOKEN, to an account it accepts.", "unauthorised") from None
+            if status == 404:
+                raise PacsError(f"Not found on the DICOMweb server at {self.url}: " + (
+                    f"study {study}" if study else "the requested resource") + f" (HTTP 404, trying to {what}). "
+                    "Search again to pick a study the server holds.", "not_found") from None
+            raise PacsError(f"The DICOMweb server at {self.url} answered HTTP {status} while trying to {what}; "
+                            "nothing was changed here.", "server") from None
+        except (ValueError, KeyError, TypeError) as error:  # an answer dicomweb-client could not read
+            raise PacsError(f"The DICOMweb server at {self.url} sent an answer that is not valid DICOMweb while "
+                            f"trying to {what} ({type(error).__name__}: {str(error)[:160]}).", "server") from None
+
+    # ------------------------------------------------------------------ QIDO-RS
+
+    def search(self, study: str = "", date: str = "", modality: str = "", patient_id: str = "",
+               limit: int = MAX_STUDIES) -> list[dict]:
+        """Studies matching the filters (DICOM matching: a date or range YYYYMMDD-YYYYMMDD, a modality code, a
+        patient ID used only as a filter), newest first, at most `limit`; each row has no identifying value."""
+        study, date, modality, patient_id = (study.strip(), date.strip(), modality.strip().upper(), patient_id.strip())
+        for value, pattern, accepted in ((study, UID, "a UID: digits and dots, at most 64"),
+                                         (date, DATE_RANGE, "YYYYMMDD, or a range YYYYMMDD-YYYYMMDD (either end open)"),
+                                         (modality, MODALITY, "a modality code such as CR or DX"),
+                                         (patient_id, PATIENT_ID, "at most 64 characters, no backslash")):
+            if value and not re.fullmatch(pattern, value):
+                raise PacsError(f"Search field {value[:70]!r} is not accepted: give {accepted}.", "refused")
+        filters = {key: value for key, value in (("StudyInstanceUID", study), ("StudyDate", date),
+                   ("ModalitiesInStudy", modality), ("PatientID", patient_id)) if value}
+        fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+                  "NumberOfStudyRelatedInstances"]
+        found = self._call("search for studies", lambda: self.client.search_for_studies(
+            fuzzymatching=False, limit=min(limit, MAX_STUDIES), fields=fields, search_filters=filters))
+        rows = [{"study": _text(_value(item, "StudyInstanceUID")), "date": _text(_value(item, "StudyDate")),
+                 "time": _text(_value(item, "StudyTime"))[:6], "description": _text(_value(item, "StudyDescription")),
+                 "modalities": _text(_value(item, "ModalitiesInStudy")),
+                 "series": _text(_value(item, "NumberOfStudyRelatedSeries")),
+                 "instances": _text(_value(item, "NumberOfStudyRelatedInstances"))} for item in found]
+        return sorted([row for row in rows if row["study"]], key=lambda row: (row["date"], row["time"]), reverse=True)
+
+    def image_instances(self, study: str) -> tuple[list[dict], int]:
+        """The study's image instances (series, sop, numbers) in order, and how many other objects it holds."""
+        from radiograph.dicom_results import REPORT_DESCRIPTION, SERIES_DESCRIPTION
+
+        study = study.strip()
+        if not study:
+            raise PacsError("No study chosen: search, then choose a study.", "refused")
+        if not re.fullmatch(UID, study):
+            raise PacsError(f"{study[:70]!r} is not a Study Instance UID (digits and dots, at most 64).", "refused")
+        found = self._call(f"list the instances of study {study}", lambda: self.client.search_for_instances(
+            study_instance_uid=study, fields=["Modality", "SeriesNumber", "InstanceNumber", "SeriesDescription"]),
+            study=study)
+        if not found:
+            raise PacsError(f"Study {study} is not on the DICOMweb server at {self.url} (it lists no instances). "
+                            "Search again to pick a study the server holds.", "not_found")
+        images, others = [], 0
+        for item in found:
+            row = {"series": _text(_value(item, "SeriesInstanceUID")), "sop": _text(_value(item, "SOPInstanceUID")),
+                   "modality": _text(_value(item, "Modality")).upper(),
+                   "series_number": _number(_value(item, "SeriesNumber")),
+                   "instance_number": _number(_value(item, "InstanceNumber"))}
+            ours = _text(_value(item, "SeriesDescription")) in (SERIES_DESCRIPTION, REPORT_DESCRIPTION)
+            valid = all(re.fullmatch(UID, row[key]) for key in ("series", "sop"))  # they go into URLs
+            if row["modality"] in NOT_IMAGES or ours or not valid:
+                others += 1
+            else:
+                images.append(row)
+        images.sort(key=lambda row: (row["series_number"], row["series"], row["instance_number"], row["sop"]))
+        return images, others
+
+    # ------------------------------------------------------------------ WADO-RS
+
+    def fetch_study(self, study: str) -> tuple[list[Instance], int]:
+        """The study's image instances as bytes, within the budgets; (instances, objects skipped)."""
+        images, others = self.image_instances(study)
+        if not images:
+            raise PacsError(f"Study {study} holds no image instance to analyse ({others} other objects, such as "
+                            "reports or this project's results).", "refused")
+        if len(images) > MAX_VIEWS:
+            raise PacsError(f"Study {study} holds {len(images)} image instances; at most {MAX_VIEWS} are analysed "
+                            "as one study (the app's upload limit). Nothing was fetched.", "too_large")
+        fetched, total = [], 0
+        for number, row in enumerate(images, 1):
+            data = self.fetch_instance(study.strip(), row["series"], row["sop"])
+            total += len(data)
+            if total > MAX_REQUEST_BYTES:
+                raise PacsError(f"Study {study} is larger than {MAX_REQUEST_BYTES // 2**20} MB together, the most one "
+                                "study may be; it was not analysed.", "too_large")
+            fetched.append(Instance(study.strip(), row["series"], row["sop"],
+                                    f"{row['modality'] or 'image'}_{number:02d}_{row['sop'][-12:]}.dcm", data))
+        return fetched, others
+
+    def fetch_instance(self, study: str, series: str, sop: str) -> bytes:
+        """One instance as its DICOM file bytes (Part 10, any transfer syntax the server holds)."""
+        url = f"{self.url}/studies/{study}/series/{series}/instances/{sop}"
+        # dicomweb-client's retrieve_instance parses the file with pydicom before any budget check, and its bulkdata
+        # call refuses application/dicom; its request and multipart reader (pinned version; tests/test_pacs.py runs
+        # them against Orthanc) hand over the part's bytes as they came, for the shared loader to check first
+        accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+
+        def get() -> list[bytes]:
+            response = self.client._http_get(url, headers=accept)  # noqa: SLF001
+            return list(self.client._decode_multipart_message(response, stream=False))  # noqa: SLF001
+
+        parts = self._call(f"fetch instance {sop}", get, limit=MAX_FILE_BYTES + MULTIPART_OVERHEAD, study=study)
+        if len(parts) != 1:
+            raise PacsError(f"The DICOMweb server at {self.url} answered {len(parts)} parts for one instance "
+                            f"({sop}); expected one.", "server")
+        if len(parts[0]) > MAX_FILE_BYTES:
+            raise ResponseTooLarge(url, MAX_FILE_BYTES)
+        return bytes(parts[0])
+
+    # ------------------------------------------------------------------ STOW-RS
+
+    def store(self, datasets: list, study: str | None = None) -> list[str]:
+        """Store DICOM datasets (STOW-RS, into their study); the SOP instance UIDs the server accepted. A
+        server that refuses any of them is an error naming how many it refused and why."""
+        if not datasets:
+            return []
+        study = study or str(datasets[0].StudyInstanceUID)
+        answer = self._call(f"store {len(datasets)} results in study {study}",
+                            lambda: self.client.store_instances(datasets, study_instance_uid=study), study=study)
+        failed = answer.get("FailedSOPSequence") or []
+        if failed:
+            reasons = sorted({str(getattr(item, "FailureReason", "?")) for item in failed})
+            raise PacsError(f"The DICOMweb server at {self.url} refused {len(failed)} of {len(datasets)} results "
+                            f"(failure reasons {', '.join(reasons)}); the others were stored.", "server")
+        return [str(item.ReferencedSOPInstanceUID) for item in answer.get("ReferencedSOPSequence") or []]
+
+
+def _number(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def analyse_fetched(service, task: str, instances: list[Instance], skipped: int = 0) -> tuple[list, dict]:
+    """Analyse a fetched study with a radiograph.service.Service: as one study where the task's card groups
+    images into studies (MURA: the mean over its views), else each instance on its own (`task` may be AUTO: each to
+    the task the router assigns it to). Returns (the analyses, the result: per instance its DICOMweb address and
+    result or error, and the study's result where there is one)."""
+    from radiograph.gate import AUTO
+    from radiograph.imaging import ImageLoadError
+    from radiograph.service import UnusableResult
+
+    grouped = task != AUTO and service.models[task].card.study is not None
+    result = {"study_instance_uid": instances[0].study, "task": task, "instances": [], "skipped_objects": skipped}
+    analyses = []
+    if grouped:
+        analyses, study = service.analyse_study(task, [item.data for item in instances], [i.name for i in instances])
+        result["study"] = {key: value for key, value in study.items() if key != "per_view"}
+        result["instances"] = [{"address": item.address, "name": item.name, "result": view}
+                               for item, view in zip(instances, study["per_view"])]
+        return analyses, result
+    for item in instances:
+        try:
+            analysis = (service.analyse_auto(item.data, item.name) if task == AUTO
+                        else service.analyse(task, item.data, item.name))
+        except (ImageLoadError, UnusableResult) as error:  # one unreadable instance; the others are analysed
+            result["instances"].append({"address": item.address, "name": item.name, "error": str(error)})
+            continue
+        analyses.append(analysis)
+        result["instances"].append({"address": item.address, "name": item.name, "result": analysis.result()})
+    return analyses, result
+
+
+def results_as_dicom(analyses: list) -> tuple[list, list[str]]:
+    """The DICOM results (radiograph.dicom_results: Secondary Capture and Structured Report) of every analysis
+    that has them, and for each one that has none, why."""
+    from radiograph.dicom_results import DicomResultError, dicom_results
+
+    datasets, reasons = [], []
+    for analysis in analyses:
+        try:
+            datasets.extend(dicom_results(analysis))
+        except DicomResultError as error:
+            reasons.append(str(error))
+    return datasets, reasons
+
+
+# ------------------------------------------------------------------ the batch command (radiograph.predict --study)
+
+def fetch_into(pacs: Pacs, studies: list[str], folder) -> dict:
+    """Fetch each study's image instances into `folder/<n>/` (one folder per study, so the batch command forms a
+    MURA study from it as from MURA's own folders); {path: Instance without its bytes}."""
+    from pathlib import Path
+
+    fetched = {}
+    for number, study in enumerate(dict.fromkeys(uid.strip() for uid in studies), 1):
+        instances, _ = pacs.fetch_study(study)
+        target = Path(folder) / f"study{number:03d}"
+        target.mkdir(parents=True, exist_ok=True)
+        for item in instances:
+            path = target / item.name
+            path.write_bytes(item.data)
+            item.data = b""  # on disk now; the bytes are not held twice
+            fetched[path] = item
+    return fetched
+
+
+def store_rows(pacs: Pacs, rows: list[dict], fetched: dict) -> int:
+    """Store the DICOM results the batch command wrote for fetched files (row["dicom"]) into their studies; each
+    row gets "stored" (the instance UIDs) or "store_error". Returns how many studies failed."""
+    from pathlib import Path
+
+    import pydicom
+
+    by_study: dict[str, list[dict]] = {}
+    for row in rows:
+        item = fetched.get(Path(row["file"])) if row["kind"] == "image" else None
+        if item is not None and row.get("dicom"):
+            by_study.setdefault(item.study, []).append(row)
+    failed = 0
+    for study, members in by_study.items():
+        try:
+            datasets = [pydicom.dcmread(path) for row in members for path in row["dicom"]]  # written by us just now
+            stored = set(pacs.store(datasets, study))
+        except PacsError as error:
+            failed += 1
+            for row in members:
+                row["store_error"] = str(error)
+            print(f"error: results of study {study} not stored: {error}", file=sys.stderr)
+            continue
+        for row in members:
+            row["stored"] = [uid for path in row["dicom"] for uid in [str(pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)] if uid in stored]
+    return failed
+
+
+def label_fetched_rows(rows: list[dict], fetched: dict, url: str, scratch_results: bool) -> None:
+    """Rows of fetched files name their source on the server (row["file"]: the instance's DICOMweb URL; a study
+    row: the study's), not the scratch copy; results written only to be stored lose their scratch paths."""
+    from pathlib import Path
+
+    folders = {path.parent: item.study for path, item in fetched.items()}
+    for row in rows:
+        path = Path(row["file"])
+        if row["kind"] == "image" and path in fetched:
+            row["file"] = f"{url}/{fetched[path].address}"
+            if scratch_results:
+                row.pop("dicom", None)
+        elif row["kind"] == "study" and path in folders:
+            row["file"] = f"{url}/studies/{folders[path]}"
+
+
+# ------------------------------------------------------------------ command line: search and store
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    from pathlib import Path
+
+    import pydicom
+
+    parser = argparse.ArgumentParser(prog="python -m radiograph pacs", description=__doc__.split("\n")[0])
+    parser.add_argument("--dicomweb", metavar="URL", default=os.environ.get("RADIOGRAPH_DICOMWEB_URL") or None,
+                        help="the DICOMweb root (default RADIOGRAPH_DICOMWEB_URL)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    search = commands.add_parser("search", help="list studies (no patient names or IDs), as JSON lines")
+    search.add_argument("--study", default="", help="a Study Instance UID")
+    search.add_argument("--date", default="", help="YYYYMMDD or a range YYYYMMDD-YYYYMMDD")
+    search.add_argument("--modality", default="", help="e.g. CR, DX")
+    search.add_argument("--patient-id", default="", help="a filter only; never printed")
+    store = commands.add_parser("store", help="upload DICOM files (STOW-RS), e.g. phantom studies into a test PACS")
+    store.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if not args.dicomweb:
+        parser.error("no DICOMweb server: give --dicomweb URL or set RADIOGRAPH_DICOMWEB_URL")
+    try:
+        pacs = Pacs.from_environment({**os.environ, "RADIOGRAPH_DICOMWEB_URL": args.dicomweb})
+        if args.command == "search":
+            for row in pacs.search(args.study, args.date, args.modality, args.patient_id):
+                print(json.dumps(row))
+            return 0
+        files = [path for name in args.files for path in (sorted(name.rglob("*.dcm")) if name.is_dir() else [name])]
+        by_study: dict[str, list] = {}
+        for path in files:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                parser.error(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MB")
+            dataset = pydicom.dcmread(path)
+            by_study.setdefault(str(dataset.StudyInstanceUID), []).append(dataset)
+        stored = sum(len(pacs.store(datasets, study)) for study, datasets in by_study.items())
+        print(f"stored {stored} instances in {len(by_study)} studies on {pacs.url}", file=sys.stderr)
+        return 0
+    except PacsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, pydicom.errors.InvalidDicomError, AttributeError) as error:
+        print(f"error: cannot store: {error}", file=sys.stderr)
+        return 2
