@@ -471,7 +471,8 @@ class App:
                                     "analyse": round(1000 * (analysed - fetched), 1)}
             status = (f"Fetched {len(instances)} image instances of study ...{instances[0].study[-10:]} in "
                       f"{fetched - start:.1f} s" + (f" (skipped {skipped} other objects)" if skipped else "")
-                      + f"; analysed in {analysed - fetched:.1f} s.")
+                      + f"; analysed in {analysed - fetched:.1f} s."
+                      + (f" Study: {result['study']['decision']['text']}" if "study" in result else ""))
             if store:
                 result["stored"] = self.pacs_store_results(analyses, instances[0].study)
                 status += " " + result["stored"]["text"]
@@ -1113,7 +1114,11 @@ def serve(args: argparse.Namespace, block: bool = True):
                          "app, already running) holds the port: stop it, or choose another with --port N or "
                          "RADIOGRAPH_PORT=N.") from None
     demo.radiograph_app = app  # for tests and close()
-    threading.Thread(target=service.warm_up, daemon=True).start()  # traces Grad-CAM while the page loads
+    warming = threading.Thread(target=service.warm_up, daemon=True)  # traces Grad-CAM while the page loads
+    warming.start()
+    # a process that exits while TensorFlow traces in a daemon thread aborts in C++ ("terminate called ..."):
+    # exit handlers run before daemon threads are stopped, so exit waits for the warm-up (seconds) instead
+    atexit.register(warming.join, 120)
     providers = ", ".join([f"{task}: {model.provider}" for task, model in service.models.items()]
                           + [f"{task}: unavailable" for task in service.unavailable])
     print(f"ready in {time.perf_counter() - STARTED:.1f} s at {url} ({providers}; heatmaps by "

@@ -309,21 +309,24 @@ def _number(value) -> int:
 def analyse_fetched(service, task: str, instances: list[Instance], skipped: int = 0) -> tuple[list, dict]:
     """Analyse a fetched study with a radiograph.service.Service: as one study where the task's card groups
     images into studies (MURA: the mean over its views), else each instance on its own (`task` may be AUTO: each to
-    the task the router assigns it to). Returns (the analyses, the result: per instance its DICOMweb address and
+    the task the router assigns it to; when every image goes to one task that groups images into studies, the
+    study's result is given too). Returns (the analyses, the result: per instance its DICOMweb address and
     result or error, and the study's result where there is one)."""
     from radiograph.gate import AUTO
     from radiograph.imaging import ImageLoadError
     from radiograph.service import UnusableResult
 
-    grouped = task != AUTO and service.models[task].card.study is not None
+    def grouped(name: str | None) -> bool:
+        return name in service.models and service.models[name].card.study is not None
+
     result = {"study_instance_uid": instances[0].study, "task": task, "instances": [], "skipped_objects": skipped}
-    analyses = []
-    if grouped:
+    if grouped(task):
         analyses, study = service.analyse_study(task, [item.data for item in instances], [i.name for i in instances])
         result["study"] = {key: value for key, value in study.items() if key != "per_view"}
         result["instances"] = [{"address": item.address, "name": item.name, "result": view}
                                for item, view in zip(instances, study["per_view"])]
         return analyses, result
+    analyses = []
     for item in instances:
         try:
             analysis = (service.analyse_auto(item.data, item.name) if task == AUTO
@@ -333,8 +336,12 @@ def analyse_fetched(service, task: str, instances: list[Instance], skipped: int 
             continue
         analyses.append(analysis)
         result["instances"].append({"address": item.address, "name": item.name, "result": analysis.result()})
+    routed = {analysis.task for analysis in analyses}
+    if task == AUTO and len(routed) == 1 and grouped(next(iter(routed))) and len(analyses) == len(instances):
+        # every image routed to one task that groups images into studies (MURA): the study's result too
+        study = service.study_of(next(iter(routed)), analyses)
+        result["study"] = {key: value for key, value in study.items() if key != "per_view"}
     return analyses, result
-
 
 def results_as_dicom(analyses: list) -> tuple[list, list[str]]:
     """The DICOM results (radiograph.dicom_results: Secondary Capture and Structured Report) of every analysis

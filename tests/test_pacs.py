@@ -163,6 +163,9 @@ def test_round_trip_through_the_app_api(pacs, studies, pacs_client):
     assert again["skipped_objects"] == 6 and "skipped 6 other objects" in status  # its own results are not images
     assert [v["result"]["probabilities"] for v in again["instances"]] == \
         [v["result"]["probabilities"] for v in result["instances"]]
+    routed, _, status = pacs_client.predict(uid, "auto", False, api_name="/pacs_analyse")  # each image routed
+    assert {v["result"]["task"] for v in routed["instances"]} == {"mura"} and routed["study"]["views"] == 3
+    assert routed["study"]["decision"] == result["study"]["decision"] and "Study: " in status
     print(f"round trip of a 3-view study through the app (search done; fetch, analyse, store): {seconds:.2f} s, "
           f"fetch {result['timings_ms']['fetch']:.0f} ms, analyse {result['timings_ms']['analyse']:.0f} ms")
 

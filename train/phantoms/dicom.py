@@ -1,4 +1,5 @@
-"""DICOM files for the tests, examples and benchmarks (the phantoms themselves are PNG and JPEG)."""
+"""DICOM files for the tests, examples and benchmarks (the phantoms themselves are PNG and JPEG), and phantom
+studies as DICOM for a test PACS (python -m train.dicom_studies FOLDER --out DIR)."""
 from __future__ import annotations
 
 import io
@@ -43,3 +44,4 @@ def study_bytes(images: list[np.ndarray], body_part: str = "", patient_id: str =
     shared.update(tags)
     return [dicom_bytes(np.asarray(image, dtype=np.uint16) * 16, InstanceNumber=number, **shared)
             for number, image in enumerate(images, 1)]
+
