@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent / "tests")]
 from radiograph.imaging import decode  # noqa: E402
-from test_dicom_compressed import ENCODED, dataset, phantom, saved  # noqa: E402
+from test_dicom_compressed import ENCODED, JPEG_LOSSLESS, dataset, gdcm_compressed, phantom, saved  # noqa: E402
 
 pixels = phantom(12, side=2048)
 ds = dataset(pixels, 12)
@@ -19,6 +20,8 @@ for syntax in (RLELossless, JPEGLSLossless, JPEG2000Lossless):
     packed = dataset(pixels, 12)
     packed.compress(syntax, encoding_plugin=ENCODED[syntax])
     files[syntax.name] = saved(packed)
+for syntax in JPEG_LOSSLESS:  # encoded by GDCM (python-gdcm, requirements-dev.txt), decoded by pylibjpeg-libjpeg
+    files[pydicom.uid.UID(syntax).name] = gdcm_compressed(pixels, 12, syntax, "MONOCHROME2")[1]
 print("| transfer syntax | file MB | decode ms (median of 5) |\n|---|---|---|")
 for name, data in files.items():
     times = []

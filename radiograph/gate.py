@@ -77,6 +77,7 @@ class Inspection:
 
     reasons: list[Reason]
     routing: object | None = None  # radiograph.routing.Routing, when a router is loaded
+    dicom: dict | None = None  # a DICOM file's shown tags (imaging.SHOWN_TAGS), evidence for the task-specific gate
 
 
 @dataclass
@@ -168,6 +169,19 @@ def dicom_reasons(dicom: dict | None) -> list[Reason]:
                        f"radiograph ({', '.join(RADIOGRAPH_MODALITIES)}): the models here read radiographs only.",
                        f"modality {modality}")]
     return []
+
+
+def body_part_reasons(task: str | None, dicom: dict | None) -> list[Reason]:
+    """Evidence from a DICOM header for one task: a BodyPartExamined that is not one of the task's films
+    (registry.TaskSpec.body_parts) is a warning, naming the task that reads it where there is one."""
+    part = re.sub(r"[^A-Z0-9]", "", str((dicom or {}).get("BodyPartExamined", "")).upper())
+    if not part or task not in TASKS or not TASKS[task].body_parts or part in TASKS[task].body_parts:
+        return []
+    others = [spec.title for spec in TASKS.values() if part in spec.body_parts]
+    return [Reason("dicom_body_part", "warn", f"The DICOM header gives the body part {part!r}, which is not a "
+                   f"{title(task)} film ({', '.join(TASKS[task].body_parts[:4])} ...): the result below is likely "
+                   "meaningless" + (f"; analyse it as {' or '.join(others)}." if others else "."),
+                   f"body part {part}")]
 
 
 def _small(display: np.ndarray) -> np.ndarray:
@@ -288,7 +302,7 @@ class Gatekeeper:
 
     def refusal(self, task: str | None, seen: Inspection) -> Gate | None:
         """The gate when the image is refused before the task model runs; None when the model should run."""
-        reasons = seen.reasons + self.routing_reasons(task, seen)
+        reasons = seen.reasons + self.routing_reasons(task, seen) + body_part_reasons(task, seen.dicom)
         if any(r.verdict == "refuse" for r in reasons):
             distance = self.distances.get(task)
             return gate_of(reasons, ood_threshold=distance.threshold if distance else None, **self._routed(seen))
@@ -296,7 +310,7 @@ class Gatekeeper:
 
     def gate(self, task: str, seen: Inspection, features: np.ndarray | None) -> Gate:
         """The full gate of an image the task model has run on (`features`: its [h, w, K] map)."""
-        reasons = seen.reasons + self.routing_reasons(task, seen)
+        reasons = seen.reasons + self.routing_reasons(task, seen) + body_part_reasons(task, seen.dicom)
         distance = self.distances.get(task)
         score = distance.score(features) if distance is not None and features is not None else None
         if score is not None and score > distance.threshold:

@@ -594,8 +594,10 @@ def _first_frame(ds, syntax, frames: int, name: str, colour: Colourfulness) -> n
     compressed = syntax is not None and syntax.is_compressed
     encoded = _checked_codestream(ds, syntax, frames, name) if compressed else None
     try:
-        # RLE through the Rust decoder (its output bounded by the header's size): pydicom's own loop is not
-        plugin = {"decoding_plugin": "pylibjpeg"} if compressed and syntax == RLE_LOSSLESS else {}
+        # Always the pylibjpeg plugins, whatever else is installed (python-gdcm, a test-only encoder here, would
+        # come first in pydicom's order): RLE through the Rust decoder (its output bounded by the header's size;
+        # pydicom's own loop is not), JPEG and JPEG-LS through libjpeg, JPEG 2000 through OpenJPEG
+        plugin = {"decoding_plugin": "pylibjpeg"} if compressed else {}
         pixels = pydicom.pixels.pixel_array(ds, index=0, **plugin)
     except (NotImplementedError, RuntimeError, ValueError) as error:
         if compressed and not _decoder_installed(syntax):

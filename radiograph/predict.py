@@ -112,6 +112,7 @@ def prepare(path: Path, task: str, models: dict[str, OnnxModel], keeper: Gatekee
         decoded_at = time.perf_counter()
         seen = keeper.inspect(display, decoded.colourfulness)
         seen.reasons.extend(dicom_reasons(decoded.dicom))  # as the app's Service: e.g. a CT is warned about
+        seen.dicom = decoded.dicom
         if task == AUTO:
             chosen, refusal = keeper.choose(seen, models)
         else:

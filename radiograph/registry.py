@@ -209,6 +209,9 @@ class TaskSpec:
     upright: bool = True
     # How a heatmap's hottest region is named in words (radiograph.regions); image terms unless a task says more.
     anatomy: Anatomy = IMAGE_ANATOMY
+    # DICOM BodyPartExamined values (upper case, letters and digits only) of this task's films: a DICOM input that
+    # names another part is warned about (radiograph.gate.body_part_reasons); empty: not checked
+    body_parts: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -249,6 +252,7 @@ TASKS: dict[str, TaskSpec] = {
             examples=ExamplePicks(count=100, truths=tuple((grade,) for grade in KL_GRADES), deeper=("16-bit PNG", 3),
                                   caption="{labels} (KL {index})"),
             anatomy=KNEE_ANATOMY,
+            body_parts=("KNEE", "LEG", "LOWERLIMB", "LOWEREXTREMITY", "EXTREMITY"),
             dataset=Dataset(
                 name="Knee Osteoarthritis Severity Grading (Chen 2018)",
                 reference="https://doi.org/10.17632/56rmx5bjcr.1",
@@ -273,6 +277,8 @@ TASKS: dict[str, TaskSpec] = {
             study=Study(),
             upright=False,
             anatomy=IMAGE_ANATOMY,
+            body_parts=("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "ARM", "UPPERARM", "SHOULDER", "WRIST",
+                        "UPPERLIMB", "UPPEREXTREMITY", "EXTREMITY"),
             heatmap_versus=MURA_DECISION.versus_pairs(),
             dataset=Dataset(
                 name="MURA v1.1 (Stanford ML Group)",
@@ -296,6 +302,7 @@ TASKS: dict[str, TaskSpec] = {
             examples=ExamplePicks(count=60, truths=(("NORMAL",), ("NORMAL",), ("PNEUMONIA",), ("PNEUMONIA",))),
             heatmap_versus=(("PNEUMONIA", "NORMAL"), ("NORMAL", "PNEUMONIA")),
             anatomy=CHEST_ANATOMY,
+            body_parts=("CHEST", "THORAX", "LUNG", "CHESTABDOMEN"),
             dataset=Dataset(
                 name="Labeled Optical Coherence Tomography and Chest X-Ray Images (Kermany 2018)",
                 reference="https://doi.org/10.17632/rscbjbr9sj.2",
@@ -318,6 +325,7 @@ TASKS: dict[str, TaskSpec] = {
                                   deeper=("DICOM", 0), caption="{labels}"),
             decision=Decision("each_above_threshold"),
             anatomy=CHEST_ANATOMY,
+            body_parts=("CHEST", "THORAX", "LUNG", "CHESTABDOMEN"),
             dataset=Dataset(
                 name="NIH ChestX-ray14",
                 reference="https://nihcc.app.box.com/v/ChestXray-NIHCC",

@@ -257,6 +257,7 @@ class Service:
         clock["decoded"] = time.perf_counter()
         seen = self.gatekeeper.inspect(display, decoded.colourfulness)
         seen.reasons.extend(dicom_reasons(decoded.dicom))
+        seen.dicom = decoded.dicom
         clock["inspected"] = time.perf_counter()
         return Inspected(decoded, display, seen, name, clock, file_sha256(source))
 

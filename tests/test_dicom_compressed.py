@@ -3,10 +3,12 @@ pydicom's bundled compressed samples decode equal to their uncompressed twins, a
 header disagrees with the DICOM header, or a decoder that silently returns a constant frame, is refused.
 
 Encoders (pydicom 3's `Dataset.compress`): RLE Lossless (pydicom, pylibjpeg-rle), JPEG 2000 Lossless
-(pylibjpeg-openjpeg), JPEG-LS Lossless (pyjpegls, a test-only dependency). No installed plugin encodes JPEG
-Lossless (Process 14), so that syntax is tested on pydicom's bundled sample only.
+(pylibjpeg-openjpeg), JPEG-LS Lossless (pyjpegls); JPEG Lossless (Process 14, SV1 and first-order prediction) by
+GDCM's ImageChangeTransferSyntax (python-gdcm, a test-only encoder: no pydicom plugin encodes it). The loader decodes
+every one with the pylibjpeg plugins, whatever else is installed.
 """
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +65,39 @@ def compressed(pixels: np.ndarray, bits: int, syntax, photometric: str = "MONOCH
     return source, saved(ds)
 
 
+JPEG_LOSSLESS = {"1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1", "1.2.840.10008.1.2.4.57": "JPEGLosslessProcess14"}
+
+
+def gdcm_compressed(pixels: np.ndarray, bits: int, syntax: str, photometric: str) -> tuple[bytes, bytes]:
+    """(uncompressed file, the same as JPEG Lossless through GDCM: the only encoder of it on PyPI)."""
+    gdcm = pytest.importorskip("gdcm")
+    source = saved(dataset(pixels, bits, photometric))
+    with tempfile.TemporaryDirectory() as folder:
+        plain, packed = Path(folder) / "plain.dcm", Path(folder) / "packed.dcm"
+        plain.write_bytes(source)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(plain))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, JPEG_LOSSLESS[syntax])))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(packed))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        return source, packed.read_bytes()
+
+
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 @pytest.mark.parametrize("bits", [8, 12, 16])
-@pytest.mark.parametrize("syntax", list(ENCODED), ids=lambda uid: uid.name)
+@pytest.mark.parametrize("syntax", [*ENCODED, *JPEG_LOSSLESS],
+                         ids=lambda uid: pydicom.uid.UID(uid).name.split(",")[0].replace(" ", ""))
 def test_lossless_syntax_decodes_equal_to_its_source(syntax, bits, photometric):
     pixels = phantom(bits)
-    source, packed = compressed(pixels, bits, syntax, photometric)
+    source, packed = (gdcm_compressed(pixels, bits, syntax, photometric) if syntax in JPEG_LOSSLESS
+                      else compressed(pixels, bits, syntax, photometric))
     assert pydicom.dcmread(io.BytesIO(packed)).file_meta.TransferSyntaxUID == syntax
     assert len(packed) < len(source)  # really compressed
     np.testing.assert_array_equal(pydicom.dcmread(io.BytesIO(packed)).pixel_array, pixels)  # raw values

@@ -10,7 +10,7 @@ import cv2
 import pydicom
 import pytest
 
-from radiograph.gate import dicom_reasons
+from radiograph.gate import body_part_reasons, dicom_reasons
 from radiograph.imaging import IDENTIFYING_TAGS, SHOWN_TAGS, ImageLoadError, decode
 from radiograph.service import Service
 from test_dicom_compressed import dataset, phantom, saved
@@ -46,6 +46,14 @@ def test_a_non_radiograph_modality_is_a_gate_warning():
     assert dicom_reasons({"Modality": "DX"}) == dicom_reasons({"Modality": "CR"}) == dicom_reasons(None) == []
 
 
+def test_a_body_part_of_another_task_is_a_gate_warning_naming_that_task():
+    [reason] = body_part_reasons("chest14", {"BodyPartExamined": "KNEE"})
+    assert reason.code == "dicom_body_part" and reason.verdict == "warn" and "Knee" in reason.text
+    assert body_part_reasons("knee", {"BodyPartExamined": "Lower Limb"}) == []  # as DICOM spells it, normalised
+    assert body_part_reasons("mura", {"BodyPartExamined": "WRIST"}) == body_part_reasons("knee", None) == []
+    assert "analyse it as" not in body_part_reasons("knee", {"BodyPartExamined": "HEAD"})[0].text
+
+
 @pytest.fixture(scope="module")
 def service():
     return Service(ROOT / "models", ["knee"], cam_path="onnx")
@@ -59,6 +67,21 @@ def test_result_shows_the_tags_and_no_identifying_value(service, caplog):
     assert "dicom_modality" in analysis.gate.as_dict()["codes"]
     assert leaked(result) == []
     assert leaked("\n".join(record.getMessage() for record in caplog.records)) == []
+    assert "dicom_body_part" not in analysis.gate.as_dict()["codes"]  # KNEE, on the knee model
+
+
+def test_the_gate_and_the_batch_command_warn_of_a_body_part_of_another_task(service, tmp_path):
+    from radiograph import predict
+
+    ds = dataset(phantom(12), 12, BodyPartExamined="CHEST")
+    analysis = service.analyse("knee", saved(ds), "chest.dcm")
+    assert analysis.gate.verdict == "warn" and "dicom_body_part" in analysis.gate.as_dict()["codes"]
+    (tmp_path / "chest.dcm").write_bytes(saved(ds))
+    out = tmp_path / "rows.json"
+    assert predict.main(["knee", str(tmp_path / "chest.dcm"), "--out", str(out), "--models", str(ROOT / "models"),
+                         "--quiet", "--processes", "0"]) == 0
+    [row] = json.loads(out.read_text())
+    assert "dicom_body_part" in row["gate"]["codes"] and row["gate"]["verdict"] == "warn"
 
 
 def test_error_messages_cut_identifying_values(monkeypatch, caplog):
