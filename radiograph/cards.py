@@ -9,7 +9,7 @@
 
 Serving reads only the card: labels, head, decision rule, study grouping, heatmap scores, thresholds and
 feature grid. Provenance (training, data, metrics, calibration, reports, export, localisation, maps, ensemble, ood,
-uncertainty, gate)
+uncertainty, gate, intervals, fresh, spread)
 is kept as the sections the stage that wrote them chose, and shown by `card_markdown`.
 
     python -m radiograph migrate-cards models/*   # rewrite older cards in the current schema
@@ -88,6 +88,9 @@ class ModelCard:
     ood: dict | None = None  # out-of-distribution score: file, method, threshold, false-alarm rate (radiograph.ood)
     uncertainty: dict | None = None  # which decision margins count as high: method, high_above (train.ood)
     gate: dict | None = None  # the input gate measured on held-out data (train.measure_gate)
+    intervals: dict | None = None  # 95% bootstrap intervals of the test figures, by patient (train.intervals)
+    fresh: dict | None = None  # the figures on a fresh phantom set of an unused seed, with intervals (train.intervals)
+    spread: dict | None = None  # run-to-run spread: several training runs of the card's command (train.spread)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -247,6 +250,33 @@ def verified_file(folder: str | Path, files: dict, name: str, hint: str) -> Path
     return path
 
 
+def _interval(pair) -> str:
+    return f"({_figure(pair[0])}-{_figure(pair[1])})" if pair else ""
+
+
+def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[str]:
+    """Each headline figure with its noise: the test split's value and 95% bootstrap interval, the fresh phantom
+    set's value and interval, and the mean +- sd over training runs, where the card has them."""
+    test_ci = (card.intervals or {}).get("intervals") or {}
+    fresh = card.fresh or {}
+    spread = (card.spread or {}).get("summary") or {}
+    header = [f"{split} split", "95% interval (by patient)"]
+    if fresh:
+        header += [f"fresh set (seed {fresh.get('seed')}, {fresh.get('images')} images)", "95% interval"]
+    if spread:
+        header.append(f"{(card.spread or {}).get('runs_count', '?')} training runs, mean +- sd")
+    rows = [f"| metric | {' | '.join(header)} |", "|---" * (len(header) + 1) + "|"]
+    for name, value in metrics.items():
+        cells = [_figure(value), _interval(test_ci.get(name))]
+        if fresh:
+            cells += [_figure((fresh.get("figures") or {}).get(name)), _interval((fresh.get("intervals") or {}).get(name))]
+        if spread:
+            each = spread.get(name)
+            cells.append(f"{_figure(each['mean'])} +- {_figure(each['sd'])}" if each else "")
+        rows.append(f"| {name} | {' | '.join(cells)} |")
+    return rows
+
+
 def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     """A model card for people: provenance, data, metrics, thresholds, calibration, localisation, export, serving."""
     data, training, export = card.data, card.training, card.export
@@ -269,14 +299,19 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
                      f"`{served['cam_path']}`")
     metrics = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
     split = card.metrics.get("split", "test")
-    lines += ["", f"| metric ({split} split) | value |", "|---|---|"]
-    lines += [f"| {name} | {_figure(value)} |" for name, value in metrics.items()]
+    lines += [""] + figures_table(card, metrics, split)
     per_class = card.metrics.get("per_class_auc")
     if per_class:
         unreachable = card.unreachable_thresholds
-        lines += ["", "| class | ROC AUC | threshold |", "|---|---|---|"]
-        lines += [f"| {label} | {_figure(per_class.get(label))} | {_figure(card.thresholds.get(label))}"
-                  f"{' (unreachable)' if label in unreachable else ''} |" for label in card.labels]
+        test_ci = ((card.intervals or {}).get("intervals") or {}).get("per_class_auc", {})
+        fresh = card.fresh or {}
+        fresh_auc, fresh_ci = (fresh.get("figures") or {}).get("per_class_auc", {}), \
+            (fresh.get("intervals") or {}).get("per_class_auc", {})
+        lines += ["", "| class | ROC AUC (test, 95% interval) | fresh set | threshold |", "|---|---|---|---|"]
+        lines += [f"| {label} | {_figure(per_class.get(label))} {_interval(test_ci.get(label))} | "
+                  f"{_figure(fresh_auc.get(label)) if fresh_auc else ''} {_interval(fresh_ci.get(label))} | "
+                  f"{_figure(card.thresholds.get(label))}{' (unreachable)' if label in unreachable else ''} |"
+                  for label in card.labels]
         if unreachable:
             values = ", ".join(f"{card.thresholds[label]:.10g}" for label in unreachable)
             which = "this finding" if len(unreachable) == 1 else "these findings"

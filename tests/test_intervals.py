@@ -1,0 +1,126 @@
+"""Figures with their noise: bootstrap intervals by patient (train.intervals), the run-to-run spread's bookkeeping
+(train.spread), and how a card shows both."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radiograph.cards import ModelCard, card_markdown
+from radiograph.registry import TASKS
+from train.datasets import Sample
+from train.intervals import bootstrap
+from train.spread import run_command, summarise
+
+
+def knee_case(patients: int, accuracy: float, seed: int = 0):
+    """Two knees per patient, same grade; predictions right with probability `accuracy`."""
+    rng = np.random.default_rng(seed)
+    spec = TASKS["knee"]
+    grades = np.repeat(rng.integers(0, 5, patients), 2)
+    right = rng.random(len(grades)) < accuracy
+    predicted = np.where(right, grades, (grades + rng.integers(1, 5, len(grades))) % 5)
+    targets, probabilities = np.eye(5)[grades], 0.1 + 0.5 * np.eye(5)[predicted]
+    probabilities /= probabilities.sum(1, keepdims=True)
+    samples = [Sample(Path(f"p{i // 2}_{i % 2}.png"), tuple(t.astype(int)), f"p{i // 2}") for i, t in enumerate(targets)]
+    return spec, targets, probabilities, samples
+
+
+def test_an_interval_holds_its_figure_and_narrows_with_more_patients():
+    spec, *case = knee_case(60, 0.8)
+    small = bootstrap(spec, *case, thresholds=[0.5] * 5, replicates=300)
+    spec, *case = knee_case(600, 0.8)
+    large = bootstrap(spec, *case, thresholds=[0.5] * 5, replicates=300)
+    for result in (small, large):
+        low, high = result["intervals"]["accuracy"]
+        assert low <= result["figures"]["accuracy"] <= high
+        assert low < 0.8 < high or abs(result["figures"]["accuracy"] - 0.8) > 0.05
+    width = {name: r["intervals"]["accuracy"][1] - r["intervals"]["accuracy"][0] for name, r in
+             (("small", small), ("large", large))}
+    assert width["large"] < 0.6 * width["small"]  # about 1/sqrt(10) of it
+    assert set(large["intervals"]["per_class_auc"]) == set(spec.labels)  # per class, too
+
+
+def test_perfect_predictions_have_a_point_interval_and_the_seed_fixes_the_draws():
+    spec, targets, _, samples = knee_case(40, 1.0)
+    exact = bootstrap(spec, targets, targets * 0.9 + 0.02, samples, [0.5] * 5, replicates=100)
+    assert exact["intervals"]["balanced_accuracy"] == [1.0, 1.0]
+    spec, *case = knee_case(40, 0.7)
+    assert bootstrap(spec, *case, [0.5] * 5, replicates=50, seed=4) == bootstrap(spec, *case, [0.5] * 5,
+                                                                                   replicates=50, seed=4)
+
+
+def test_patients_are_resampled_whole_and_each_drawn_copy_is_its_own_study():
+    """MURA: a patient's studies go together, and a patient drawn twice counts as two patients' studies (merged,
+    the study count and so the study figures would shrink)."""
+    spec = TASKS["mura"]
+    rng = np.random.default_rng(2)
+    samples, targets = [], []
+    for patient in range(30):
+        for study in range(2):
+            label = rng.integers(0, 14)
+            for view in range(3):
+                samples.append(Sample(Path(f"p{patient}/s{study}/v{view}.png"), tuple(np.eye(14, dtype=int)[label]),
+                                      f"p{patient}", f"p{patient}/s{study}"))
+                targets.append(np.eye(14)[label])
+    targets = np.array(targets)
+    probabilities = 0.7 * targets + 0.3 * rng.dirichlet(np.ones(14), len(targets))
+    counted = []
+    import train.intervals as intervals
+
+    original = intervals.figures
+
+    def counting(spec_, t, p, drawn, thresholds):
+        counted.append((len({s.study for s in drawn}), len({s.patient for s in drawn}), len(drawn)))
+        return original(spec_, t, p, drawn, thresholds)
+
+    intervals.figures = counting
+    try:
+        result = bootstrap(spec, targets, probabilities, samples, [0.5] * 14, replicates=20)
+    finally:
+        intervals.figures = original
+    assert all(studies == 60 and images == 180 for studies, _, images in counted[1:])  # 30 patients x 2 studies
+    assert any(patients < 30 for _, patients, _ in counted[1:])  # some patient was drawn twice
+    low, high = result["intervals"]["study_auc"]
+    assert low <= result["figures"]["study_auc"] <= high
+
+
+def test_the_spread_runs_the_cards_command_with_its_seed_data_and_folder(tmp_path):
+    card = ModelCard.load(Path(__file__).parent.parent / "models" / "mura")
+    command = run_command(card, tmp_path / "phantoms", 2, tmp_path / "seed2" / "mura")
+    text = " ".join(command)
+    assert command[1:3] == ["-m", "train"] and text.count("--seed") == 1 and "--seed 2" in text
+    assert f"--data {tmp_path / 'phantoms'}" in text and "--weights models/knee/model.keras" in text
+    assert "--select-by pointing_game" in text and text.count("--data") == 1
+
+
+def test_the_spread_summary_gives_mean_sd_and_where_the_shipped_run_falls(tmp_path):
+    shipped = ModelCard.load(Path(__file__).parent.parent / "models" / "knee")
+    models = tmp_path / "models"
+    shipped.save((models / "knee").mkdir(parents=True) or models / "knee")
+    for seed, accuracy in ((0, 0.80), (1, 0.82), (2, 0.84)):
+        folder = tmp_path / "runs" / f"seed{seed}" / "knee"
+        folder.mkdir(parents=True)
+        values = json.loads((models / "knee" / "card.json").read_text())
+        values["metrics"] = {"split": "test", "accuracy": accuracy}
+        values["training"] = {**values["training"], "seed": seed}
+        (folder / "card.json").write_text(json.dumps(values))
+    spread = summarise("knee", models, tmp_path / "runs")
+    assert spread["runs_count"] == 3 and [run["seed"] for run in spread["runs"]] == [0, 1, 2]
+    assert spread["summary"]["accuracy"]["mean"] == pytest.approx(0.82)
+    assert spread["summary"]["accuracy"]["sd"] == pytest.approx(0.02)
+    position = spread["shipped"]["accuracy"]
+    assert position["shipped"] == pytest.approx(shipped.metrics["accuracy"])
+    assert position["sd_from_mean"] == pytest.approx((shipped.metrics["accuracy"] - 0.82) / 0.02)
+    assert "best test figure" not in spread["shipped_rule"] and "no seed chosen" in spread["shipped_rule"]
+
+
+def test_a_card_shows_test_and_fresh_figures_with_intervals_and_the_spread():
+    card = ModelCard.load(Path(__file__).parent.parent / "models" / "pneumonia")
+    card.intervals = {"intervals": {"auc": [0.97, 1.0]}}
+    card.fresh = {"seed": 31415, "images": 600, "figures": {"auc": 0.99}, "intervals": {"auc": [0.98, 0.995]}}
+    card.spread = {"runs_count": 3, "summary": {"auc": {"mean": 0.995, "sd": 0.004}}}
+    text = card_markdown(card)
+    assert "95% interval (by patient)" in text and "fresh set (seed 31415, 600 images)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| auc |"))
+    assert "(0.970-1.000)" in row and "0.990" in row and "(0.980-0.995)" in row and "0.995 +- 0.004" in row

@@ -1,0 +1,164 @@
+"""Figures with their noise: bootstrap intervals on a shipped model's test split, and its figures on a fresh
+phantom set (a seed never used for training, model selection, thresholds or temperature), into its card.
+
+    python -m train.phantoms knee --out phantoms --count 3000 --seed 0            # the card's data command
+    python -m train.intervals knee --data phantoms/knee                           # test split: card.intervals
+    python -m train.phantoms knee --out fresh --count 600 --seed 31415
+    python -m train.intervals knee --fresh fresh/knee --fresh-seed 31415 \\
+        --fresh-command "python -m train.phantoms knee --out fresh --count 600 --seed 31415"   # card.fresh
+
+The model is scored as it is served: its ONNX file (the temperature folded in) through the shared loader, decided
+with the card's thresholds. Intervals are 95% percentile bootstrap intervals over REPLICATES resamples of the
+patients (MURA: a patient's studies go together; ChestX-ray14 and knee: a patient's images), so images of one
+patient never sit on both sides of a resample. A replicate in which a figure is undefined (an AUC of a class
+with no positive drawn) is left out of that figure's interval, and the card says how many were.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from radiograph.cards import ModelCard
+from radiograph.registry import TASKS, get_task
+from train.evaluate import METRICS, targets_of
+
+REPLICATES = 1000
+LEVEL = 0.95
+SEED = 0
+SKIPPED_METRICS = ("confusion_matrix",)  # a table, not a figure with an interval
+
+
+def score(folder: Path, samples: list, batch_size: int = 16) -> np.ndarray:
+    """Probabilities [N, C] of `samples` from the model folder's ONNX file, as the app serves them."""
+    from radiograph.imaging import load_for_model
+    from radiograph.inference import OnnxModel
+
+    model = OnnxModel(folder, device="cpu")
+    rows = []
+    for start in range(0, len(samples), batch_size):
+        batch = np.stack([load_for_model(sample.path, model.size).tensor for sample in samples[start:start + batch_size]])
+        rows.append(model.run(batch, features=False).probabilities)
+    return np.concatenate(rows).astype(np.float64)
+
+
+def figures(spec, targets, probabilities, samples, thresholds) -> dict:
+    """The task's figures (its metrics, less tables); a figure undefined on this set is None."""
+    result = {}
+    for name in spec.metrics:
+        if name in SKIPPED_METRICS:
+            continue
+        try:
+            result[name] = METRICS[name](targets, probabilities, labels=spec.labels, samples=samples,
+                                         thresholds=thresholds, spec=spec)
+        except ValueError:  # e.g. an AUC on a draw with one class only
+            result[name] = None
+    return result
+
+
+def _flat(value, prefix=()) -> dict:
+    if isinstance(value, dict):
+        return {key: leaf for k, v in value.items() for key, leaf in _flat(v, (*prefix, k)).items()}
+    return {prefix: value}
+
+
+def _nested(flat: dict) -> dict:
+    result: dict = {}
+    for path, value in flat.items():
+        node = result
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return result
+
+
+def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int = REPLICATES, seed: int = SEED,
+              level: float = LEVEL) -> dict:
+    """Percentile bootstrap intervals of every figure, resampling patients: {"figures": point figures,
+    "intervals": the same shape with [low, high], "undefined": per figure, replicates where it was undefined}."""
+    targets, probabilities = np.asarray(targets, np.float64), np.asarray(probabilities, np.float64)
+    point = figures(spec, targets, probabilities, samples, thresholds)
+    patients: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        patients.setdefault(sample.patient or str(sample.path), []).append(index)
+    units = list(patients.values())
+    rng = np.random.default_rng(seed)
+    draws: dict[tuple, list[float]] = {path: [] for path, value in _flat(point).items() if value is not None}
+    undefined = dict.fromkeys(draws, 0)
+    for _ in range(replicates):
+        indices, drawn = [], []
+        for copy, unit in enumerate(rng.integers(0, len(units), len(units))):
+            for index in units[unit]:  # each drawn copy of a patient is its own patient, its studies its own studies
+                sample = samples[index]
+                indices.append(index)
+                drawn.append(dataclasses.replace(sample, path=Path(f"{sample.path}#{copy}"),
+                                                 study=f"{sample.study}#{copy}" if sample.study else None))
+        values = _flat(figures(spec, targets[indices], probabilities[indices], drawn, thresholds))
+        for path in draws:
+            value = values.get(path)
+            if value is None:
+                undefined[path] += 1
+            else:
+                draws[path].append(float(value))
+    tail = 100 * (1 - level) / 2
+    intervals = {path: [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+                 for path, values in draws.items() if values}
+    return {"figures": point, "intervals": _nested(intervals),
+            "undefined": {"/".join(path): count for path, count in undefined.items() if count}}
+
+
+def method(samples, replicates: int = REPLICATES, seed: int = SEED, level: float = LEVEL) -> dict:
+    studies = len({s.study for s in samples if s.study})
+    return {"method": "percentile bootstrap", "level": level, "replicates": replicates, "seed": seed,
+            "unit": "patient", "patients": len({s.patient or str(s.path) for s in samples}), "images": len(samples),
+            **({"studies": studies} if studies else {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.datasets import read_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m train.intervals", description=__doc__.split("\n")[0])
+    parser.add_argument("task", choices=list(TASKS))
+    parser.add_argument("--models", type=Path, default=Path("models"), help="models root: the model is MODELS/<task>")
+    parser.add_argument("--data", type=Path, help="the card's dataset: intervals on its test split (card.intervals)")
+    parser.add_argument("--fresh", type=Path, help="a fresh phantom set (every split of it): card.fresh")
+    parser.add_argument("--fresh-seed", type=int, help="the seed the fresh set was generated with")
+    parser.add_argument("--fresh-command", help="the command that generated the fresh set, recorded in the card")
+    parser.add_argument("--replicates", type=int, default=REPLICATES)
+    args = parser.parse_args(argv)
+    if not args.data and not args.fresh:
+        parser.error("give --data (the test split) or --fresh (a fresh phantom set), or both")
+    if args.fresh and (args.fresh_seed is None or not args.fresh_command):
+        parser.error("--fresh needs --fresh-seed and --fresh-command: the card records how the set was made")
+    spec, folder = get_task(args.task), args.models / args.task
+    card = ModelCard.load(folder)
+    thresholds = [card.thresholds[label] for label in spec.labels]
+    command = "python -m train.intervals " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.data:
+        index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
+        samples = index.splits["test"]
+        result = bootstrap(spec, targets_of(samples), score(folder, samples), samples, thresholds, args.replicates)
+        card.intervals = {**method(samples, args.replicates), "split": "test", "figures": result["figures"],
+                          "intervals": result["intervals"], "undefined_replicates": result["undefined"],
+                          "command": command}
+        print(json.dumps({"test": card.intervals}, indent=2))
+    if args.fresh:
+        if args.fresh_seed in (card.data.get("seed"), card.training.get("seed")):
+            parser.error(f"--fresh-seed {args.fresh_seed} is a seed of the card's own data or training")
+        index = read_dataset(spec.id, args.fresh, card.training["val_fraction"], card.training["seed"])
+        samples = [sample for split in ("train", "val", "test") for sample in index.splits.get(split, [])]
+        result = bootstrap(spec, targets_of(samples), score(folder, samples), samples, thresholds, args.replicates)
+        card.fresh = {**method(samples, args.replicates), "seed": args.fresh_seed, "generated_by": args.fresh_command,
+                      "figures": result["figures"], "intervals": result["intervals"],
+                      "undefined_replicates": result["undefined"], "command": command}
+        print(json.dumps({"fresh": card.fresh}, indent=2))
+    card.save(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
