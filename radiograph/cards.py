@@ -179,7 +179,8 @@ class ModelCard:
                 value = value.as_dict()
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
-            if value is None and f.name in ("localisation", "maps", "ensemble", "ood", "uncertainty", "gate"):
+            if value is None and f.name in ("localisation", "maps", "ensemble", "ood", "uncertainty", "gate", "intervals",
+                                            "fresh", "spread"):
                 continue
             values[f.name] = value
         return values

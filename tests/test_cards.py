@@ -80,7 +80,8 @@ def test_unreachable_thresholds_of_the_shipped_cards_are_said_where_thresholds_a
     card = ModelCard.load(ROOT / "models" / "chest14")
     text = card_markdown(card)
     assert "**Unreachable thresholds: Effusion, Edema.**" in text and "never calls these findings positive" in text
-    assert "| Effusion | 1.000 | 1.000 (unreachable) |" in text and "| Fibrosis | 0.995 | 1.000 |" in text
+    assert "| Effusion | 1.000 (1.000-1.000) | 1.000 (1.000-1.000) | 1.000 (unreachable) |" in text
+    assert "| Fibrosis | 0.995 (0.986-1.000) | 0.984 (0.948-1.000) | 1.000 |" in text  # test and fresh, intervals
     decision = decide(card, np.full(len(card.labels), 0.9999))
     assert decision["unreachable_thresholds"] == ["Effusion", "Edema"]
     assert "Effusion" not in decision["positive"] and "Edema" not in decision["positive"]

@@ -124,3 +124,16 @@ def test_a_card_shows_test_and_fresh_figures_with_intervals_and_the_spread():
     assert "95% interval (by patient)" in text and "fresh set (seed 31415, 600 images)" in text
     row = next(line for line in text.splitlines() if line.startswith("| auc |"))
     assert "(0.970-1.000)" in row and "0.990" in row and "(0.980-0.995)" in row and "0.995 +- 0.004" in row
+
+
+def test_a_paired_difference_inside_the_noise_is_a_tie_and_a_real_one_is_not():
+    from train.intervals import paired
+
+    spec, targets, good, samples = knee_case(200, 0.9, seed=1)
+    _, _, same, _ = knee_case(200, 0.9, seed=1)
+    _, _, worse, _ = knee_case(200, 0.5, seed=1)
+    tie = paired(spec, targets, good, same * 0.999 + 0.0002, samples, [0.5] * 5, replicates=200)
+    assert tie["verdicts"]["accuracy"] == "tie" and tie["differences"]["accuracy"] == pytest.approx(0, abs=1e-9)
+    clear = paired(spec, targets, good, worse, samples, [0.5] * 5, replicates=200)
+    low, high = clear["intervals"]["accuracy"]
+    assert clear["verdicts"]["accuracy"] == "first higher" and 0 < low <= clear["differences"]["accuracy"] <= high

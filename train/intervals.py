@@ -6,6 +6,8 @@ phantom set (a seed never used for training, model selection, thresholds or temp
     python -m train.phantoms knee --out fresh --count 600 --seed 31415
     python -m train.intervals knee --fresh fresh/knee --fresh-seed 31415 \\
         --fresh-command "python -m train.phantoms knee --out fresh --count 600 --seed 31415"   # card.fresh
+    python -m train.intervals knee --data phantoms/knee --against-variant fp16   # paired: fp32 against fp16
+    python -m train.intervals --table                                             # every shipped card, markdown
 
 The model is scored as it is served: its ONNX file (the temperature folded in) through the shared loader, decided
 with the card's thresholds. Intervals are 95% percentile bootstrap intervals over REPLICATES resamples of the
@@ -30,15 +32,16 @@ from train.evaluate import METRICS, targets_of
 REPLICATES = 1000
 LEVEL = 0.95
 SEED = 0
-SKIPPED_METRICS = ("confusion_matrix",)  # a table, not a figure with an interval
+SKIPPED_METRICS = ("confusion_matrix",)
+REPRODUCED = 0.005  # the ONNX file's test figures must equal the card's (Keras, at training) within this  # a table, not a figure with an interval
 
 
-def score(folder: Path, samples: list, batch_size: int = 16) -> np.ndarray:
+def score(folder: Path, samples: list, batch_size: int = 16, variant: str = "fp32") -> np.ndarray:
     """Probabilities [N, C] of `samples` from the model folder's ONNX file, as the app serves them."""
     from radiograph.imaging import load_for_model
     from radiograph.inference import OnnxModel
 
-    model = OnnxModel(folder, device="cpu")
+    model = OnnxModel(folder, device="cpu", variant=variant)
     rows = []
     for start in range(0, len(samples), batch_size):
         batch = np.stack([load_for_model(sample.path, model.size).tensor for sample in samples[start:start + batch_size]])
@@ -77,11 +80,13 @@ def _nested(flat: dict) -> dict:
 
 
 def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int = REPLICATES, seed: int = SEED,
-              level: float = LEVEL) -> dict:
+              level: float = LEVEL, measure=None) -> dict:
     """Percentile bootstrap intervals of every figure, resampling patients: {"figures": point figures,
-    "intervals": the same shape with [low, high], "undefined": per figure, replicates where it was undefined}."""
+    "intervals": the same shape with [low, high], "undefined": per figure, replicates where it was undefined}.
+    `measure` (default `figures`) computes the figures of one set of rows."""
+    measure = measure or figures
     targets, probabilities = np.asarray(targets, np.float64), np.asarray(probabilities, np.float64)
-    point = figures(spec, targets, probabilities, samples, thresholds)
+    point = measure(spec, targets, probabilities, samples, thresholds)
     patients: dict[str, list[int]] = {}
     for index, sample in enumerate(samples):
         patients.setdefault(sample.patient or str(sample.path), []).append(index)
@@ -97,7 +102,7 @@ def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int
                 indices.append(index)
                 drawn.append(dataclasses.replace(sample, path=Path(f"{sample.path}#{copy}"),
                                                  study=f"{sample.study}#{copy}" if sample.study else None))
-        values = _flat(figures(spec, targets[indices], probabilities[indices], drawn, thresholds))
+        values = _flat(measure(spec, targets[indices], probabilities[indices], drawn, thresholds))
         for path in draws:
             value = values.get(path)
             if value is None:
@@ -111,6 +116,29 @@ def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int
             "undefined": {"/".join(path): count for path, count in undefined.items() if count}}
 
 
+def paired(spec, targets, first, second, samples, thresholds, replicates: int = REPLICATES, seed: int = SEED,
+           level: float = LEVEL) -> dict:
+    """Two models (or settings) on the same images: each figure's difference (first - second) with its paired
+    percentile bootstrap interval (both scored on the same resampled patients), and a verdict per figure: "tie"
+    when the interval holds 0, else which is higher."""
+    targets = np.asarray(targets, np.float64)
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    both = np.concatenate([first, second], axis=1)
+    width = first.shape[1]
+
+    def difference(spec_, t, p, drawn, thresholds_):
+        a, b = _flat(figures(spec_, t, p[:, :width], drawn, thresholds_)), \
+            _flat(figures(spec_, t, p[:, width:], drawn, thresholds_))
+        return _nested({path: (a[path] - b[path]) if a.get(path) is not None and b.get(path) is not None else None
+                        for path in a})
+
+    result = bootstrap(spec, targets, both, samples, thresholds, replicates, seed, level, measure=difference)
+    verdicts = {"/".join(path): ("tie" if low <= 0 <= high else "first higher" if low > 0 else "second higher")
+                for path, (low, high) in _flat(result["intervals"]).items()}
+    return {"differences": result["figures"], "intervals": result["intervals"], "verdicts": verdicts,
+            "undefined": result["undefined"]}
+
+
 def method(samples, replicates: int = REPLICATES, seed: int = SEED, level: float = LEVEL) -> dict:
     studies = len({s.study for s in samples if s.study})
     return {"method": "percentile bootstrap", "level": level, "replicates": replicates, "seed": seed,
@@ -118,18 +146,58 @@ def method(samples, replicates: int = REPLICATES, seed: int = SEED, level: float
             **({"studies": studies} if studies else {})}
 
 
+def table(models: Path) -> str:
+    """Markdown: each shipped model's scalar figures on its test split and on its fresh set, with 95% intervals,
+    and the run-to-run mean +- sd where measured (docs/figures.md, the README's demo-model table)."""
+    def cell(value, pair=None) -> str:
+        if value is None:
+            return ""
+        return f"{value:.3f}" + (f" ({pair[0]:.3f}-{pair[1]:.3f})" if pair else "")
+
+    lines = ["| task | figure | test split (95% interval) | fresh set (95% interval) | runs: mean +- sd (n) |",
+             "|---|---|---|---|---|"]
+    for task in TASKS:
+        if not (models / task / "card.json").exists():
+            continue
+        card = ModelCard.load(models / task)
+        test, fresh = card.intervals or {}, card.fresh or {}
+        spread = (card.spread or {}).get("summary") or {}
+        for name, value in card.metrics.items():
+            if not isinstance(value, float):
+                continue
+            runs = spread.get(name)
+            lines.append(f"| {task} | {name} | {cell(value, (test.get('intervals') or {}).get(name))} | "
+                         f"{cell((fresh.get('figures') or {}).get(name), (fresh.get('intervals') or {}).get(name))} | "
+                         + (f"{runs['mean']:.3f} +- {runs['sd']:.3f} ({runs['n']})" if runs else "not measured")
+                         + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from train.datasets import read_dataset
 
+
     parser = argparse.ArgumentParser(prog="python -m train.intervals", description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=list(TASKS))
+    parser.add_argument("task", nargs="?", choices=list(TASKS))
     parser.add_argument("--models", type=Path, default=Path("models"), help="models root: the model is MODELS/<task>")
+    parser.add_argument("--table", action="store_true", help="print every card's figures with intervals (markdown)")
     parser.add_argument("--data", type=Path, help="the card's dataset: intervals on its test split (card.intervals)")
     parser.add_argument("--fresh", type=Path, help="a fresh phantom set (every split of it): card.fresh")
     parser.add_argument("--fresh-seed", type=int, help="the seed the fresh set was generated with")
     parser.add_argument("--fresh-command", help="the command that generated the fresh set, recorded in the card")
     parser.add_argument("--replicates", type=int, default=REPLICATES)
+    parser.add_argument("--against", type=Path, help="compare with another model folder of the task on --data's test "
+                        "split (paired bootstrap of each figure's difference; printed, not written to a card)")
+    parser.add_argument("--variant", default="fp32", help="the ONNX variant scored (fp32, fp16, int8)")
+    parser.add_argument("--against-variant", help="with --against (default: the same folder), its variant")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.models))
+        return 0
+    if args.task is None:
+        parser.error("give a task (or --table)")
+    if args.against or args.against_variant:
+        return compare(parser, args)
     if not args.data and not args.fresh:
         parser.error("give --data (the test split) or --fresh (a fresh phantom set), or both")
     if args.fresh and (args.fresh_seed is None or not args.fresh_command):
@@ -142,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
         samples = index.splits["test"]
         result = bootstrap(spec, targets_of(samples), score(folder, samples), samples, thresholds, args.replicates)
+        differ = {name: (value, result["figures"].get(name)) for name, value in card.metrics.items()
+                  if isinstance(value, float) and abs(value - (result["figures"].get(name) or 0.0)) > REPRODUCED}
+        if differ:  # not the split the card was measured on, or not the model
+            parser.exit(2, f"error: the test split scored here does not reproduce the card's figures (card, here): "
+                           f"{differ}; is --data the card's dataset ({card.data.get('command')})?\n")
         card.intervals = {**method(samples, args.replicates), "split": "test", "figures": result["figures"],
                           "intervals": result["intervals"], "undefined_replicates": result["undefined"],
                           "command": command}
@@ -157,6 +230,26 @@ def main(argv: list[str] | None = None) -> int:
                       "undefined_replicates": result["undefined"], "command": command}
         print(json.dumps({"fresh": card.fresh}, indent=2))
     card.save(folder)
+    return 0
+
+
+def compare(parser, args) -> int:
+    """Two models or variants on the test split: each figure's difference with its paired interval and verdict."""
+    from train.datasets import read_dataset
+
+    if not args.data:
+        parser.error("a comparison needs --data (the test split both are scored on)")
+    spec, folder = get_task(args.task), args.models / args.task
+    other = args.against or folder
+    card = ModelCard.load(folder)
+    index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
+    samples = index.splits["test"]
+    thresholds = [card.thresholds[label] for label in spec.labels]  # the first model's operating points for both
+    first = score(folder, samples, variant=args.variant)
+    second = score(other, samples, variant=args.against_variant or args.variant)
+    result = paired(spec, targets_of(samples), first, second, samples, thresholds, args.replicates)
+    print(json.dumps({"first": f"{folder} ({args.variant})", "second": f"{other} ({args.against_variant or args.variant})",
+                      **method(samples, args.replicates), **result}, indent=2))
     return 0
 
 

@@ -5,8 +5,9 @@ of every test figure over the runs, written into the shipped card (card.spread).
     python -m train.spread knee --summarise                               # card.spread from the finished runs
 
 Each run is the card's `training.command` with its `--seed` replaced, its `--data` pointed at --data, and its
-output in runs/spread/seed<k>/<task>; a run whose folder already holds a card is not trained again, so a spread
-that outlives one sitting resumes where it stopped. The test split is the dataset's own (it does not depend on the
+output in runs/spread/seed<k>/<task>; a run whose folder already holds a card, or whose seed the card's spread
+already records, is not trained again, so a spread that outlives one sitting resumes where it stopped (the card
+keeps every finished run's figures; the run folders need not survive). The test split is the dataset's own (it does not depend on the
 seed, which only carves validation and orders training), so every run is scored on the same images.
 
 These are slow runs (a demo model takes 17-60 minutes on a 2-core CPU): outside CI, `pytest -m slow` holds the
@@ -73,6 +74,7 @@ def figures_of(card: ModelCard) -> dict:
 def summarise(task: str, models: Path, root: Path) -> dict:
     """card.spread of the shipped model from every finished run under root/seed*/<task>."""
     shipped = ModelCard.load(models / task)
+    recorded = {run["seed"]: run for run in (shipped.spread or {}).get("runs", [])}  # earlier sittings' runs
     runs = []
     for folder in sorted(root.glob(f"seed*/{task}"), key=lambda p: int(p.parent.name[4:])):
         if not (folder / "card.json").exists():
@@ -83,6 +85,8 @@ def summarise(task: str, models: Path, root: Path) -> dict:
                      "epochs_run": card.training.get("epochs_run"),
                      "kept_epoch": (card.training.get("kept") or {}).get("kept_epoch"),
                      "training_seconds": card.training.get("training_seconds"), **extra})
+    found = {run["seed"] for run in runs}
+    runs = sorted(runs + [run for seed, run in recorded.items() if seed not in found], key=lambda run: run["seed"])
     if len(runs) < 2:
         raise SystemExit(f"error: {len(runs)} finished runs of {task} under {root}; a spread needs at least 2 "
                          "(at least 3 to report)")
@@ -114,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summarise:
         if not args.data:
             parser.error("--data is needed to train (or give --summarise)")
+        recorded = {run["seed"] for run in (card.spread or {}).get("runs", [])}
         for seed in args.seeds:
             out = args.root / f"seed{seed}" / args.task
-            if (out / "card.json").exists():
-                print(f"{out}: done already", file=sys.stderr)
+            if (out / "card.json").exists() or seed in recorded:
+                print(f"seed {seed}: done already ({out} or the card's spread)", file=sys.stderr)
                 continue
             command = run_command(card, args.data, seed, out)
             print("running: " + shlex.join(command), file=sys.stderr, flush=True)
