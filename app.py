@@ -478,7 +478,8 @@ class App:
                 status += " " + result["stored"]["text"]
             pictures = [(self.png(analysis.overlay(colormap=self.colormap)),
                          f"{analysis.name}: {analysis.decision()['text'][:90]}") for analysis in analyses]
-            return result, pictures, (analyses, instances[0].study), status
+            state = {"analyses": analyses, "study": instances[0].study, "stored": "stored" in result}
+            return result, pictures, state, status
 
         return self.pacs_answer("pacs_analyse", work)
 
@@ -494,11 +495,14 @@ class App:
         return {"instances": stored, "not_written": reasons, "text": text}
 
     def pacs_store(self, state):
-        """UI: store the results of the analysis in the tab's state in the PACS."""
+        """UI: store the results of the analysis in the tab's state in the PACS, once (a second press would add a
+        second copy of every result to the study)."""
         if not state:
             raise refusal("Nothing to store yet: fetch and analyse a study first.")
-        analyses, study = state
-        return self.pacs_answer("pacs_store", lambda: self.pacs_store_results(analyses, study)["text"])
+        if state["stored"]:
+            raise refusal("These results are in the PACS already; fetch and analyse again to store a new set.")
+        text = self.pacs_answer("pacs_store", lambda: self.pacs_store_results(state["analyses"], state["study"])["text"])
+        return text, {**state, "stored": True}
 
     def pdf(self, data: bytes, name: str) -> str:
         """Write a PDF report as `<input name>-report-<unique>.pdf` beside the overlays (swept with them)."""
@@ -991,7 +995,7 @@ class App:
                                       "a study, otherwise each image; task 'auto' routes each image), and with store "
                                       "true write the results back into the study (STOW-RS). Returns (result JSON, "
                                       "overlays, state, status line).")
-        store_button.click(self.pacs_store, [state], [status], api_visibility="private")
+        store_button.click(self.pacs_store, [state], [status, state], api_visibility="private")
 
     def models_tab(self):
         gr.Markdown(f"> {NOT_A_DEVICE}")

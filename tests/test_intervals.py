@@ -28,9 +28,9 @@ def knee_case(patients: int, accuracy: float, seed: int = 0):
 
 def test_an_interval_holds_its_figure_and_narrows_with_more_patients():
     spec, *case = knee_case(60, 0.8)
-    small = bootstrap(spec, *case, thresholds=[0.5] * 5, replicates=300)
+    small = bootstrap(spec, *case, thresholds=[0.5] * 5, replicates=150)
     spec, *case = knee_case(600, 0.8)
-    large = bootstrap(spec, *case, thresholds=[0.5] * 5, replicates=300)
+    large = bootstrap(spec, *case, thresholds=[0.5] * 5, replicates=150)
     for result in (small, large):
         low, high = result["intervals"]["accuracy"]
         assert low <= result["figures"]["accuracy"] <= high
@@ -132,8 +132,8 @@ def test_a_paired_difference_inside_the_noise_is_a_tie_and_a_real_one_is_not():
     spec, targets, good, samples = knee_case(200, 0.9, seed=1)
     _, _, same, _ = knee_case(200, 0.9, seed=1)
     _, _, worse, _ = knee_case(200, 0.5, seed=1)
-    tie = paired(spec, targets, good, same * 0.999 + 0.0002, samples, [0.5] * 5, replicates=200)
+    tie = paired(spec, targets, good, same * 0.999 + 0.0002, samples, [0.5] * 5, replicates=100)
     assert tie["verdicts"]["accuracy"] == "tie" and tie["differences"]["accuracy"] == pytest.approx(0, abs=1e-9)
-    clear = paired(spec, targets, good, worse, samples, [0.5] * 5, replicates=200)
+    clear = paired(spec, targets, good, worse, samples, [0.5] * 5, replicates=100)
     low, high = clear["intervals"]["accuracy"]
     assert clear["verdicts"]["accuracy"] == "first higher" and 0 < low <= clear["differences"]["accuracy"] <= high

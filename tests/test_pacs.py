@@ -232,6 +232,8 @@ def test_the_app_says_a_down_server_without_losing_its_place():
         handlers.pacs_search("", "", "", "")
     with pytest.raises(gr.Error, match="Nothing to store yet"):
         handlers.pacs_store(None)
+    with pytest.raises(gr.Error, match="in the PACS already"):  # a second press would store a second copy
+        handlers.pacs_store({"analyses": [], "study": "1.2.3", "stored": True})
 
 
 def test_fetch_budgets_hold(pacs, studies, monkeypatch):
