@@ -986,11 +986,12 @@ class App:
         state = gr.State(time_to_live=STATE_TTL_S)
         gr.on([search.click, study_uid.submit, date.submit, modality.submit, patient.submit], self.pacs_search,
               [study_uid, date, modality, patient], [studies, chosen, status], api_name="pacs_search",
+              show_progress="minimal",  # on an error the table and chooser stay readable under a small mark
               api_description="Search the configured DICOMweb server (QIDO-RS) for studies: Study Instance UID, "
                               "study date or range, modality, patient ID (a filter only). Returns (rows: UID, date, "
                               "description, modalities, series, instances; the study chooser; a status line).")
         analyse.click(self.pacs_analyse, [chosen, task, store], [result, gallery, state, status],
-                      api_name="pacs_analyse", concurrency_id=ANALYSIS,
+                      api_name="pacs_analyse", concurrency_id=ANALYSIS, show_progress="minimal",
                       api_description="Fetch one study from the DICOMweb server (WADO-RS), analyse it (a MURA study as "
                                       "a study, otherwise each image; task 'auto' routes each image), and with store "
                                       "true write the results back into the study (STOW-RS). Returns (result JSON, "
