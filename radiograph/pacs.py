@@ -26,6 +26,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -109,12 +110,14 @@ def _value(item: dict, keyword: str):
     return values[0] if len(values) == 1 else (values or None)
 
 
-def _text(value) -> str:
+def _text(value, limit: int = 128) -> str:
+    """A server's value as printable text of at most `limit` characters (DICOM's LO is 64; a hostile server's
+    megabyte of control characters is not shown)."""
     if isinstance(value, dict):  # a person name in JSON: {"Alphabetic": ...} - never shown here
         return ""
     if isinstance(value, list):
-        return "\\".join(str(v) for v in value)
-    return "" if value is None else str(value)
+        value = "\\".join(str(v) for v in value)
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", "" if value is None else str(value))[:limit]
 
 
 class Pacs:
@@ -126,7 +129,11 @@ class Pacs:
 
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
-            raise PacsError(f"The DICOMweb URL must start with http:// or https://, got {url!r}", "refused")
+            raise PacsError(f"The DICOMweb URL must start with http:// or https://, got {_text(url, 80)!r}", "refused")
+        parts = urlsplit(url)
+        if parts.username is not None:  # user:password@host: taken as the credentials, never shown with the URL
+            user, password = unquote(parts.username), unquote(parts.password or "")
+            url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
         self.url = url
         self.session = CappedSession()
         if user:

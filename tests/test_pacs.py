@@ -217,6 +217,8 @@ def test_server_errors_are_clear_and_the_app_keeps_its_place(pacs, studies, pacs
         assert unreachable.value.kind == "unreachable"
     with pytest.raises(PacsError, match="must start with http"):
         Pacs("orthanc:8042")
+    embedded = Pacs(orthanc.url.replace("http://", f"http://{USER}:{PASSWORD}@"))  # credentials in the URL
+    assert PASSWORD not in embedded.url and USER not in embedded.url and embedded.search()
 
 
 def test_the_app_says_a_down_server_without_losing_its_place():
