@@ -459,7 +459,7 @@ class App:
     def pacs_analyse(self, study: str, task: str, store: bool = False):
         """API: fetch a study from the PACS, analyse it (a MURA study as a study), and optionally store the results
         back as DICOM -> (result JSON, gallery of overlays, state, status)."""
-        from radiograph.pacs import analyse_fetched
+        from radiograph.pacs import PacsError, analyse_fetched
 
         def work():
             start = time.perf_counter()
@@ -473,12 +473,17 @@ class App:
                       f"{fetched - start:.1f} s" + (f" (skipped {skipped} other objects)" if skipped else "")
                       + f"; analysed in {analysed - fetched:.1f} s."
                       + (f" Study: {result['study']['decision']['text']}" if "study" in result else ""))
-            if store:
-                result["stored"] = self.pacs_store_results(analyses, instances[0].study)
+            if store:  # a store that fails keeps the analysis: the user sees both, and can store again
+                try:
+                    result["stored"] = self.pacs_store_results(analyses, instances[0].study)
+                except PacsError as error:
+                    LOG.info("PACS request on /pacs_analyse failed (%s)", error.kind)
+                    result["stored"] = {"instances": [], "error": str(error), "text": f"Not stored: {error}"}
                 status += " " + result["stored"]["text"]
             pictures = [(self.png(analysis.overlay(colormap=self.colormap)),
                          f"{analysis.name}: {analysis.decision()['text'][:90]}") for analysis in analyses]
-            state = {"analyses": analyses, "study": instances[0].study, "stored": "stored" in result}
+            state = {"analyses": analyses, "study": instances[0].study,
+                     "stored": bool(result.get("stored", {}).get("instances"))}
             return result, pictures, state, status
 
         return self.pacs_answer("pacs_analyse", work)

@@ -1,7 +1,7 @@
 """A local Orthanc PACS with its DICOMweb plugin, for trying the app's PACS tab and for the tests.
 
     python -m radiograph orthanc --storage ~/orthanc-db               # http://127.0.0.1:8042/dicom-web
-    python -m radiograph orthanc --storage ~/orthanc-db --user radiograph --password secret
+    RADIOGRAPH_DICOMWEB_PASSWORD=secret python -m radiograph orthanc --storage ~/orthanc-db --user radiograph
 
 It runs Debian's Orthanc (`apt-get install orthanc orthanc-dicomweb`) in the foreground with a configuration
 written into the storage folder: DICOMweb at /dicom-web/, HTTP on localhost only, no DICOM (DIMSE) listener, and
@@ -85,15 +85,24 @@ class Orthanc:
         return f"http://127.0.0.1:{self.port}/dicom-web"
 
     def start(self, wait_s: float = 30.0) -> "Orthanc":
+        with socket.socket() as probe:  # another server on the port would answer for this one
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise OrthancUnavailable(f"port {self.port} is in use (another Orthanc, perhaps Debian's service?); "
+                                         "choose another with --port") from None
         self.storage.mkdir(parents=True, exist_ok=True)
         config = self.storage / "orthanc.json"
-        config.write_text(json.dumps(configuration(self.storage, self.port, self.user, self.password), indent=2))
-        config.chmod(0o600)  # it may hold a password
+        config.unlink(missing_ok=True)
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it may hold a password
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(json.dumps(configuration(self.storage, self.port, self.user, self.password), indent=2))
         self.log = (self.storage / "orthanc.log").open("ab")
         self.process = subprocess.Popen([BINARY, str(config)], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.log.close()
                 raise OrthancUnavailable(f"Orthanc exited with status {self.process.returncode} at start; its log: "
                                          f"{self.storage / 'orthanc.log'}")
             if self.answers():
@@ -136,24 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m radiograph orthanc", description=__doc__.split("\n")[0])
     parser.add_argument("--storage", type=Path, required=True, help="folder for Orthanc's database and files")
     parser.add_argument("--port", type=int, default=8042)
-    parser.add_argument("--user", help="require HTTP basic authentication as this user")
-    parser.add_argument("--password", default=os.environ.get("RADIOGRAPH_DICOMWEB_PASSWORD"),
-                        help="the user's password (default: RADIOGRAPH_DICOMWEB_PASSWORD)")
+    parser.add_argument("--user", help="require HTTP basic authentication as this user, whose password is "
+                        "RADIOGRAPH_DICOMWEB_PASSWORD (from the environment: a command line is visible to `ps`)")
     args = parser.parse_args(argv)
     try:
-        server = Orthanc(args.storage, args.port, args.user, args.password).start()
+        server = Orthanc(args.storage, args.port, args.user, os.environ.get("RADIOGRAPH_DICOMWEB_PASSWORD")).start()
     except OrthancUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Orthanc is serving DICOMweb at {server.url} (storage {args.storage}); point the app at it with "
           f"RADIOGRAPH_DICOMWEB_URL={server.url}. Ctrl-C stops it.", flush=True)
     try:
-        server.process.wait()
+        status = server.process.wait()
     except KeyboardInterrupt:
-        pass
+        status = 0
     finally:
         server.stop()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -36,8 +38,10 @@ MAX_STUDIES = 50  # rows of one search
 MAX_JSON_BYTES = 16 * 2**20  # one QIDO-RS answer (a study's instances with their attributes are a few kB each)
 MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries around one instance
 TIMEOUT_S = (5.0, 60.0)  # connect, then at most this long between bytes of an answer
-UID, DATE_RANGE = r"[0-9.]{1,64}", r"\d{8}|\d{8}-|-\d{8}|\d{8}-\d{8}"
-MODALITY, PATIENT_ID = r"[A-Z0-9_]{1,16}", r"[^\\\x00-\x1f]{1,64}"
+TOTAL_S = 300.0  # and at most this long for a whole answer (a server trickling bytes is cut off)
+UID, DATE_RANGE = r"(?=[0-9.]{1,64}$)[0-9]+(\.[0-9]+)*", r"\d{8}|\d{8}-|-\d{8}|\d{8}-\d{8}"
+# a patient ID is matched exactly: no wildcards (* ?), which would let a caller recover IDs prefix by prefix
+MODALITY, PATIENT_ID = r"[A-Z0-9_]{1,16}", r"[^\\*?\x00-\x1f]{1,64}"
 NOT_IMAGES = {"SR", "KO", "PR", "SEG", "DOC", "REG", "RWV"}  # modalities of non-image objects a study may hold
 ENVIRONMENT = ("RADIOGRAPH_DICOMWEB_URL", "RADIOGRAPH_DICOMWEB_USER", "RADIOGRAPH_DICOMWEB_PASSWORD",
                "RADIOGRAPH_DICOMWEB_TOKEN")
@@ -46,7 +50,7 @@ TAGS = {"StudyInstanceUID": "0020000D", "StudyDate": "00080020", "StudyTime": "0
         "StudyDescription": "00081030", "ModalitiesInStudy": "00080061", "NumberOfStudyRelatedSeries": "00201206",
         "NumberOfStudyRelatedInstances": "00201208", "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018",
         "SOPClassUID": "00080016", "Modality": "00080060", "SeriesNumber": "00200011", "InstanceNumber": "00200013",
-        "SeriesDescription": "0008103E", "BodyPartExamined": "00180015"}
+        "SeriesDescription": "0008103E", "BodyPartExamined": "00180015", "Manufacturer": "00080070"}
 
 
 class PacsError(RuntimeError):
@@ -64,26 +68,49 @@ class ResponseTooLarge(PacsError):
 
 
 class CappedSession(requests.Session):
-    """A requests session that reads every answer with a byte cap (a lying or absent Content-Length included) and
-    stores it, so dicomweb-client's parsing sees at most `limit` bytes. `limit` is changed per request."""
+    """A requests session that reads every answer with a byte cap (a lying or absent Content-Length included) and a
+    total time limit, and stores it, so dicomweb-client's parsing sees at most `limit` bytes. `limit` is set per
+    call and per thread (the app's requests share one session). Redirects are not followed: requests would read a
+    redirect's whole body before any cap."""
 
-    def __init__(self, limit: int = MAX_JSON_BYTES):
+    def __init__(self, limit: int = MAX_JSON_BYTES, total_s: float = TOTAL_S):
         super().__init__()
-        self.limit = limit
+        self.local, self.default, self.total_s = threading.local(), limit, total_s
+
+    @property
+    def limit(self) -> int:
+        return getattr(self.local, "limit", self.default)
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self.local.limit = value
+
+    def get_redirect_target(self, response):
+        """None: no redirect is followed, or even prepared (requests reads a redirect's whole body to prepare the
+        next request, even with allow_redirects off)."""
+        return None
 
     def request(self, method, url, *args, **kwargs):
-        kwargs["stream"] = True
+        kwargs["stream"], kwargs["allow_redirects"] = True, False
+        limit, deadline = self.limit, time.monotonic() + self.total_s
         response = super().request(method, url, *args, **kwargs)
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.limit:
+        if response.is_redirect:
             response.close()
-            raise ResponseTooLarge(url, self.limit)
+            raise PacsError(f"The DICOMweb server answered {url} with a redirect (HTTP {response.status_code}); "
+                            "redirects are not followed: configure the URL it redirects to.", "server")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            response.close()
+            raise ResponseTooLarge(url, limit)
         body = bytearray()
         try:
             for chunk in response.iter_content(1 << 20):
                 body += chunk
-                if len(body) > self.limit:
-                    raise ResponseTooLarge(url, self.limit)
+                if len(body) > limit:
+                    raise ResponseTooLarge(url, limit)
+                if time.monotonic() > deadline:
+                    raise PacsError(f"The DICOMweb server's answer to {url} took longer than {self.total_s:.0f} s "
+                                    "in all; nothing of it was kept.", "unreachable")
         finally:
             response.close()
         response._content, response._content_consumed = bytes(body), True  # noqa: SLF001 - as requests itself does
@@ -128,12 +155,17 @@ class Pacs:
         from dicomweb_client.api import DICOMwebClient
 
         url = url.strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise PacsError(f"The DICOMweb URL must start with http:// or https://, got {_text(url, 80)!r}", "refused")
-        parts = urlsplit(url)
-        if parts.username is not None:  # user:password@host: taken as the credentials, never shown with the URL
-            user, password = unquote(parts.username), unquote(parts.password or "")
+        try:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("no http:// or https:// host")
+            if parts.username is not None:  # user:password@host: taken as the credentials, never shown with the URL
+                user, password = unquote(parts.username), unquote(parts.password or "")
             url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        except (ValueError, TypeError):
+            shown = re.sub(r"//[^/@]*@", "//", url)  # never echo a password
+            raise PacsError(f"The DICOMweb URL must be http:// or https://, a host and an optional port and path; "
+                            f"got {_text(shown, 80)!r}", "refused") from None
         self.url = url
         self.session = CappedSession()
         if user:
@@ -167,10 +199,16 @@ class Pacs:
             return call()
         except PacsError:
             raise
-        except requests.exceptions.ConnectionError:
-            raise PacsError(f"The DICOMweb server at {self.url} is not reachable (connection refused or no such "
-                            "host) while trying to " + what + ". Check that it is running and that the URL is "
-                            "right; nothing was changed.", "unreachable") from None
+        except requests.exceptions.SSLError:
+            raise PacsError(f"The TLS connection to the DICOMweb server at {self.url} failed (certificate or "
+                            f"protocol) while trying to {what}; check the server's certificate.", "unreachable") from None
+        except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as error:
+            if isinstance(error, requests.exceptions.ChunkedEncodingError):
+                raise PacsError(f"The DICOMweb server at {self.url} broke off its answer while trying to {what}; "
+                                "try again.", "unreachable") from None
+            raise PacsError(f"The DICOMweb server at {self.url} is not reachable (connection refused, no such host, "
+                            "or no answer to connect) while trying to " + what + ". Check that it is running and "
+                            "that the URL is right; nothing was changed.", "unreachable") from None
         except requests.exceptions.Timeout:
             raise PacsError(f"The DICOMweb server at {self.url} did not answer within {TIMEOUT_S[1]:.0f} s while "
                             f"trying to {what}; try again, or check the server.", "unreachable") from None
@@ -186,9 +224,13 @@ class Pacs:
                     "Search again to pick a study the server holds.", "not_found") from None
             raise PacsError(f"The DICOMweb server at {self.url} answered HTTP {status} while trying to {what}; "
                             "nothing was changed here.", "server") from None
-        except (ValueError, KeyError, TypeError) as error:  # an answer dicomweb-client could not read
+        except requests.exceptions.RequestException as error:  # a broken-off or undecodable answer, a bad header
+            raise PacsError(f"The DICOMweb server at {self.url} failed while trying to {what} "
+                            f"({type(error).__name__}); try again.", "server") from None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError, SyntaxError) as error:
+            # an answer dicomweb-client or the row reading could not read (SyntaxError: XML it could not parse)
             raise PacsError(f"The DICOMweb server at {self.url} sent an answer that is not valid DICOMweb while "
-                            f"trying to {what} ({type(error).__name__}: {str(error)[:160]}).", "server") from None
+                            f"trying to {what} ({type(error).__name__}: {_text(str(error), 160)}).", "server") from None
 
     # ------------------------------------------------------------------ QIDO-RS
 
@@ -200,50 +242,65 @@ class Pacs:
         for value, pattern, accepted in ((study, UID, "a UID: digits and dots, at most 64"),
                                          (date, DATE_RANGE, "YYYYMMDD, or a range YYYYMMDD-YYYYMMDD (either end open)"),
                                          (modality, MODALITY, "a modality code such as CR or DX"),
-                                         (patient_id, PATIENT_ID, "at most 64 characters, no backslash")):
+                                         (patient_id, PATIENT_ID, "an exact ID: at most 64 characters, no wildcard (* ?) or backslash")):
             if value and not re.fullmatch(pattern, value):
                 raise PacsError(f"Search field {value[:70]!r} is not accepted: give {accepted}.", "refused")
         filters = {key: value for key, value in (("StudyInstanceUID", study), ("StudyDate", date),
                    ("ModalitiesInStudy", modality), ("PatientID", patient_id)) if value}
         fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
                   "NumberOfStudyRelatedInstances"]
-        found = self._call("search for studies", lambda: self.client.search_for_studies(
-            fuzzymatching=False, limit=min(limit, MAX_STUDIES), fields=fields, search_filters=filters))
-        rows = [{"study": _text(_value(item, "StudyInstanceUID")), "date": _text(_value(item, "StudyDate")),
-                 "time": _text(_value(item, "StudyTime"))[:6], "description": _text(_value(item, "StudyDescription")),
-                 "modalities": _text(_value(item, "ModalitiesInStudy")),
-                 "series": _text(_value(item, "NumberOfStudyRelatedSeries")),
-                 "instances": _text(_value(item, "NumberOfStudyRelatedInstances"))} for item in found]
+        limit = min(limit, MAX_STUDIES)
+
+        def rows_of_search() -> list[dict]:
+            found = self.client.search_for_studies(fuzzymatching=False, limit=limit, fields=fields,
+                                                   search_filters=filters)
+            return [{"study": _text(_value(item, "StudyInstanceUID")), "date": _text(_value(item, "StudyDate")),
+                     "time": _text(_value(item, "StudyTime"))[:6],
+                     "description": _text(_value(item, "StudyDescription")),
+                     "modalities": _text(_value(item, "ModalitiesInStudy")),
+                     "series": _text(_value(item, "NumberOfStudyRelatedSeries")),
+                     "instances": _text(_value(item, "NumberOfStudyRelatedInstances"))}
+                    for item in found[:limit]]  # a server may ignore the limit
+
+        rows = self._call("search for studies", rows_of_search)
         return sorted([row for row in rows if row["study"]], key=lambda row: (row["date"], row["time"]), reverse=True)
 
     def image_instances(self, study: str) -> tuple[list[dict], int]:
         """The study's image instances (series, sop, numbers) in order, and how many other objects it holds."""
-        from radiograph.dicom_results import REPORT_DESCRIPTION, SERIES_DESCRIPTION
+        from radiograph.dicom_results import MANUFACTURER, REPORT_DESCRIPTION, SERIES_DESCRIPTION
 
         study = study.strip()
         if not study:
             raise PacsError("No study chosen: search, then choose a study.", "refused")
         if not re.fullmatch(UID, study):
-            raise PacsError(f"{study[:70]!r} is not a Study Instance UID (digits and dots, at most 64).", "refused")
-        found = self._call(f"list the instances of study {study}", lambda: self.client.search_for_instances(
-            study_instance_uid=study, fields=["Modality", "SeriesNumber", "InstanceNumber", "SeriesDescription"]),
-            study=study)
-        if not found:
+            raise PacsError(f"{_text(study, 70)!r} is not a Study Instance UID (digits and dots, at most 64).",
+                            "refused")
+
+        def listing() -> tuple[list[dict], int, int]:
+            found = self.client.search_for_instances(study_instance_uid=study, fields=[
+                "Modality", "SeriesNumber", "InstanceNumber", "SeriesDescription", "Manufacturer"])
+            images, others = [], 0
+            for item in found:
+                row = {"series": _text(_value(item, "SeriesInstanceUID")),
+                       "sop": _text(_value(item, "SOPInstanceUID")), "modality": _text(_value(item, "Modality")).upper(),
+                       "series_number": _number(_value(item, "SeriesNumber")),
+                       "instance_number": _number(_value(item, "InstanceNumber"))}
+                # this project's own results: by their series description, or their manufacturer where a server
+                # leaves the description out of an instance-level answer
+                ours = (_text(_value(item, "SeriesDescription")) in (SERIES_DESCRIPTION, REPORT_DESCRIPTION)
+                        or _text(_value(item, "Manufacturer")) == MANUFACTURER)
+                valid = all(re.fullmatch(UID, row[key]) for key in ("series", "sop"))  # they go into URLs
+                if row["modality"] in NOT_IMAGES or ours or not valid:
+                    others += 1
+                else:
+                    images.append(row)
+            images.sort(key=lambda row: (row["series_number"], row["series"], row["instance_number"], row["sop"]))
+            return images, others, len(found)
+
+        images, others, listed = self._call(f"list the instances of study {study}", listing, study=study)
+        if not listed:
             raise PacsError(f"Study {study} is not on the DICOMweb server at {self.url} (it lists no instances). "
                             "Search again to pick a study the server holds.", "not_found")
-        images, others = [], 0
-        for item in found:
-            row = {"series": _text(_value(item, "SeriesInstanceUID")), "sop": _text(_value(item, "SOPInstanceUID")),
-                   "modality": _text(_value(item, "Modality")).upper(),
-                   "series_number": _number(_value(item, "SeriesNumber")),
-                   "instance_number": _number(_value(item, "InstanceNumber"))}
-            ours = _text(_value(item, "SeriesDescription")) in (SERIES_DESCRIPTION, REPORT_DESCRIPTION)
-            valid = all(re.fullmatch(UID, row[key]) for key in ("series", "sop"))  # they go into URLs
-            if row["modality"] in NOT_IMAGES or ours or not valid:
-                others += 1
-            else:
-                images.append(row)
-        images.sort(key=lambda row: (row["series_number"], row["series"], row["instance_number"], row["sop"]))
         return images, others
 
     # ------------------------------------------------------------------ WADO-RS
@@ -296,20 +353,27 @@ class Pacs:
         if not datasets:
             return []
         study = study or str(datasets[0].StudyInstanceUID)
-        answer = self._call(f"store {len(datasets)} results in study {study}",
-                            lambda: self.client.store_instances(datasets, study_instance_uid=study), study=study)
-        failed = answer.get("FailedSOPSequence") or []
+
+        def stored() -> tuple[list[str], list]:
+            answer = self.client.store_instances(datasets, study_instance_uid=study)
+            accepted = [str(item.ReferencedSOPInstanceUID) for item in answer.get("ReferencedSOPSequence") or []]
+            return accepted, list(answer.get("FailedSOPSequence") or [])
+
+        accepted, failed = self._call(f"store {len(datasets)} results in study {study}", stored, study=study)
         if failed:
             reasons = sorted({str(getattr(item, "FailureReason", "?")) for item in failed})
             raise PacsError(f"The DICOMweb server at {self.url} refused {len(failed)} of {len(datasets)} results "
                             f"(failure reasons {', '.join(reasons)}); the others were stored.", "server")
-        return [str(item.ReferencedSOPInstanceUID) for item in answer.get("ReferencedSOPSequence") or []]
+        if len(accepted) != len(datasets):  # e.g. an answer in a media type dicomweb-client does not read
+            raise PacsError(f"The DICOMweb server at {self.url} confirmed {len(accepted)} of {len(datasets)} results "
+                            "stored; check the study on the server before storing again.", "server")
+        return accepted
 
 
 def _number(value) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 

@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; DICOM results of {sum('dicom' in row for row in rows)} files in {args.dicom_dir}"
              if args.dicom_dir and not args.store else "")
           + (f"; {sum(len(row.get('stored', [])) for row in rows)} DICOM results stored in {len(args.study)} studies "
-             f"on {args.dicomweb}" if args.store else ""),
+             f"on {pacs.url}" if args.store else ""),
           file=sys.stderr)
     for row in rows:  # a folder that looks like several studies: said on the terminal too, not only in the row
         if row["kind"] == "study" and {"mixed_studies", "mixed_parts"} & set(row["gate"]["codes"]):

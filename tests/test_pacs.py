@@ -215,10 +215,16 @@ def test_server_errors_are_clear_and_the_app_keeps_its_place(pacs, studies, pacs
         with pytest.raises(PacsError, match="is not reachable") as unreachable:
             call(Pacs(down))
         assert unreachable.value.kind == "unreachable"
-    with pytest.raises(PacsError, match="must start with http"):
+    with pytest.raises(PacsError, match="must be http"):
         Pacs("orthanc:8042")
     embedded = Pacs(orthanc.url.replace("http://", f"http://{USER}:{PASSWORD}@"))  # credentials in the URL
     assert PASSWORD not in embedded.url and USER not in embedded.url and embedded.search()
+    for broken in ("http://u:secret@host:99999/x", "http://u:secret@:80/x", "htp://u:secret@host/x"):
+        with pytest.raises(PacsError, match="must be http") as refused_url:
+            Pacs(broken)
+        assert "secret" not in str(refused_url.value)
+    with pytest.raises(PacsError, match="no wildcard"):  # IDs are not to be recovered prefix by prefix
+        pacs.search(patient_id="PHANTOM-*")
 
 
 def test_the_app_says_a_down_server_without_losing_its_place():
@@ -245,6 +251,9 @@ def test_fetch_budgets_hold(pacs, studies, monkeypatch):
         pacs.fetch_study(uid)
     assert many.value.kind == "too_large"
     monkeypatch.setattr(pacs_module, "MAX_VIEWS", 12)
+    monkeypatch.setattr(pacs_module, "MAX_REQUEST_BYTES", 500_000)  # the three views add up to about 1 MB
+    with pytest.raises(PacsError, match="larger than 0 MB together"):
+        pacs.fetch_study(uid)
     monkeypatch.setattr(pacs_module, "MAX_FILE_BYTES", 100_000)  # the wrist views are 230-410 kB
     with pytest.raises(ResponseTooLarge, match="larger than"):
         pacs.fetch_study(uid)
@@ -254,7 +263,17 @@ class Endless(BaseHTTPRequestHandler):
     """A server whose answer never ends (no Content-Length), or lies about its length."""
 
     def do_GET(self):  # noqa: N802 - http.server's name
-        self.send_response(200)
+        if self.path.startswith("/malformed"):  # valid JSON, not DICOM JSON
+            body = b'[1, {"0020000D": "x"}]'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(302 if self.path.startswith("/redirect") else 200)
+        if self.path.startswith("/redirect"):
+            self.send_header("Location", "/endless")
         self.send_header("Content-Type", "application/dicom+json")
         if self.path.endswith("lying"):
             self.send_header("Content-Length", str(2**40))
@@ -281,6 +300,13 @@ def test_an_answer_is_read_with_a_byte_cap_whatever_it_claims():
             assert time.perf_counter() - start < 5
         with pytest.raises(PacsError, match="larger than"):  # through a search, too
             Pacs(f"http://127.0.0.1:{server.server_port}/dicom-web").search()
+        start = time.perf_counter()  # a redirect with an endless body: not followed, its body never read
+        with pytest.raises(PacsError, match="redirect"):
+            Pacs(f"http://127.0.0.1:{server.server_port}/redirect").search()
+        assert time.perf_counter() - start < 5
+        with pytest.raises(PacsError, match="not valid DICOMweb") as malformed:
+            Pacs(f"http://127.0.0.1:{server.server_port}/malformed").search()
+        assert malformed.value.kind == "server"
     finally:
         server.shutdown()
 
