@@ -410,19 +410,25 @@ class App:
 
     def dicom_files(self, state):
         """UI: the DICOM results (radiograph.dicom_results: overlay as Secondary Capture, findings as Structured
-        Report) of the analysis in the state, shown only for a DICOM input it can write them for."""
+        Report) of the analysis in the state (a study's: of each DICOM view), shown only for DICOM input they can
+        be written for."""
         from radiograph.dicom_results import DicomResultError, write_dicom_results
 
-        if state is None or isinstance(state, tuple) or state.dicom_header is None or state.refused:
+        views = (state[0] if isinstance(state, tuple) else [state]) if state is not None else []
+        views = [view for view in views if view.dicom_header is not None and not view.refused]
+        if not views:
             return gr.update(value=None, visible=False)
         self.sweep()
-        stem = re.sub(r"[^\w.-]+", "_", Path(state.name).stem)[:80] or "radiograph"
-        try:
-            paths = write_dicom_results(state, self.overlays, f"{stem}-{uuid.uuid4().hex[:8]}")
-        except DicomResultError as error:
-            gr.Warning(str(error))
-            return gr.update(value=None, visible=False)
-        return gr.update(value=[str(path) for path in paths], visible=True)
+        paths, problems = [], []
+        for view in views:
+            stem = re.sub(r"[^\w.-]+", "_", Path(view.name).stem)[:80] or "radiograph"
+            try:
+                paths += write_dicom_results(view, self.overlays, f"{stem}-{uuid.uuid4().hex[:8]}")
+            except DicomResultError as error:
+                problems.append(str(error))
+        if problems:
+            gr.Warning(" ".join(problems[:3]))
+        return gr.update(value=[str(path) for path in paths] or None, visible=bool(paths))
 
     # ------------------------------------------------------------------ PACS (DICOMweb), only when configured
 
@@ -861,6 +867,9 @@ class App:
                 label = gr.Label(num_top_classes=2, label="Study (mean over views)", elem_id=f"{task}-label")
                 timing = gr.Markdown(elem_id=f"{task}-timing")
                 report = gr.DownloadButton("Download PDF report", visible=False, elem_id=f"{task}-report")
+                dicom = gr.File(label="DICOM results per DICOM view: overlay (Secondary Capture), findings "
+                                "(Structured Report)", file_count="multiple", interactive=False, visible=False,
+                                elem_id=f"{task}-dicom")
         gallery = gr.Gallery(label="Grad-CAM per view", columns=4, height="auto", format="png", object_fit="contain",
                              elem_id=f"{task}-gallery", elem_classes=["whole-images"])  # CSS: no cut-off rows
         words = gr.Markdown(elem_id=f"{task}-heatmap-words")
@@ -880,7 +889,7 @@ class App:
         def reword(state, class_name, chosen):
             return self.study_words(state[0], class_name, chosen) if state else ""
 
-        every = [result, gallery, state, open_routed, report] + shown
+        every = [result, gallery, state, open_routed, report, dicom] + shown
         clear = self.clearing(every)
         gr.on([button.click, upload.upload], clear, None, every, **QUICK).then(
             partial(self.analyse_study, task), [upload], [result, gallery, state], api_name=f"{task}_study",
@@ -889,14 +898,16 @@ class App:
             "Returns (study JSON with the input gate's verdict and per-view results, gallery of Grad-CAM overlays)."
         ).success(show_study, [state, method], shown, api_visibility="private").success(
             self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
-            self.download, [state], [report], api_visibility="private", concurrency_id="render")
+            self.download, [state], [report], api_visibility="private", concurrency_id="render").success(
+            self.dicom_files, [state], [dicom], api_visibility="private", concurrency_id="render")
         upload.clear(clear, None, every, **QUICK)
         if examples is not None:
             examples.then(clear, None, every, **QUICK).then(
                 partial(self.analyse_study, task), [upload], [result, gallery, state], api_visibility="private",
                 concurrency_id=ANALYSIS).success(show_study, [state, method], shown, api_visibility="private").success(
                 self.open_routed, [state], [open_routed], api_visibility="private", queue=False).success(
-                self.download, [state], [report], api_visibility="private", concurrency_id="render")
+                self.download, [state], [report], api_visibility="private", concurrency_id="render").success(
+                self.dicom_files, [state], [dicom], api_visibility="private", concurrency_id="render")
         self.report_endpoints(task)
         gr.on([selector.change, opacity.input, region.change, colours.change, method.change], rerender,
               [state, selector, opacity, region, colours, method], [gallery], api_visibility="private",

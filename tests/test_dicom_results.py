@@ -154,3 +154,26 @@ def test_a_file_gone_before_its_dicom_results_gets_a_note_not_a_crash(tmp_path):
     rows = [{"kind": "image", "status": "ok", "file": str(gone), "task": "chest14"}]
     write_dicom_dir(rows, "chest14", ROOT / "models", ["chest14"], tmp_path / "dcm")
     assert "dicom" not in rows[0] and "FileNotFoundError" in rows[0]["dicom_error"]
+
+
+def test_a_study_tab_gets_the_dicom_results_of_each_dicom_view(tmp_path):
+    """The MURA study tab's DICOM download: a Secondary Capture and a Structured Report per DICOM view, each in
+    the views' own study."""
+    import threading
+
+    import app
+    from train.phantoms.dicom import study_bytes
+
+    views = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+             for path in sorted((ROOT / "examples" / "mura" / "XR_WRIST").rglob("*.png"))]
+    files = study_bytes(views, "WRIST")
+    analyses, study = Service(ROOT / "models", ["mura"], cam_path="onnx").analyse_study(
+        "mura", files, [f"view{i}.dcm" for i in range(len(files))])
+    handlers = app.App.__new__(app.App)
+    handlers.overlays, handlers.sweeping = tmp_path, threading.Lock()
+    update = handlers.dicom_files((analyses, study))
+    assert update["visible"] and len(update["value"]) == 2 * len(files)
+    written = [pydicom.dcmread(path) for path in update["value"]]
+    assert {str(d.StudyInstanceUID) for d in written} == {str(pydicom.dcmread(io.BytesIO(files[0])).StudyInstanceUID)}
+    assert sum(str(d.Modality) == "SR" for d in written) == len(files)
+    assert handlers.dicom_files(None)["visible"] is False
