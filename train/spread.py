@@ -68,7 +68,18 @@ def run_command(card: ModelCard, data: Path, seed: int, out: Path) -> list[str]:
 
 
 def figures_of(card: ModelCard) -> dict:
-    return {name: value for name, value in card.metrics.items() if isinstance(value, (int, float))}
+    """Every figure of the card's metrics, nested ones named with dots (per_class_auc.Healthy), as the slow retrain
+    test names them; tables (confusion matrices) left out."""
+    def flat(values: dict, prefix: str = "") -> dict:
+        result = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                result.update(flat(value, f"{prefix}{key}."))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                result[prefix + key] = value
+        return result
+
+    return flat({name: value for name, value in card.metrics.items() if name != "confusion_matrix"})
 
 
 def summarise(task: str, models: Path, root: Path) -> dict:
