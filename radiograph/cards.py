@@ -301,6 +301,11 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     metrics = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
     split = card.metrics.get("split", "test")
     lines += [""] + figures_table(card, metrics, split)
+    spread = card.spread or {}
+    if spread.get("runs"):
+        seeds = ", ".join(str(run.get("seed")) for run in spread["runs"])
+        lines += ["", f"Run-to-run spread: the training command at seeds {seeds} on one CPU "
+                      f"(`{spread.get('command', '')}`). How the shipped run was chosen: {spread.get('shipped_rule', '')}."]
     per_class = card.metrics.get("per_class_auc")
     if per_class:
         unreachable = card.unreachable_thresholds
