@@ -137,3 +137,17 @@ def test_a_paired_difference_inside_the_noise_is_a_tie_and_a_real_one_is_not():
     clear = paired(spec, targets, good, worse, samples, [0.5] * 5, replicates=100)
     low, high = clear["intervals"]["accuracy"]
     assert clear["verdicts"]["accuracy"] == "first higher" and 0 < low <= clear["differences"]["accuracy"] <= high
+
+
+def test_one_finished_run_is_kept_in_the_card_without_a_spread(tmp_path):
+    shipped = ModelCard.load(Path(__file__).parent.parent / "models" / "pneumonia")
+    shipped.spread = None
+    models = tmp_path / "models"
+    shipped.save((models / "pneumonia").mkdir(parents=True) or models / "pneumonia")
+    folder = tmp_path / "runs" / "seed0" / "pneumonia"
+    folder.mkdir(parents=True)
+    values = json.loads((models / "pneumonia" / "card.json").read_text())
+    values["metrics"] = {"split": "test", "auc": 0.99}
+    (folder / "card.json").write_text(json.dumps(values))
+    spread = summarise("pneumonia", models, tmp_path / "runs")
+    assert spread["runs_count"] == 1 and spread["summary"] == {} and spread["runs"][0]["figures"]["auc"] == 0.99

@@ -168,7 +168,9 @@ def table(models: Path) -> str:
             runs = spread.get(name)
             lines.append(f"| {task} | {name} | {cell(value, (test.get('intervals') or {}).get(name))} | "
                          f"{cell((fresh.get('figures') or {}).get(name), (fresh.get('intervals') or {}).get(name))} | "
-                         + (f"{runs['mean']:.3f} +- {runs['sd']:.3f} ({runs['n']})" if runs else "not measured")
+                         + (f"{runs['mean']:.3f} +- {runs['sd']:.3f} ({runs['n']})" if runs else
+                            f"{len(card.spread['runs'])} run so far" if (card.spread or {}).get("runs") else
+                            "not measured")
                          + " |")
     return "\n".join(lines)
 

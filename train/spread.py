@@ -98,11 +98,10 @@ def summarise(task: str, models: Path, root: Path) -> dict:
                      "training_seconds": card.training.get("training_seconds"), **extra})
     found = {run["seed"] for run in runs}
     runs = sorted(runs + [run for seed, run in recorded.items() if seed not in found], key=lambda run: run["seed"])
-    if len(runs) < 2:
-        raise SystemExit(f"error: {len(runs)} finished runs of {task} under {root}; a spread needs at least 2 "
-                         "(at least 3 to report)")
-    summary, position = {}, {}
-    for name, value in figures_of(shipped).items():
+    if not runs:
+        raise SystemExit(f"error: no finished run of {task} under {root} or in its card")
+    summary, position = {}, {}  # with one run, the card keeps it (a later sitting adds the others) and no spread
+    for name, value in figures_of(shipped).items() if len(runs) >= 2 else ():
         values = [run["figures"][name] for run in runs if name in run["figures"]]
         if len(values) < 2:
             continue
@@ -145,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     card.spread = spread
     card.save(args.models / args.task)
     print(json.dumps({name: f"{v['mean']:.4f} +- {v['sd']:.4f} (n={v['n']})" for name, v in
-                      spread["summary"].items()}, indent=2))
+                      spread["summary"].items()}, indent=2) if spread["summary"] else
+          f"{spread['runs_count']} run recorded in the card; a spread needs at least 2 (3 to report)")
     return 0
 
 
