@@ -43,8 +43,6 @@ UID, DATE_RANGE = r"(?=[0-9.]{1,64}$)[0-9]+(\.[0-9]+)*", r"\d{8}|\d{8}-|-\d{8}|\
 # a patient ID is matched exactly: no wildcards (* ?), which would let a caller recover IDs prefix by prefix
 MODALITY, PATIENT_ID = r"[A-Z0-9_]{1,16}", r"[^\\*?\x00-\x1f]{1,64}"
 NOT_IMAGES = {"SR", "KO", "PR", "SEG", "DOC", "REG", "RWV"}  # modalities of non-image objects a study may hold
-ENVIRONMENT = ("RADIOGRAPH_DICOMWEB_URL", "RADIOGRAPH_DICOMWEB_USER", "RADIOGRAPH_DICOMWEB_PASSWORD",
-               "RADIOGRAPH_DICOMWEB_TOKEN")
 # QIDO-RS attribute tags (DICOM PS3.18 Table 10.6.1-5): what a study row shows; nothing that identifies a patient
 TAGS = {"StudyInstanceUID": "0020000D", "StudyDate": "00080020", "StudyTime": "00080030",
         "StudyDescription": "00081030", "ModalitiesInStudy": "00080061", "NumberOfStudyRelatedSeries": "00201206",
@@ -410,7 +408,7 @@ def analyse_fetched(service, task: str, instances: list[Instance], skipped: int 
     routed = {analysis.task for analysis in analyses}
     if task == AUTO and len(routed) == 1 and grouped(next(iter(routed))) and len(analyses) == len(instances):
         # every image routed to one task that groups images into studies (MURA): the study's result too
-        study = service.study_of(next(iter(routed)), analyses)
+        study = service.study_of(next(iter(routed)), analyses, [row["result"] for row in result["instances"]])
         result["study"] = {key: value for key, value in study.items() if key != "per_view"}
     return analyses, result
 
@@ -462,18 +460,17 @@ def store_rows(pacs: Pacs, rows: list[dict], fetched: dict) -> int:
             by_study.setdefault(item.study, []).append(row)
     failed = 0
     for study, members in by_study.items():
+        read = [[pydicom.dcmread(path) for path in row["dicom"]] for row in members]  # written by us just now
         try:
-            datasets = [pydicom.dcmread(path) for row in members for path in row["dicom"]]  # written by us just now
-            stored = set(pacs.store(datasets, study))
+            stored = set(pacs.store([dataset for datasets in read for dataset in datasets], study))
         except PacsError as error:
             failed += 1
             for row in members:
                 row["store_error"] = str(error)
             print(f"error: results of study {study} not stored: {error}", file=sys.stderr)
             continue
-        for row in members:
-            row["stored"] = [uid for path in row["dicom"] for uid in [str(pydicom.dcmread(
-                path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)] if uid in stored]
+        for row, datasets in zip(members, read):
+            row["stored"] = [str(d.SOPInstanceUID) for d in datasets if str(d.SOPInstanceUID) in stored]
     return failed
 
 

@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
     if problem:
         print(f"note: no routing ({problem}); the image checks and feature distance still run", file=sys.stderr)
-    fetched, pacs = {}, None
+    fetched, pacs, scratch_results = {}, None, False
     if args.study:
         from radiograph.pacs import Pacs, PacsError, fetch_into
 
@@ -488,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             fetched = fetch_into(pacs, args.study, scratch / "studies")
         except PacsError as error:
             parser.exit(2, f"error: {error}\n")
-        if args.store and not args.dicom_dir:
-            args.dicom_dir = scratch / "results"
+        if args.store and not args.dicom_dir:  # results written only to be stored: their scratch paths not shown
+            args.dicom_dir, scratch_results = scratch / "results", True
     files = expand(args.paths) + list(fetched)
     if not files:
         parser.exit(2, f"error: no files found under {', '.join(map(str, args.paths))}\n")
@@ -517,7 +517,6 @@ def main(argv: list[str] | None = None) -> int:
             journal.close()
     if args.report_dir:
         write_reports(rows, args.task, args.models, list(models), args.report_dir, args.variant, args.device)
-    scratch_results = args.store and args.dicom_dir == (scratch / "results" if fetched else None)
     if args.dicom_dir:
         write_dicom_dir(rows, args.task, args.models, list(models), args.dicom_dir, args.variant, args.device)
     failed_stores = 0

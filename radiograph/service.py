@@ -310,12 +310,13 @@ class Service:
         views = [self.analyse(task, source, name) for source, name in zip(sources, names)]
         return views, self.study_of(task, views)
 
-    def study_of(self, task: str, views: list[Analysis]) -> dict:
-        """The study result of views already analysed by `task`'s model (see analyse_study)."""
+    def study_of(self, task: str, views: list[Analysis], per_view: list[dict] | None = None) -> dict:
+        """The study result of views already analysed by `task`'s model (see analyse_study); `per_view`: their
+        results where the caller has them already (each `view.result()`, not computed twice)."""
         card, names = self.models[task].card, [view.name for view in views]
         gate, result = study_result(card, [(view.name, view.gate, view.probabilities) for view in views])
         study = {"task": task, "views": len(views), "files": names, "gate": gate.as_dict(), **result}
-        study.update(per_view=[view.result() for view in views], model=self.describe(task),
+        study.update(per_view=per_view or [view.result() for view in views], model=self.describe(task),
                      timings_ms={key: round(sum(view.timings_ms.get(key, 0.0) for view in views), 2)
                                  for key in dict.fromkeys(k for view in views for k in view.timings_ms)},
                      notice=card.notice)

@@ -31,15 +31,11 @@ def replace_option(tokens, option, value):
     return tokens
 
 
-def numbers(metrics, prefix=""):
-    """Flatten nested metrics to {name: number}."""
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(numbers(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[prefix + key] = value
-    return flat
+def numbers(metrics):
+    """Flatten nested metrics to {dotted name: number} (train.intervals.dotted, as train.spread names them)."""
+    from train.intervals import dotted
+
+    return dotted(metrics)
 
 
 @pytest.mark.parametrize("task", SHIPPED)
@@ -79,19 +75,10 @@ def band(card: dict, name: str) -> tuple[float, float] | None:
     spread = ((card.get("spread") or {}).get("summary") or {}).get(name)
     if spread is not None and figure is not None:
         return figure - 3 * spread["sd"], figure + 3 * spread["sd"]
-    interval = numbers_pairs((card.get("intervals") or {}).get("intervals") or {}).get(name)
-    return tuple(interval) if interval else None
+    from train.intervals import dotted
 
-
-def numbers_pairs(intervals, prefix=""):
-    """Flatten nested intervals to {name: [low, high]}, named as `numbers` names the figures."""
-    flat = {}
-    for key, value in intervals.items():
-        if isinstance(value, dict):
-            flat.update(numbers_pairs(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
+    intervals = dotted((card.get("intervals") or {}).get("intervals") or {}, keep=lambda value: True)
+    return tuple(intervals[name]) if intervals.get(name) else None
 
 
 def test_shuffled_labels_end_at_chance(tmp_path):

@@ -32,8 +32,8 @@ from train.evaluate import METRICS, targets_of
 REPLICATES = 1000
 LEVEL = 0.95
 SEED = 0
-SKIPPED_METRICS = ("confusion_matrix",)
-REPRODUCED = 0.005  # the ONNX file's test figures must equal the card's (Keras, at training) within this  # a table, not a figure with an interval
+SKIPPED_METRICS = ("confusion_matrix",)  # a table, not a figure with an interval
+REPRODUCED = 0.005  # the ONNX file's test figures must equal the card's (Keras, at training) within this
 
 
 def score(folder: Path, samples: list, batch_size: int = 16, variant: str = "fp32") -> np.ndarray:
@@ -67,6 +67,16 @@ def _flat(value, prefix=()) -> dict:
     if isinstance(value, dict):
         return {key: leaf for k, v in value.items() for key, leaf in _flat(v, (*prefix, k)).items()}
     return {prefix: value}
+
+
+def is_figure(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def dotted(values: dict, keep=is_figure) -> dict:
+    """Nested figures (or intervals) flattened, the nested ones named with dots (per_class_auc.Healthy): every
+    leaf `keep` accepts. The one naming train.spread and the slow retrain test share."""
+    return {".".join(map(str, path)): leaf for path, leaf in _flat(values).items() if keep(leaf)}
 
 
 def _nested(flat: dict) -> dict:

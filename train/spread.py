@@ -29,6 +29,7 @@ from pathlib import Path
 
 from radiograph.cards import ModelCard
 from radiograph.registry import TASKS
+from train.intervals import dotted
 
 SPREAD_ROOT = Path("runs/spread")
 # The rule that chose each shipped run, as the project's history (git log) shows it: never "the best of several
@@ -69,17 +70,8 @@ def run_command(card: ModelCard, data: Path, seed: int, out: Path) -> list[str]:
 
 def figures_of(card: ModelCard) -> dict:
     """Every figure of the card's metrics, nested ones named with dots (per_class_auc.Healthy), as the slow retrain
-    test names them; tables (confusion matrices) left out."""
-    def flat(values: dict, prefix: str = "") -> dict:
-        result = {}
-        for key, value in values.items():
-            if isinstance(value, dict):
-                result.update(flat(value, f"{prefix}{key}."))
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                result[prefix + key] = value
-        return result
-
-    return flat({name: value for name, value in card.metrics.items() if name != "confusion_matrix"})
+    test names them (train.intervals.dotted); tables (confusion matrices) are not figures."""
+    return dotted(card.metrics)
 
 
 def summarise(task: str, models: Path, root: Path) -> dict:
