@@ -157,9 +157,11 @@ class Pacs:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("no http:// or https:// host")
+            parts.port  # noqa: B018  (a port outside 0-65535 raises ValueError here)
             if parts.username is not None:  # user:password@host: taken as the credentials, never shown with the URL
                 user, password = unquote(parts.username), unquote(parts.password or "")
-            url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+                # the host and port as written ([::1]:8042 keeps its brackets), without the credentials
+                url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         except (ValueError, TypeError):
             shown = re.sub(r"//[^/@]*@", "//", url)  # never echo a password
             raise PacsError(f"The DICOMweb URL must be http:// or https://, a host and an optional port and path; "

@@ -227,6 +227,19 @@ def test_server_errors_are_clear_and_the_app_keeps_its_place(pacs, studies, pacs
         pacs.search(patient_id="PHANTOM-*")
 
 
+def test_credentials_in_the_url_are_taken_out_and_the_host_kept_as_written():
+    """No server needed: user:password@ becomes the session's credentials; an IPv6 host keeps its brackets."""
+    for url, expected, auth in (("http://u:p%40ss@[::1]:8042/dicom-web/", "http://[::1]:8042/dicom-web", ("u", "p@ss")),
+                                ("http://[::1]:8042/dicom-web", "http://[::1]:8042/dicom-web", None),
+                                ("https://reader@pacs.example:443/wado", "https://pacs.example:443/wado", ("reader", ""))):
+        client = Pacs(url)
+        assert (client.url, client.session.auth) == (expected, auth) and "p@ss" not in repr(client)
+    for broken in ("http://u:secret@[::1]:99999/x", "http://[::1:80/x"):
+        with pytest.raises(PacsError, match="must be http") as refused_url:
+            Pacs(broken)
+        assert "secret" not in str(refused_url.value)
+
+
 def test_the_app_says_a_down_server_without_losing_its_place():
     """The handlers alone (no models needed): a server that is down becomes the user's message."""
     import gradio as gr
