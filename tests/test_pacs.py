@@ -329,3 +329,39 @@ def test_no_pacs_tab_or_endpoint_without_a_server(app_url):
 
     info = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert not any(name.startswith("/pacs") for name in info)
+
+
+def test_the_pacs_tab_in_a_real_browser(pacs, studies, pacs_client, tmp_path):
+    """Debian's chromium on the PACS tab: search by modality, fetch and analyse the chosen study, store its results
+    with the button once (a second press is refused with a message, nothing stored twice), and axe-core finds no
+    serious or critical violation on the tab with a result shown. Last in this module: it adds results to the
+    chest study."""
+    from playwright.sync_api import expect, sync_playwright
+    from test_browser import ARTIFACTS, WAIT_MS, axe_check, open_app
+
+    uid, _ = studies["chest"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser, page = open_app(playwright, pacs_client.src, tmp_path)
+        expect(page.get_by_text("not a medical device").first).to_be_visible(timeout=WAIT_MS)
+        page.get_by_role("tab", name="PACS").click()
+        status = page.locator("#pacs-status")
+        page.get_by_label("Modality (e.g. CR, DX)").fill("DX")
+        page.locator("#pacs-search").click()
+        expect(status).to_contain_text("1 study found", timeout=WAIT_MS)
+        expect(page.locator("#pacs-studies")).to_contain_text(uid)
+        assert not any(value in page.content() for value in IDENTIFYING)
+        page.locator("#pacs-analyse").click()  # the chooser holds the study found
+        expect(status).to_contain_text("Fetched 1 image instances", timeout=WAIT_MS)
+        page.wait_for_function("document.querySelectorAll('#pacs-gallery img').length === 1", timeout=WAIT_MS)
+        found = axe_check(page, "pacs_result")
+        page.screenshot(path=str(ARTIFACTS / "pacs.png"), full_page=True)
+        page.locator("#pacs-store").click()
+        expect(status).to_contain_text("Stored 2 results", timeout=WAIT_MS)  # an overlay and a report
+        page.locator("#pacs-store").click()
+        expect(page.get_by_text("in the PACS already").first).to_be_visible(timeout=WAIT_MS)
+        expect(status).to_contain_text("Stored 2 results")  # the tab keeps its place
+        browser.close()
+    assert not found, "\n".join(found)
+    images, others = pacs.image_instances(uid)
+    assert (len(images), others) == (1, 2)  # stored once: one overlay and one report beside the film
