@@ -462,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--processes must be 0 (threads) or more, got {args.processes}")
     if args.ort_threads < 0:
         parser.error(f"--ort-threads must be 0 (ONNX Runtime's choice) or more, got {args.ort_threads}")
+    if args.resume and args.study:
+        parser.error("--resume skips files an earlier run predicted, by their path; a study fetched with --study "
+                     "lands in a new scratch folder each run, so nothing would be skipped: run again without --resume")
     if args.resume and not args.out:
         parser.error("--resume needs --out: the journal it continues lies beside the output file")
     if args.batch_size < 1:

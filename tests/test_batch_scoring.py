@@ -109,6 +109,9 @@ def test_resume_refuses_a_journal_of_other_settings_and_needs_out(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["knee", str(EXAMPLES / "knee"), "--resume"])
     assert "--resume needs --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a fetched study lands in a new scratch folder each run: nothing to skip
+        main(["mura", "--study", "1.2.3", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--out", str(out), "--resume"])
+    assert "run again without --resume" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["knee", str(EXAMPLES / "knee"), "--processes", "-1"])
     assert "--processes must be 0" in capsys.readouterr().err
