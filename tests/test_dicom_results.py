@@ -11,6 +11,7 @@ import pytest
 
 from radiograph.dicom_results import DicomResultError, dicom_results, write_dicom_results
 from radiograph.imaging import MAX_HEADER_VALUE_BYTES, decode
+from radiograph.registry import TASKS
 from radiograph.service import Service
 from train.phantoms.dicom import dicom_bytes
 
@@ -100,9 +101,18 @@ def test_refused_where_there_is_nothing_to_reference(service):
     png = service.analyse("chest14", EXAMPLE)
     with pytest.raises(DicomResultError, match="only for a DICOM input"):
         dicom_results(png)
-    shipped = service.analyse("chest14", ROOT / "examples" / "chest14" / "00000060_001.dcm")  # no study UIDs
+    bare = dicom_bytes(cv2.imread(str(EXAMPLE), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 16)  # no study, series
     with pytest.raises(DicomResultError, match="lacks StudyInstanceUID, SeriesInstanceUID"):
-        dicom_results(shipped)
+        dicom_results(service.analyse("chest14", bare, "bare.dcm"))
+
+
+def test_the_shipped_dicom_example_has_results(service):
+    """The example shipped as DICOM is a study as a PACS holds it, so its results can be written and stored."""
+    path = ROOT / "examples" / "chest14" / "00000060_001.dcm"
+    source = pydicom.dcmread(path)
+    capture, report = dicom_results(service.analyse("chest14", path))
+    assert capture.StudyInstanceUID == report.StudyInstanceUID == source.StudyInstanceUID
+    assert source.BodyPartExamined in TASKS["chest14"].body_parts
 
 
 def test_the_kept_header_is_bounded():

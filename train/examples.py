@@ -31,7 +31,8 @@ import numpy as np
 from radiograph.imaging import decode, display_copy
 from radiograph.registry import TASKS, TaskSpec, get_task
 from train.datasets import read_dataset
-from train.phantoms import dicom_bytes, generate
+from train.phantoms import generate
+from train.phantoms.dicom import study_bytes
 
 
 def truth(index, sample) -> list[str]:
@@ -81,16 +82,19 @@ def study_file_name(study: str, view: int, suffix: str) -> str:
     return f"{area}/{patient}/{study_name}/{area.split('_')[-1].lower()}_{patient}_{study_name}_view{view}{suffix}"
 
 
-def _sixteen_bit_png(path: Path, pixels: np.ndarray) -> None:
+def _sixteen_bit_png(path: Path, pixels: np.ndarray, spec: TaskSpec) -> None:
     cv2.imwrite(str(path), pixels * 200 + 3000)  # 3000..54000 of 65535: a 16-bit range
 
 
-def _dicom(path: Path, pixels: np.ndarray) -> None:
-    path.write_bytes(dicom_bytes(pixels * 16, bits_stored=12, window=(2048, 4096)))
+def _dicom(path: Path, pixels: np.ndarray, spec: TaskSpec) -> None:
+    """A one-image study as a PACS would hold it (study, series and patient modules, the task's body part), so the
+    example's DICOM results (a Secondary Capture and a report referencing it) can be written and stored."""
+    part = spec.body_parts[0] if spec.body_parts else ""
+    path.write_bytes(study_bytes([pixels], part, patient_id="PHANTOM-EXAMPLE", WindowCenter=2048, WindowWidth=4096)[0])
 
 
 # Deeper containers an example may be copied into (ExamplePicks.deeper): the copy's name ending and its writer,
-# which takes the 8-bit pixels as uint16.
+# which takes the 8-bit pixels as uint16 and the task.
 CONTAINERS = {"16-bit PNG": ("_16bit.png", _sixteen_bit_png), "DICOM": (".dcm", _dicom)}
 
 
@@ -135,7 +139,7 @@ def write_examples(task: str, out: Path, seed: int) -> list[dict]:
             source = entries[which]
             pixels = cv2.imread(str(folder / source["files"][0]), cv2.IMREAD_GRAYSCALE).astype(np.uint16)
             name = str(Path(source["files"][0]).with_name(Path(source["files"][0]).stem + ending))
-            write(folder / name, pixels)
+            write(folder / name, pixels, spec)
             entries.append({"files": [name], "truth": source["truth"], "caption": f"{source['caption']} ({container})"})
     entries = write_thumbnails(folder, entries)
     (folder / "examples.json").write_text(json.dumps(entries, indent=2))
