@@ -410,9 +410,9 @@ class App:
 
     def dicom_files(self, state):
         """UI: the DICOM results (radiograph.dicom_results: overlay as Secondary Capture, findings as Structured
-        Report) of the analysis in the state (a study's: of each DICOM view), shown only for DICOM input they can
-        be written for."""
-        from radiograph.dicom_results import DicomResultError, write_dicom_results
+        Report) of the analysis in the state (a study's: of each DICOM view, and the study's report), shown only
+        for DICOM input they can be written for."""
+        from radiograph.dicom_results import DicomResultError, write_dicom_results, write_study_report
 
         views = (state[0] if isinstance(state, tuple) else [state]) if state is not None else []
         views = [view for view in views if view.dicom_header is not None and not view.refused]
@@ -426,6 +426,12 @@ class App:
                 paths += write_dicom_results(view, self.overlays, f"{stem}-{uuid.uuid4().hex[:8]}")
             except DicomResultError as error:
                 problems.append(str(error))
+        if isinstance(state, tuple) and paths and not problems:  # every view has results: the study's report too
+            try:
+                paths.append(write_study_report(state[1], state[0], self.overlays,
+                                                f"{state[0][0].task}-study-{uuid.uuid4().hex[:8]}"))
+            except DicomResultError as error:
+                problems.append(f"the study's report: {error}")
         if problems:
             gr.Warning(" ".join(problems[:3]))
         return gr.update(value=[str(path) for path in paths] or None, visible=bool(paths))
@@ -481,26 +487,27 @@ class App:
                       + (f" Study: {result['study']['decision']['text']}" if "study" in result else ""))
             if store:  # a store that fails keeps the analysis: the user sees both, and can store again
                 try:
-                    result["stored"] = self.pacs_store_results(analyses, instances[0].study)
+                    result["stored"] = self.pacs_store_results(analyses, instances[0].study, result.get("study"))
                 except PacsError as error:
                     LOG.info("PACS request on /pacs_analyse failed (%s)", error.kind)
                     result["stored"] = {"instances": [], "error": str(error), "text": f"Not stored: {error}"}
                 status += " " + result["stored"]["text"]
             pictures = [(self.png(analysis.overlay(colormap=self.colormap)),
                          f"{analysis.name}: {analysis.decision()['text'][:90]}") for analysis in analyses]
-            state = {"analyses": analyses, "study": instances[0].study,
+            state = {"analyses": analyses, "study": instances[0].study, "study_result": result.get("study"),
                      "stored": bool(result.get("stored", {}).get("instances"))}
             return result, pictures, state, status
 
         return self.pacs_answer("pacs_analyse", work)
 
-    def pacs_store_results(self, analyses: list, study: str) -> dict:
+    def pacs_store_results(self, analyses: list, study: str, study_result: dict | None = None) -> dict:
         from radiograph.pacs import results_as_dicom
 
-        datasets, reasons = results_as_dicom(analyses)
+        datasets, reasons = results_as_dicom(analyses, study_result)
         stored = self.pacs.store(datasets, study) if datasets else []
         text = (f"Stored {len(stored)} results in the study (a Grad-CAM Secondary Capture and a findings Structured "
-                f"Report per analysed image)." if stored else "Nothing was stored.")
+                f"Report per analysed image" + (", and the study's report" if study_result else "") + ")."
+                if stored else "Nothing was stored.")
         if reasons:
             text += f" {len(reasons)} images have no DICOM results: " + "; ".join(reasons[:3])
         return {"instances": stored, "not_written": reasons, "text": text}
@@ -512,7 +519,8 @@ class App:
             raise refusal("Nothing to store yet: fetch and analyse a study first.")
         if state["stored"]:
             raise refusal("These results are in the PACS already; fetch and analyse again to store a new set.")
-        text = self.pacs_answer("pacs_store", lambda: self.pacs_store_results(state["analyses"], state["study"])["text"])
+        text = self.pacs_answer("pacs_store", lambda: self.pacs_store_results(state["analyses"], state["study"],
+                                                                              state.get("study_result"))["text"])
         return text, {**state, "stored": True}
 
     def pdf(self, data: bytes, name: str) -> str:

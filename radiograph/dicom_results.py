@@ -2,6 +2,7 @@
 
     sc, sr = dicom_results(analysis)                    # analysis: radiograph.service.Analysis of a DICOM file
     write_dicom_results(analysis, Path("out"), "scan")  # out/scan.sc.dcm, out/scan.sr.dcm
+    study_report(study, views)                          # a study's result (MURA) as one report over its views
 
 - The Secondary Capture (`secondary_capture`): the Grad-CAM overlay the app shows by default (its first shown
   class, opacity 0.4, viridis) as an RGB image in the source's study: the patient and study modules copied from
@@ -12,6 +13,8 @@
   operating threshold where the card's rule has one, and whether it is called; the decision's text (the input
   gate's warnings included); the model's identity (task, model_version) and the card's notice. It references the
   source instance (an IMAGE item, and CurrentRequestedProcedureEvidenceSequence) and the Secondary Capture.
+- The study's report (`study_report`), where the task decides a study from its views (MURA): a Comprehensive SR of
+  the study's probabilities (the mean over its views) and decision, referencing every view read.
 
 Only what the source carries is copied (radiograph.imaging.dicom_header keeps it with the analysis); a patient or
 study attribute the source lacks is left empty (DICOM's Type 2: unknown), never made up. PatientName and PatientID
@@ -25,9 +28,11 @@ import numpy as np
 
 SC_SERIES_NUMBER = 990  # high, out of a modality's usual range, so viewers list the results after the source
 SR_SERIES_NUMBER = 991
+STUDY_SR_SERIES_NUMBER = 992
 MANUFACTURER = "radiograph research demo"
 SERIES_DESCRIPTION = "Research demo heatmap (Grad-CAM), not for diagnosis"
 REPORT_DESCRIPTION = "Research demo findings, not for diagnosis"
+STUDY_REPORT_DESCRIPTION = "Research demo study findings, not for diagnosis"
 SCHEME = "99RADIOGRAPH"  # a private coding scheme for the concepts DICOM has no code for (findings, probability)
 # Type 1 in the source: without them there is no study, series and instance to reference
 REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -109,17 +114,21 @@ def _code(value: str, meaning: str | None = None, scheme: str = SCHEME):
 
 
 def findings(analysis) -> list[dict]:
+    """Each label of an analysis: see findings_of."""
+    return findings_of(analysis.card, analysis.probabilities, analysis.decision())
+
+
+def findings_of(card, probabilities, decision: dict) -> list[dict]:
     """Each label: probability, the operating threshold where the card's rule calls each label on its own
     (each_above_threshold), and whether the decision calls it."""
-    card, decision = analysis.card, analysis.decision()
     rows = []
-    for index, (label, probability) in enumerate(zip(analysis.labels, analysis.probabilities)):
+    for index, (label, probability) in enumerate(zip(card.labels, probabilities)):
         row = {"label": label, "probability": float(probability), "threshold": None}
         if card.decision.kind == "each_above_threshold":
             row["threshold"] = float(card.thresholds[label])
             row["called"] = label in decision.get("positive", [])
         elif card.decision.kind == "top_class":
-            row["called"] = index == int(np.argmax(analysis.probabilities))
+            row["called"] = index == int(np.argmax(probabilities))
         rows.append(row)
     return rows
 
@@ -134,29 +143,21 @@ def rule_text(card) -> str:
     return "The class with the highest probability is called."
 
 
-def structured_report(analysis, source=None, sc=None):
-    """The findings as a highdicom ComprehensiveSR referencing the source (and `sc`, the Secondary Capture, when
-    given: an IMAGE item and evidence of the same study)."""
-    import highdicom
-    from highdicom.sr import (CodeContentItem, ComprehensiveSR, ContainerContentItem, ContentSequence,
-                              ImageContentItem, NumContentItem, TextContentItem)
+def _report_items(card, probabilities, decision: dict, references: list) -> list:
+    """The content of a findings report: the model's identity and notice, the referenced images (IMAGE items, in
+    order), the decision rule, every label's finding, the grouped score where the card's rule has one (MURA:
+    P(abnormal) summed over body parts, its cut, the body part), and the decision's text."""
+    from highdicom.sr import CodeContentItem, ContentSequence, NumContentItem, TextContentItem
     from pydicom.sr.codedict import codes
 
-    source = source_of(analysis) if source is None else source
-    card = analysis.card
     unit = _code("1", "no units", "UCUM")
-    root = ContainerContentItem(_code("18748-4", "Diagnostic imaging report", "LN"))
     items = [TextContentItem(codes.DCM.AlgorithmName, f"radiograph {card.task} model", "CONTAINS"),
              TextContentItem(codes.DCM.AlgorithmVersion, card.model_version, "CONTAINS"),
              TextContentItem(_code("TASK", "Task"), card.task, "CONTAINS"),
              TextContentItem(_code("NOTICE", "Notice"), card.notice or REPORT_DESCRIPTION, "CONTAINS"),
-             ImageContentItem(codes.DCM.SourceOfMeasurement, source.SOPClassUID, source.SOPInstanceUID,
-                              relationship_type="CONTAINS")]
-    if sc is not None:
-        items.append(ImageContentItem(_code("GRADCAM-OVERLAY", "Grad-CAM overlay"), sc.SOPClassUID,
-                                      sc.SOPInstanceUID, relationship_type="CONTAINS"))
-    items.append(TextContentItem(_code("DECISION-RULE", "Decision rule"), rule_text(card), "CONTAINS"))
-    for row in findings(analysis):
+             *references,
+             TextContentItem(_code("DECISION-RULE", "Decision rule"), rule_text(card), "CONTAINS")]
+    for row in findings_of(card, probabilities, decision):
         finding = CodeContentItem(codes.DCM.Finding, _code(row["label"]), "CONTAINS")
         properties = [NumContentItem(_code("PROBABILITY", "Probability"), row["probability"], unit,
                                      relationship_type="HAS PROPERTIES")]
@@ -168,10 +169,70 @@ def structured_report(analysis, source=None, sc=None):
                                               "HAS PROPERTIES"))
         finding.ContentSequence = ContentSequence(properties)
         items.append(finding)
-    items.append(TextContentItem(_code("DECISION", "Decision"), analysis.decision()["text"][:1024], "CONTAINS"))
-    root.ContentSequence = ContentSequence(items)
+    rule = card.decision
+    if rule.kind == "grouped" and rule.score_key in decision:
+        score = CodeContentItem(codes.DCM.Finding, _code(rule.positive.upper(), rule.positive), "CONTAINS")
+        score.ContentSequence = ContentSequence([
+            NumContentItem(_code("PROBABILITY", "Probability"), float(decision[rule.score_key]), unit,
+                           relationship_type="HAS PROPERTIES"),
+            NumContentItem(_code("THRESHOLD", "Operating threshold"), float(rule.cut), unit,
+                           relationship_type="HAS PROPERTIES"),
+            TextContentItem(_code("CALLED", "Called"), "positive" if decision[rule.positive] else "negative",
+                            "HAS PROPERTIES"),
+            TextContentItem(_code(rule.group_name.upper(), rule.group_name.replace("_", " ")),
+                            str(decision[rule.group_name]), "HAS PROPERTIES")])
+        items.append(score)
+    items.append(TextContentItem(_code("DECISION", "Decision"), decision["text"][:1024], "CONTAINS"))
+    return items
+
+
+def structured_report(analysis, source=None, sc=None):
+    """The findings as a highdicom ComprehensiveSR referencing the source (and `sc`, the Secondary Capture, when
+    given: an IMAGE item and evidence of the same study)."""
+    import highdicom
+    from highdicom.sr import ComprehensiveSR, ContainerContentItem, ContentSequence, ImageContentItem
+    from pydicom.sr.codedict import codes
+
+    source = source_of(analysis) if source is None else source
+    references = [ImageContentItem(codes.DCM.SourceOfMeasurement, source.SOPClassUID, source.SOPInstanceUID,
+                                   relationship_type="CONTAINS")]
+    if sc is not None:
+        references.append(ImageContentItem(_code("GRADCAM-OVERLAY", "Grad-CAM overlay"), sc.SOPClassUID,
+                                           sc.SOPInstanceUID, relationship_type="CONTAINS"))
+    root = ContainerContentItem(_code("18748-4", "Diagnostic imaging report", "LN"))
+    root.ContentSequence = ContentSequence(_report_items(analysis.card, analysis.probabilities, analysis.decision(),
+                                                         references))
     return ComprehensiveSR([source] + ([sc] if sc is not None else []), root, highdicom.UID(), SR_SERIES_NUMBER,
                            highdicom.UID(), 1, MANUFACTURER, series_description=REPORT_DESCRIPTION)
+
+
+def study_report(study: dict, views: list):
+    """A study's result (radiograph.service.Service.study_of or analyse_study: the mean of its views' probabilities,
+    decided by the card's rule; MURA) as a Comprehensive SR in the views' study, referencing every view read (an
+    IMAGE item each, and evidence). Refused views are not referenced; views of several studies are refused."""
+    import highdicom
+    from highdicom.sr import ComprehensiveSR, ContainerContentItem, ContentSequence, ImageContentItem, TextContentItem
+    from pydicom.sr.codedict import codes
+
+    read = [view for view in views if not view.refused]
+    if "probabilities" not in study or not read:
+        raise DicomResultError("the input gate refused every view of the study, so it has no findings to write")
+    sources = [source_of(view) for view in read]
+    studies = {str(source.StudyInstanceUID) for source in sources}
+    if len(studies) > 1:
+        raise DicomResultError(f"the {len(read)} views are of {len(studies)} DICOM studies (StudyInstanceUID); a "
+                               "study's report joins one study, so give the views of one study")
+    card = read[0].card
+    probabilities = np.asarray([study["probabilities"][label] for label in card.labels])
+    references = [ImageContentItem(codes.DCM.SourceOfMeasurement, source.SOPClassUID, source.SOPInstanceUID,
+                                   relationship_type="CONTAINS") for source in sources]
+    references.append(TextContentItem(_code("AGGREGATION", "Aggregation"),
+                                      f"The study's probabilities are the mean of its {len(read)} views' "
+                                      f"probabilities, decided by the card's rule", "CONTAINS"))
+    root = ContainerContentItem(_code("18748-4", "Diagnostic imaging report", "LN"))
+    root.ContentSequence = ContentSequence(_report_items(card, probabilities, study["decision"], references))
+    return ComprehensiveSR(sources, root, highdicom.UID(), STUDY_SR_SERIES_NUMBER, highdicom.UID(), 1, MANUFACTURER,
+                           series_description=STUDY_REPORT_DESCRIPTION)
 
 
 def dicom_results(analysis) -> tuple:
@@ -189,3 +250,12 @@ def write_dicom_results(analysis, folder: Path, stem: str) -> tuple[Path, Path]:
     for dataset, path in zip((sc, sr), paths):
         dataset.save_as(path, enforce_file_format=True)
     return paths
+
+
+def write_study_report(study: dict, views: list, folder: Path, stem: str) -> Path:
+    """`folder/<stem>.study.sr.dcm`: the study's report (study_report)."""
+    report = study_report(study, views)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.study.sr.dcm"
+    report.save_as(path, enforce_file_format=True)
+    return path

@@ -267,7 +267,8 @@ class Pacs:
 
     def image_instances(self, study: str) -> tuple[list[dict], int]:
         """The study's image instances (series, sop, numbers) in order, and how many other objects it holds."""
-        from radiograph.dicom_results import MANUFACTURER, REPORT_DESCRIPTION, SERIES_DESCRIPTION
+        from radiograph.dicom_results import (MANUFACTURER, REPORT_DESCRIPTION, SERIES_DESCRIPTION,
+                                              STUDY_REPORT_DESCRIPTION)
 
         study = study.strip()
         if not study:
@@ -287,7 +288,8 @@ class Pacs:
                        "instance_number": _number(_value(item, "InstanceNumber"))}
                 # this project's own results: by their series description, or their manufacturer where a server
                 # leaves the description out of an instance-level answer
-                ours = (_text(_value(item, "SeriesDescription")) in (SERIES_DESCRIPTION, REPORT_DESCRIPTION)
+                ours = (_text(_value(item, "SeriesDescription")) in (SERIES_DESCRIPTION, REPORT_DESCRIPTION,
+                                                                     STUDY_REPORT_DESCRIPTION)
                         or _text(_value(item, "Manufacturer")) == MANUFACTURER)
                 valid = all(re.fullmatch(UID, row[key]) for key in ("series", "sop"))  # they go into URLs
                 if row["modality"] in NOT_IMAGES or ours or not valid:
@@ -414,10 +416,11 @@ def analyse_fetched(service, task: str, instances: list[Instance], skipped: int 
         result["study"] = {key: value for key, value in study.items() if key != "per_view"}
     return analyses, result
 
-def results_as_dicom(analyses: list) -> tuple[list, list[str]]:
+def results_as_dicom(analyses: list, study: dict | None = None) -> tuple[list, list[str]]:
     """The DICOM results (radiograph.dicom_results: Secondary Capture and Structured Report) of every analysis
-    that has them, and for each one that has none, why."""
-    from radiograph.dicom_results import DicomResultError, dicom_results
+    that has them, and the study's report where the analyses are the views of one study (`study`: its result, MURA),
+    and for each one that has none, why."""
+    from radiograph.dicom_results import DicomResultError, dicom_results, study_report
 
     datasets, reasons = [], []
     for analysis in analyses:
@@ -425,6 +428,11 @@ def results_as_dicom(analyses: list) -> tuple[list, list[str]]:
             datasets.extend(dicom_results(analysis))
         except DicomResultError as error:
             reasons.append(str(error))
+    if study is not None:
+        try:
+            datasets.append(study_report(study, analyses))
+        except DicomResultError as error:
+            reasons.append(f"the study's report: {error}")
     return datasets, reasons
 
 
@@ -449,17 +457,19 @@ def fetch_into(pacs: Pacs, studies: list[str], folder) -> dict:
 
 
 def store_rows(pacs: Pacs, rows: list[dict], fetched: dict) -> int:
-    """Store the DICOM results the batch command wrote for fetched files (row["dicom"]) into their studies; each
-    row gets "stored" (the instance UIDs) or "store_error". Returns how many studies failed."""
+    """Store the DICOM results the batch command wrote for fetched files and their studies (row["dicom"]) into
+    their studies; each row gets "stored" (the instance UIDs) or "store_error". Returns how many studies failed."""
     from pathlib import Path
 
     import pydicom
 
+    folders = {path.parent: item.study for path, item in fetched.items()}  # a study row's file is its folder
     by_study: dict[str, list[dict]] = {}
     for row in rows:
-        item = fetched.get(Path(row["file"])) if row["kind"] == "image" else None
-        if item is not None and row.get("dicom"):
-            by_study.setdefault(item.study, []).append(row)
+        path = Path(row["file"])
+        study = (fetched[path].study if path in fetched else None) if row["kind"] == "image" else folders.get(path)
+        if study is not None and row.get("dicom"):
+            by_study.setdefault(study, []).append(row)
     failed = 0
     for study, members in by_study.items():
         read = [[pydicom.dcmread(path) for path in row["dicom"]] for row in members]  # written by us just now
@@ -490,6 +500,8 @@ def label_fetched_rows(rows: list[dict], fetched: dict, url: str, scratch_result
                 row.pop("dicom", None)
         elif row["kind"] == "study" and path in folders:
             row["file"] = f"{url}/studies/{folders[path]}"
+            if scratch_results:
+                row.pop("dicom", None)
 
 
 # ------------------------------------------------------------------ command line: search and store

@@ -337,8 +337,9 @@ def write_dicom_dir(rows: list[dict], task: str, folder: Path, tasks: list[str],
     """Every predicted DICOM file's results as DICOM (radiograph.dicom_results): `<row index>_<file stem>.sc.dcm` (the overlay as a
     Secondary Capture) and `<row index>_<file stem>.sr.dcm` (the findings as a Structured Report) in `dicom_dir`, each file
     analysed once more through the app's Service (ONNX CAM path); each row gets the two paths under "dicom", or
-    the reason there are none under "dicom_error" (e.g. a source without a study to join)."""
-    from radiograph.dicom_results import DicomResultError, write_dicom_results
+    the reason there are none under "dicom_error" (e.g. a source without a study to join). A study row whose every
+    view read has results gets the study's report (radiograph.dicom_results.study_report) the same way."""
+    from radiograph.dicom_results import DicomResultError, write_dicom_results, write_study_report
     from radiograph.imaging import sniff
     from radiograph.service import Service
 
@@ -359,6 +360,21 @@ def write_dicom_dir(rows: list[dict], task: str, folder: Path, tasks: list[str],
             print(f"note: no DICOM results for {source}: {row['dicom_error']}", file=sys.stderr)
             continue
         row["dicom"] = [str(path) for path in paths]
+    for index, row in enumerate(rows):  # a study of DICOM views (MURA): its report too, `<row index>_<folder>.study.sr.dcm`
+        if row["kind"] != "study" or row["status"] != "ok":
+            continue
+        members = [r for r in rows if r["kind"] == "image" and r["status"] == "ok" and r.get("task") == row["task"]
+                   and str(Path(r["file"]).parent) == row["file"]]
+        if not members or not all(r.get("dicom") for r in members):  # only where every view read has results
+            continue
+        try:  # each view analysed once more (keeping every analysis of a batch would hold its images in memory)
+            path = write_study_report(row, [reanalysed(service, task, r) for r in members], dicom_dir,
+                                      f"{index:05d}_{Path(row['file']).name or 'study'}")
+        except (DicomResultError, *AGAIN_FAILED) as error:
+            row["dicom_error"] = str(error) if isinstance(error, DicomResultError) else f"{type(error).__name__}: {error}"
+            print(f"note: no DICOM study report for {row['file']}: {row['dicom_error']}", file=sys.stderr)
+            continue
+        row["dicom"] = [str(path)]
 
 
 def _progress(total: int, enabled: bool):

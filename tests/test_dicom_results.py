@@ -167,8 +167,8 @@ def test_a_file_gone_before_its_dicom_results_gets_a_note_not_a_crash(tmp_path):
 
 
 def test_a_study_tab_gets_the_dicom_results_of_each_dicom_view(tmp_path):
-    """The MURA study tab's DICOM download: a Secondary Capture and a Structured Report per DICOM view, each in
-    the views' own study."""
+    """The MURA study tab's DICOM download: a Secondary Capture and a Structured Report per DICOM view, and the
+    study's report, each in the views' own study."""
     import threading
 
     import app
@@ -182,8 +182,51 @@ def test_a_study_tab_gets_the_dicom_results_of_each_dicom_view(tmp_path):
     handlers = app.App.__new__(app.App)
     handlers.overlays, handlers.sweeping = tmp_path, threading.Lock()
     update = handlers.dicom_files((analyses, study))
-    assert update["visible"] and len(update["value"]) == 2 * len(files)
+    assert update["visible"] and len(update["value"]) == 2 * len(files) + 1
     written = [pydicom.dcmread(path) for path in update["value"]]
     assert {str(d.StudyInstanceUID) for d in written} == {str(pydicom.dcmread(io.BytesIO(files[0])).StudyInstanceUID)}
-    assert sum(str(d.Modality) == "SR" for d in written) == len(files)
+    assert sum(str(d.Modality) == "SR" for d in written) == len(files) + 1
+    assert str(written[-1].SeriesDescription) == "Research demo study findings, not for diagnosis"
     assert handlers.dicom_files(None)["visible"] is False
+
+
+def test_a_mura_study_has_one_report_over_its_views(tmp_path):
+    """The study's result (the mean of its views, decided by the card's rule) as one SR in the views' study,
+    referencing every view; views of two studies are refused."""
+    from radiograph.dicom_results import STUDY_REPORT_DESCRIPTION, STUDY_SR_SERIES_NUMBER, study_report
+    from train.phantoms.dicom import study_bytes
+
+    service = Service(ROOT / "models", ["mura"], cam_path="onnx")
+    pictures = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((ROOT / "examples" / "mura").rglob("*.png"))]
+    files = study_bytes(pictures[:3], "WRIST", "PHANTOM-MURA")
+    views, study = service.analyse_study("mura", files, [f"view{n}.dcm" for n in range(1, 4)])
+    report = study_report(study, views)
+    sources = [pydicom.dcmread(io.BytesIO(data)) for data in files]
+    assert report.StudyInstanceUID == sources[0].StudyInstanceUID and report.PatientID == "PHANTOM-MURA"
+    assert (report.SeriesDescription, report.SeriesNumber) == (STUDY_REPORT_DESCRIPTION, STUDY_SR_SERIES_NUMBER)
+    evidence = [str(item.ReferencedSOPInstanceUID) for s in report.CurrentRequestedProcedureEvidenceSequence
+                for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence]
+    assert sorted(evidence) == sorted(str(s.SOPInstanceUID) for s in sources)
+    items = list(report.ContentSequence)
+    images = [str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in items if i.ValueType == "IMAGE"]
+    assert images == [str(s.SOPInstanceUID) for s in sources]  # every view, in order
+    found = {i.ConceptCodeSequence[0].CodeMeaning: {p.ConceptNameCodeSequence[0].CodeMeaning:
+                                                     p.get("MeasuredValueSequence", [p])[0].get("NumericValue",
+                                                                                                p.get("TextValue"))
+                                                     for p in i.ContentSequence}
+             for i in items if i.ValueType == "CODE"}
+    card = views[0].card
+    for label in card.labels:  # the study's probabilities: the mean of its views'
+        assert float(found[label]["Probability"]) == pytest.approx(study["probabilities"][label], abs=1e-6)
+        assert study["probabilities"][label] == pytest.approx(np.mean([v.probabilities[card.labels.index(label)]
+                                                                       for v in views]), abs=1e-6)
+    score = found[card.decision.positive]  # P(abnormal) summed over body parts, its cut, the call
+    assert float(score["Probability"]) == pytest.approx(study["decision"]["abnormal_probability"], abs=1e-6)
+    assert float(score["Operating threshold"]) == pytest.approx(card.decision.cut, abs=1e-6)
+    assert score["Called"] == ("positive" if study["decision"]["abnormal"] else "negative")
+    assert score["body part"] == study["decision"]["body_part"]
+    assert items[-1].TextValue == study["decision"]["text"]
+    other = study_bytes(pictures[3:4], "WRIST", "PHANTOM-OTHER")  # a view of another study
+    views, study = service.analyse_study("mura", files[:2] + other, ["a.dcm", "b.dcm", "c.dcm"])
+    with pytest.raises(DicomResultError, match="of 2 DICOM studies"):
+        study_report(study, views)

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from radiograph import pacs as pacs_module
-from radiograph.dicom_results import REPORT_DESCRIPTION, SERIES_DESCRIPTION
+from radiograph.dicom_results import REPORT_DESCRIPTION, SERIES_DESCRIPTION, STUDY_REPORT_DESCRIPTION
 from radiograph.pacs import CappedSession, Pacs, PacsError, ResponseTooLarge
 from train.phantoms.dicom import study_bytes
 
@@ -95,21 +95,19 @@ def test_fetched_instances_equal_what_was_stored(pacs, studies):
 
 
 def references(pacs, uid):
-    """The study's instances read back: (sources, Secondary Captures, Structured Reports) as datasets."""
+    """The study's instances read back: (sources, Secondary Captures, Structured Reports, study reports)."""
     found = pacs.client.search_for_instances(study_instance_uid=uid, fields=["SeriesDescription"])
     datasets = [pydicom.dcmread(io.BytesIO(pacs.fetch_instance(uid, item["0020000E"]["Value"][0],
                                                                item["00080018"]["Value"][0]))) for item in found]
-    kinds = {"source": [], "sc": [], "sr": []}
+    kinds = {SERIES_DESCRIPTION: [], REPORT_DESCRIPTION: [], STUDY_REPORT_DESCRIPTION: [], "source": []}
     for dataset in datasets:
-        description = str(dataset.get("SeriesDescription", ""))
-        kinds["sc" if description == SERIES_DESCRIPTION else "sr" if description == REPORT_DESCRIPTION
-              else "source"].append(dataset)
-    return kinds["source"], kinds["sc"], kinds["sr"]
+        kinds.get(str(dataset.get("SeriesDescription", "")), kinds["source"]).append(dataset)
+    return (kinds["source"], kinds[SERIES_DESCRIPTION], kinds[REPORT_DESCRIPTION], kinds[STUDY_REPORT_DESCRIPTION])
 
 
-def assert_results_reference_their_sources(pacs, uid, views):
-    sources, scs, srs = references(pacs, uid)
-    assert len(sources) == views and len(scs) == views and len(srs) == views
+def assert_results_reference_their_sources(pacs, uid, views, study_reports=1):
+    sources, scs, srs, studies = references(pacs, uid)
+    assert len(sources) == views and len(scs) == views and len(srs) == views and len(studies) == study_reports
     source_uids = {str(d.SOPInstanceUID) for d in sources}
     for sc in scs:
         assert sc.StudyInstanceUID == uid and sc.Modality == "OT" and sc.PhotometricInterpretation == "RGB"
@@ -123,6 +121,11 @@ def assert_results_reference_their_sources(pacs, uid, views):
         assert all(study.StudyInstanceUID == uid for study in sr.CurrentRequestedProcedureEvidenceSequence)
         names = [item.ConceptNameCodeSequence[0].CodeMeaning for item in sr.ContentSequence]
         assert "Finding" in names and "Algorithm Version" in names
+    for report in studies:  # the study's report (MURA): every view as evidence, its decision's text
+        evidence = {str(item.ReferencedSOPInstanceUID) for study in report.CurrentRequestedProcedureEvidenceSequence
+                    for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+        assert report.StudyInstanceUID == uid and evidence == source_uids
+        assert any(item.get("TextValue", "").startswith(("Normal", "Abnormal")) for item in report.ContentSequence)
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +159,11 @@ def test_round_trip_through_the_app_api(pacs, studies, pacs_client):
     assert result["study_instance_uid"] == uid and len(result["instances"]) == 3 and len(gallery) == 3
     assert result["study"]["views"] == 3 and "decision" in result["study"]  # a MURA study, decided as one
     assert result["study"]["decision"]["text"]
-    assert len(result["stored"]["instances"]) == 6 and "Stored 6 results" in status
+    assert len(result["stored"]["instances"]) == 7 and "Stored 7 results" in status  # 3 x (overlay, report), study
     assert not any(value in json.dumps(result) for value in IDENTIFYING)
     assert_results_reference_their_sources(pacs, uid, 3)
     again, _, status = pacs_client.predict(uid, "mura", False, api_name="/pacs_analyse")
-    assert again["skipped_objects"] == 6 and "skipped 6 other objects" in status  # its own results are not images
+    assert again["skipped_objects"] == 7 and "skipped 7 other objects" in status  # its own results are not images
     assert [v["result"]["probabilities"] for v in again["instances"]] == \
         [v["result"]["probabilities"] for v in result["instances"]]
     routed, _, status = pacs_client.predict(uid, "auto", False, api_name="/pacs_analyse")  # each image routed
@@ -185,7 +188,7 @@ def test_round_trip_through_the_batch_command(pacs, studies, orthanc, tmp_path):
     assert len(images) == 3 and all(row["status"] == "ok" and len(row["stored"]) == 2 for row in images)
     assert all(row["file"].startswith(f"{orthanc.url}/studies/{uid}/series/") for row in images)
     assert study["file"] == f"{orthanc.url}/studies/{uid}" and study["views"] == 3
-    assert "6 DICOM results stored in 1 studies" in done.stderr
+    assert len(study["stored"]) == 1 and "7 DICOM results stored in 1 studies" in done.stderr
     assert not any(value in out.read_text() + done.stderr for value in IDENTIFYING)
     assert_results_reference_their_sources(pacs, uid, 3)
     csv = subprocess.run([sys.executable, "-m", "radiograph", "predict", "chest14", "--study", chest, "--quiet",
@@ -365,3 +368,4 @@ def test_the_pacs_tab_in_a_real_browser(pacs, studies, pacs_client, tmp_path):
     assert not found, "\n".join(found)
     images, others = pacs.image_instances(uid)
     assert (len(images), others) == (1, 2)  # stored once: one overlay and one report beside the film
+    assert_results_reference_their_sources(pacs, uid, 1, study_reports=0)
