@@ -509,7 +509,7 @@ class App:
                 f"Report per analysed image" + (", and the study's report" if study_result else "") + ")."
                 if stored else "Nothing was stored.")
         if reasons:
-            text += f" {len(reasons)} images have no DICOM results: " + "; ".join(reasons[:3])
+            text += f" {len(reasons)} not written: " + "; ".join(reasons[:3])
         return {"instances": stored, "not_written": reasons, "text": text}
 
     def pacs_store(self, state):

@@ -360,11 +360,14 @@ def write_dicom_dir(rows: list[dict], task: str, folder: Path, tasks: list[str],
             print(f"note: no DICOM results for {source}: {row['dicom_error']}", file=sys.stderr)
             continue
         row["dicom"] = [str(path) for path in paths]
+    views: dict[tuple, list[dict]] = {}  # a study row's views read: its task's image rows in its folder
+    for row in rows:
+        if row["kind"] == "image" and row["status"] == "ok":
+            views.setdefault((row.get("task"), str(Path(row["file"]).parent)), []).append(row)
     for index, row in enumerate(rows):  # a study of DICOM views (MURA): its report too, `<row index>_<folder>.study.sr.dcm`
         if row["kind"] != "study" or row["status"] != "ok":
             continue
-        members = [r for r in rows if r["kind"] == "image" and r["status"] == "ok" and r.get("task") == row["task"]
-                   and str(Path(r["file"]).parent) == row["file"]]
+        members = views.get((row["task"], row["file"]), [])
         if not members or not all(r.get("dicom") for r in members):  # only where every view read has results
             continue
         try:  # each view analysed once more (keeping every analysis of a batch would hold its images in memory)
