@@ -304,7 +304,9 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     spread = card.spread or {}
     if spread.get("runs"):
         seeds = ", ".join(str(run.get("seed")) for run in spread["runs"])
-        lines += ["", f"Run-to-run spread: the training command at seeds {seeds} on one CPU "
+        types = len({run.get("cpu") for run in spread["runs"]})
+        where = "one CPU type" if types == 1 else f"{types} CPU types (each run's flags are in the card)"
+        lines += ["", f"Run-to-run spread: the training command at seeds {seeds} on {where} "
                       f"(`{spread.get('command', '')}`). How the shipped run was chosen: {spread.get('shipped_rule', '')}."]
     per_class = card.metrics.get("per_class_auc")
     if per_class:
