@@ -92,6 +92,11 @@ def test_the_spread_runs_the_cards_command_with_its_seed_data_and_folder(tmp_pat
     assert command[1:3] == ["-m", "train"] and text.count("--seed") == 1 and "--seed 2" in text
     assert f"--data {tmp_path / 'phantoms'}" in text and "--weights models/knee/model.keras" in text
     assert "--select-by pointing_game" in text and text.count("--data") == 1
+    assert command[-1] == "--overwrite" and "--resume" not in command  # a fresh run
+    (tmp_path / "seed2" / "mura" / "checkpoint").mkdir(parents=True)  # an unfinished run's checkpoint: go on with it
+    (tmp_path / "seed2" / "mura" / "checkpoint" / "state.json").write_text("{}")
+    command = run_command(card, tmp_path / "phantoms", 2, tmp_path / "seed2" / "mura", pause_after_minutes=140)
+    assert command[-3:] == ["--resume", "--pause-after-minutes", "140"] and "--overwrite" not in command
 
 
 def test_the_spread_summary_gives_mean_sd_and_where_the_shipped_run_falls(tmp_path):

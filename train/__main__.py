@@ -33,7 +33,6 @@ import json
 import os
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,7 +55,11 @@ from train.evaluate import (calibrate_and_evaluate, fold_temperature, predict_lo
                             write_report)
 from train.objectives import imbalance_objective, monitored_auc  # noqa: E402
 from train.phantoms import provenance  # noqa: E402
-from train.pipeline import image_dataset  # noqa: E402
+from train.pipeline import augmenter, image_dataset  # noqa: E402
+from train.checkpoint import (PAUSED_EXIT, Checkpoint, CheckpointError, EpochCheckpoint,  # noqa: E402
+                              ResumableEarlyStopping, ResumableReduceLROnPlateau, RestoreAugmentation,
+                              TrainingState, cpu_flags, fast_forward, iterators_per_epoch, recipe,
+                              set_seed_states)
 from train.selection import SELECT_BY, EpochCandidates, ValidationPointingGame  # noqa: E402
 
 DEMO_NOTICE = ("Demo model trained on synthetic phantom radiographs: its metrics describe phantoms, "
@@ -104,6 +107,15 @@ def parse(argv):
     parser.add_argument("--report", type=Path, help="report folder (default <out>/report)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the model or report already in --out / --report (refused without it)")
+    sittings = parser.add_argument_group("sittings", "a run that outlives its sitting (train.checkpoint): a "
+                                         "checkpoint in OUT/checkpoint after every epoch")
+    sittings.add_argument("--resume", action="store_true",
+                          help="go on from OUT/checkpoint with the same command (bit for bit on the same CPU type)")
+    sittings.add_argument("--pause-after-minutes", type=float, metavar="M",
+                          help=f"stop after the epoch past which another would not fit in M minutes of training, "
+                               f"checkpoint kept; exits {PAUSED_EXIT}")
+    sittings.add_argument("--pause-after-epochs", type=int, metavar="N",
+                          help=f"stop after N epochs in this sitting, checkpoint kept; exits {PAUSED_EXIT}")
     args = parser.parse_args(argv)
     args.out = args.out or DEFAULT_RUNS / args.task
     args.report = args.report or args.out / "report"
@@ -126,6 +138,32 @@ def refuse_to_overwrite(out: Path, report: Path, overwrite: bool) -> None:
             raise SystemExit(f"python -m train: error: {folder} already holds {what} ({', '.join(held)}); "
                              f"pass a new folder (--out {DEFAULT_RUNS}/NAME --report {DEFAULT_RUNS}/NAME/report) "
                              f"or add --overwrite to replace it")
+
+
+def check_sittings(args, argv: list[str]) -> None:
+    """Before any training: --resume needs OUT's checkpoint, made by this same command, and no finished model
+    there; a fresh run refuses a folder holding a model, a report or an unfinished run's checkpoint (unless
+    --overwrite, which removes the checkpoint)."""
+    checkpoint = Checkpoint(args.out)
+    if args.resume:
+        if args.overwrite:
+            raise SystemExit("python -m train: error: --resume goes on with the run in --out and --overwrite starts "
+                             "it again; give one of them")
+        if (args.out / "card.json").exists():
+            raise SystemExit(f"python -m train: error: --resume: the run in {args.out} is finished (it holds "
+                             f"card.json); nothing to resume")
+        try:
+            state = checkpoint.load(argv)
+        except CheckpointError as error:
+            raise SystemExit(f"python -m train: error: {error}") from None
+        print(f"resuming {args.out} after epoch {state.epochs_done} (phase {state.phase + 1}, "
+              f"{state.seconds:.0f} s of training so far)", flush=True)
+        return
+    refuse_to_overwrite(args.out, args.report, args.overwrite)
+    if checkpoint.exists() and not args.overwrite:
+        raise SystemExit(f"python -m train: error: {args.out} holds an unfinished run's checkpoint "
+                         f"({checkpoint.folder}); add --resume to go on with it, or --overwrite to start again")
+    checkpoint.remove()
 
 
 def weights_provenance(weights: str) -> dict:
@@ -161,30 +199,84 @@ def schedule(args) -> dict:
 
 
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path,
-        selector: list[keras.callbacks.Callback]) -> tuple[int, float, dict]:
+        selector: list[keras.callbacks.Callback], augment=None, argv: list[str] | None = None) -> Fitted:
     """Train by `schedule(args)`, early stopping on the monitored validation AUC (train.objectives.monitored_auc:
     for a grouped decision, of its positive score); leaves the kept epoch's weights (train.selection: the best
-    validation AUC, or the best validation pointing game within a tolerance of it)."""
+    validation AUC, or the best validation pointing game within a tolerance of it). After every epoch a
+    checkpoint in OUT/checkpoint (train.checkpoint) lets `--resume` go on from there; a run paused by
+    --pause-after-* returns with `paused` set and the model as it stands."""
     plan = schedule(args)
-    logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=False)
+    checkpoint = Checkpoint(out)
+    state = checkpoint.load(argv or []) if args.resume else TrainingState(recipe=recipe(argv or []))
     candidates = EpochCandidates(args.select_by, args.auc_tolerance)
-    start = time.perf_counter()
+    if args.resume:
+        checkpoint.restore_model(model)
+        checkpoint.restore_candidates(candidates.folder_path)
+        candidates.history = list(state.history)
+        truncate_history(out / "history.csv", state.epochs_done)
+    sitting = {"cpu": cpu_flags(), "from_epoch": state.epochs_done, "to_epoch": state.epochs_done, "seconds": 0.0}
+    state.sittings.append(sitting)
+    logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=False)
+    pause_seconds = None if args.pause_after_minutes is None else args.pause_after_minutes * 60
+    paused = False
     for index, phase in enumerate(plan["phases"]):
+        if index < state.phase:
+            continue
+        resuming = args.resume and index == state.phase
+        mid_phase = resuming and state.epoch_in_phase > 0
         set_trainable_backbone(model, phase["backbone"] == "trainable")
         model.compile(keras.optimizers.Adam(phase["learning_rate"]), loss, metrics=[monitored_auc(spec)],
                       jit_compile=False)
+        if mid_phase:
+            checkpoint.restore_optimizer(model)
+        early = ResumableEarlyStopping(restore=state.early_stopping if mid_phase else None, **plan["early_stopping"])
+        reduce = ResumableReduceLROnPlateau(restore=state.reduce_lr if mid_phase else None,
+                                            **plan["reduce_lr_on_plateau"])
+        saver = EpochCheckpoint(checkpoint, state, index, phase["epochs"], candidates, early, reduce, augment,
+                                sitting, args.pause_after_epochs, pause_seconds,
+                                iterators_per_epoch=iterators_per_epoch(train_data), resumed_mid_phase=mid_phase)
+        if resuming:
+            fast_forward(train_data, state, mid_phase, model)
+            set_seed_states(augment, state.augmentation_states)
         callbacks = [
+            *([RestoreAugmentation(augment, state.augmentation_states)] if mid_phase else []),
             *selector,  # adds val_pointing_game to the logs the others read
             candidates,
-            keras.callbacks.EarlyStopping(**plan["early_stopping"]),
-            keras.callbacks.ReduceLROnPlateau(**plan["reduce_lr_on_plateau"]),
+            early,
+            reduce,
             logger,
+            saver,
         ]
-        logger.append = index > 0
-        model.fit(train_data, validation_data=val_data, epochs=phase["epochs"], callbacks=callbacks,
-                  class_weight=weights_by_class, verbose=2, shuffle=False)  # the dataset shuffles itself
-    epochs_run = len(candidates.history)
-    return epochs_run, time.perf_counter() - start, candidates.keep()
+        logger.append = index > 0 or args.resume
+        model.fit(train_data, validation_data=val_data, initial_epoch=state.epoch_in_phase if resuming else 0,
+                  epochs=phase["epochs"], callbacks=callbacks, class_weight=weights_by_class, verbose=2,
+                  shuffle=False)  # the dataset shuffles itself
+        if saver.paused:  # (after the run's last epoch there is nothing left to pause)
+            paused = state.phase < len(plan["phases"])
+            break
+    if paused:
+        return Fitted(state.epochs_done, state.seconds, {}, state.sittings, paused=True)
+    return Fitted(len(candidates.history), state.seconds, candidates.keep(), state.sittings)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What `fit` did: epochs run (over every sitting), training seconds, the kept epoch (train.selection), each
+    sitting's CPU and epochs, and whether it paused before the end."""
+
+    epochs_run: int
+    seconds: float
+    kept: dict
+    sittings: list[dict]
+    paused: bool = False
+
+
+def truncate_history(path: Path, epochs: int) -> None:
+    """Keep history.csv's header and its first `epochs` rows: an epoch logged after the checkpoint was written
+    (a run killed between the two) is run again."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:1 + epochs]))
 
 
 @dataclass(frozen=True)
@@ -212,12 +304,15 @@ def configure(argv: list[str]) -> Run:
     MirroredStrategy on GPUs; deterministic ops on CPU)."""
     args = parse(argv)
     spec = get_task(args.task)
-    refuse_to_overwrite(args.out, args.report, args.overwrite)
+    check_sittings(args, argv)
     gpus = tf.config.list_physical_devices("GPU")
     try:  # first: MultiWorkerMirroredStrategy must exist before the TensorFlow runtime starts
         strategy, role = choose_strategy(args.strategy, gpus)
     except ValueError as error:
         raise SystemExit(f"python -m train: error: {error}") from None
+    if role.workers > 1 and (args.resume or args.pause_after_minutes or args.pause_after_epochs):
+        raise SystemExit("python -m train: error: a run over several workers cannot be paused or resumed (each "
+                         "worker's checkpoint lives in its own folder); run it in one sitting")
     if not role.chief:  # a worker other than the chief writes to temporary folders
         args.out, args.report = role.folder(args.out), role.folder(args.report)
     out = args.out
@@ -264,16 +359,18 @@ def read_cache_splits(run: Run):
 
 
 def build(run: Run, index, train_samples, val_samples, test_samples):
-    """(model, training data, validation data, epoch-selection callbacks); a --select-by pointing_game run
-    without validation boxes stops here, before any training."""
+    """(model, training data, validation data, epoch-selection callbacks, augmentation layers); a --select-by
+    pointing_game run without validation boxes stops here, before any training."""
     spec, args = run.spec, run.args
+    augment = augmenter(spec.augmentation, args.seed)  # held here so that a checkpoint can save its random state
     if args.cache:  # streamed from the shards: memory does not grow with the dataset
         cache = open_cache(run)
-        train_data = stream(cache, "train", run.batch, shuffle=True, seed=args.seed, augmentation=spec.augmentation)
+        train_data = stream(cache, "train", run.batch, shuffle=True, seed=args.seed, augmentation=spec.augmentation,
+                            augment=augment)
         val_data = stream(cache, "val", run.batch)
     else:
         train_data = image_dataset(train_samples, run.size, run.batch, shuffle=True, seed=args.seed,
-                                   augmentation=spec.augmentation, cache=True)
+                                   augmentation=spec.augmentation, cache=True, augment=augment)
         val_data = image_dataset(val_samples, run.size, run.batch, cache=True)
     train_data, val_data = shard_by_data(train_data), shard_by_data(val_data)  # several workers: each its part
     with run.strategy.scope():
@@ -287,7 +384,7 @@ def build(run: Run, index, train_samples, val_samples, test_samples):
             if args.select_by == "pointing_game" else []
     except ValueError as error:  # no validation boxes: say so before any training
         raise SystemExit(f"python -m train: error: {error}") from None
-    return model, train_data, val_data, selector
+    return model, train_data, val_data, selector, augment
 
 
 def evaluate_and_save(run: Run, model, val_samples, test_samples, kept: dict):
@@ -308,7 +405,7 @@ def evaluate_and_save(run: Run, model, val_samples, test_samples, kept: dict):
 
 
 def write_card(run: Run, model, index, result: dict, reports: list[Path], balance: dict, epochs_run: int,
-               seconds: float, kept: dict) -> ModelCard:
+               seconds: float, kept: dict, sittings: list[dict]) -> ModelCard:
     """config.json (every setting) and card.json (with the sha256 of model.keras) in the model folder."""
     spec, args, out = run.spec, run.args, run.out
     source = cache_provenance(run) if args.cache else provenance(args.data, index.root)
@@ -329,10 +426,10 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
         backbone=run.backbone, mirror_average=args.mirror_average, cam_layer="features",
         cam_grid=feature_grid(model.get_config()).as_card(), thresholds=result["thresholds"],
         temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
-        training={"command": "python -m train " + shlex.join(run.argv), "seed": args.seed,
+        training={"command": "python -m train " + shlex.join(recipe(run.argv)), "seed": args.seed,
                   "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
                   "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,
-                  "kept": kept, "training_seconds": round(seconds, 1), "schedule": schedule(args),
+                  "kept": kept, "training_seconds": round(seconds, 1), "sittings": sittings, "schedule": schedule(args),
                   "thresholds": result["threshold_rule"]},
         data={**source, "dataset": spec.dataset.name, "splits": {k: len(v) for k, v in index.splits.items()}},
         metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
@@ -353,12 +450,19 @@ def main(argv: list[str] | None = None) -> None:
     run = configure(sys.argv[1:] if argv is None else argv)
     index, train_samples, val_samples, test_samples = read_splits(run)
     loss, weights_by_class, balance = imbalance_objective(run.spec, targets_of(train_samples))
-    model, train_data, val_data, selector = build(run, index, train_samples, val_samples, test_samples)
+    model, train_data, val_data, selector, augment = build(run, index, train_samples, val_samples, test_samples)
     with run.strategy.scope():
-        epochs_run, seconds, kept = fit(run.spec, model, train_data, val_data, loss, weights_by_class, run.args,
-                                        run.out, selector)
+        fitted = fit(run.spec, model, train_data, val_data, loss, weights_by_class, run.args, run.out, selector,
+                     augment, run.argv)
+    if fitted.paused:
+        print(f"paused after epoch {fitted.epochs_run} ({fitted.seconds:.0f} s of training so far); the checkpoint "
+              f"is in {Checkpoint(run.out).folder}. Go on with:\n  python -m train "
+              f"{shlex.join(recipe(run.argv))} --resume", flush=True)
+        sys.exit(PAUSED_EXIT)
+    epochs_run, seconds, kept = fitted.epochs_run, fitted.seconds, fitted.kept
     result, reports, report_folder = evaluate_and_save(run, model, val_samples, test_samples, kept)
-    card = write_card(run, model, index, result, reports, balance, epochs_run, seconds, kept)
+    card = write_card(run, model, index, result, reports, balance, epochs_run, seconds, kept, fitted.sittings)
+    Checkpoint(run.out).remove()  # the run is finished: its card and model say everything the checkpoint did
     if not run.role.chief:  # its copies were only there so that every worker ran the same steps
         run.role.discard(run.out, report_folder)
         print(f"{run.role.task_type} {run.role.index}: done, {epochs_run} epochs; the chief wrote the model")

@@ -111,7 +111,8 @@ def read_blocks(images_path: str, labels_path: str, block: int = READ_BLOCK):
 
 
 def stream(cache: Cache, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-           augmentation: Augmentation | None = None, shuffle_buffer: int = SHUFFLE_BUFFER):
+           augmentation: Augmentation | None = None, shuffle_buffer: int = SHUFFLE_BUFFER,
+           augment=None):
     """Batches of float32 images [N, size, size, 1] (0-255) and float32 targets [N, classes] of one split, streamed
     from the shards (see the module docstring); one pass is one epoch, with a known number of batches."""
     import tensorflow as tf
@@ -142,7 +143,7 @@ def stream(cache: Cache, split: str, batch_size: int, shuffle: bool = False, see
     dataset = dataset.batch(batch_size).map(lambda images, y: (tf.cast(images, tf.float32)[..., None], y),
                                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if augmentation is not None:
-        augment = augmenter(augmentation, seed)
+        augment = augment or augmenter(augmentation, seed)  # a resumable run passes its own (train.checkpoint)
         dataset = dataset.map(lambda images, y: (augment(images, training=True), y),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(cache.count(split) / batch_size)))

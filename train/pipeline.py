@@ -39,7 +39,7 @@ def augmenter(policy: Augmentation, seed: int) -> keras.Sequential:
 
 
 def image_dataset(samples: list[Sample], size: int, batch_size: int, shuffle: bool = False, seed: int = 0,
-                  augmentation: Augmentation | None = None, cache: bool = False) -> tf.data.Dataset:
+                  augmentation: Augmentation | None = None, augment=None, cache: bool = False) -> tf.data.Dataset:
     """Batches of float32 images [N, size, size, 1] (0-255) and float32 targets [N, classes].
 
     `cache` keeps the decoded, letterboxed images in memory after the first pass (an epoch then
@@ -62,7 +62,7 @@ def image_dataset(samples: list[Sample], size: int, batch_size: int, shuffle: bo
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augmentation is not None:
-        augment = augmenter(augmentation, seed)
+        augment = augment or augmenter(augmentation, seed)  # a resumable run passes its own (train.checkpoint)
         dataset = dataset.map(lambda images, y: (augment(images, training=True), y),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

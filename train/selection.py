@@ -106,8 +106,16 @@ class EpochCandidates(keras.callbacks.Callback):
         self.folder = tempfile.TemporaryDirectory(prefix="radiograph-train-")
         self.history: list[dict] = []
 
+    @property
+    def folder_path(self) -> Path:
+        return Path(self.folder.name)
+
     def _path(self, index: int) -> Path:
-        return Path(self.folder.name) / f"epoch-{index + 1}.weights.h5"
+        return self.folder_path / f"epoch-{index + 1}.weights.h5"
+
+    def kept_indices(self) -> list[int]:
+        """The epochs whose weights are still held (those that may yet be chosen)."""
+        return [index for index in range(len(self.history)) if self._path(index).exists()]
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({key: float(value) for key, value in logs.items()})

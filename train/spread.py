@@ -7,7 +7,10 @@ of every test figure over the runs, written into the shipped card (card.spread).
 Each run is the card's `training.command` with its `--seed` replaced, its `--data` pointed at --data, and its
 output in runs/spread/seed<k>/<task>; a run whose folder already holds a card, or whose seed the card's spread
 already records, is not trained again, so a spread that outlives one sitting resumes where it stopped (the card
-keeps every finished run's figures; the run folders need not survive). The test split is the dataset's own (it does not depend on the
+keeps every finished run's figures; the run folders need not survive). A run folder holding an unfinished run's
+checkpoint (train.checkpoint) is resumed with --resume; --pause-after-minutes M pauses a run before a sitting ends:
+
+    python -m train.spread chest14 --data phantoms/chest14 --seeds 0 1 2 --pause-after-minutes 140   # exits 75 The test split is the dataset's own (it does not depend on the
 seed, which only carves validation and orders training), so every run is scored on the same images.
 
 These are slow runs (a demo model takes 17-60 minutes on a 2-core CPU): outside CI, `pytest -m slow` holds the
@@ -18,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from radiograph.cards import ModelCard
 from radiograph.registry import TASKS
+from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe
 from train.intervals import dotted
 
 SPREAD_ROOT = Path("runs/spread")
@@ -40,18 +42,10 @@ SHIPPED_RULE = ("the run the card's command made, shipped as it came: one run pe
                 "figures may sit high in the spread; the fresh-set figures are the check")
 
 
-def cpu_flags() -> str:
-    """The vector extensions this CPU reports (AVX2, AVX-512 ...): what bit-reproducibility depends on."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.MULTILINE).group(1).split()) if "flags" in text else set()
-    return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))) or "no AVX"
-
-
-def run_command(card: ModelCard, data: Path, seed: int, out: Path) -> list[str]:
-    """The card's training command with this seed, data and output folder."""
+def run_command(card: ModelCard, data: Path, seed: int, out: Path, pause_after_minutes: float | None = None) \
+        -> list[str]:
+    """The card's training command with this seed, data and output folder; --resume where the folder holds an
+    unfinished run's checkpoint (train.checkpoint), else --overwrite."""
     words = shlex.split(card.training["command"])
     if words[:3] != ["python", "-m", "train"]:
         raise SystemExit(f"error: the card's training command is not `python -m train ...`: {card.training['command']}")
@@ -64,8 +58,11 @@ def run_command(card: ModelCard, data: Path, seed: int, out: Path) -> list[str]:
             skip = True
             continue
         result.append(word)
+    sitting = ["--resume"] if Checkpoint(out).exists() else ["--overwrite"]
+    if pause_after_minutes is not None:
+        sitting += ["--pause-after-minutes", f"{pause_after_minutes:g}"]
     return result + ["--data", str(data), "--seed", str(seed), "--out", str(out), "--report", str(out / "report"),
-                     "--overwrite"]
+                     *sitting]
 
 
 def figures_of(card: ModelCard) -> dict:
@@ -115,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=SPREAD_ROOT, help=f"runs go to ROOT/seed<k>/<task> "
                         f"(default {SPREAD_ROOT})")
     parser.add_argument("--summarise", action="store_true", help="write card.spread from the finished runs")
+    parser.add_argument("--pause-after-minutes", type=float, metavar="M",
+                        help="pause each run before its training passes M minutes in this sitting (its checkpoint "
+                             f"kept); the same command later resumes it. Exits {PAUSED_EXIT} when paused")
     args = parser.parse_args(argv)
     card = ModelCard.load(args.models / args.task)
     if not args.summarise:
@@ -126,12 +126,21 @@ def main(argv: list[str] | None = None) -> int:
             if (out / "card.json").exists() or seed in recorded:
                 print(f"seed {seed}: done already ({out} or the card's spread)", file=sys.stderr)
                 continue
-            command = run_command(card, args.data, seed, out)
+            command = run_command(card, args.data, seed, out, args.pause_after_minutes)
             print("running: " + shlex.join(command), file=sys.stderr, flush=True)
             start = time.time()
-            subprocess.run(command, check=True)
-            (out / "spread-run.json").write_text(json.dumps({"cpu": cpu_flags(), "wall_seconds": time.time() - start,
-                                                             "command": shlex.join(command[1:])}))
+            code = subprocess.run(command).returncode
+            if code == PAUSED_EXIT:
+                print(f"seed {seed}: paused, its checkpoint in {Checkpoint(out).folder}; run this command again "
+                      f"to resume it", file=sys.stderr)
+                return PAUSED_EXIT
+            if code:
+                raise SystemExit(f"error: seed {seed}'s training failed (exit {code}): {shlex.join(command)}")
+            sittings = ModelCard.load(out).training.get("sittings") or [{"cpu": cpu_flags()}]
+            (out / "spread-run.json").write_text(json.dumps({  # the wall time of a run in one sitting only
+                "cpu": ", ".join(sorted({sitting["cpu"] for sitting in sittings})), "sittings": len(sittings),
+                **({"wall_seconds": time.time() - start} if len(sittings) == 1 else {}),
+                "command": shlex.join(recipe(command[1:]))}))
     spread = summarise(args.task, args.models, args.root)
     card.spread = spread
     card.save(args.models / args.task)
