@@ -224,6 +224,13 @@ def gate_panel(gate: dict) -> str:
     return f'<div class="gate gate-{gate["verdict"]}" role="alert"><strong>{heading}</strong><ul>{items}</ul></div>'
 
 
+def read_by(task: str, analyses) -> str:
+    """Which model read a fetched study: the chosen task's, or under routing (AUTO) each routed task's."""
+    titles = sorted({TASKS[analysis.task].title for analysis in analyses})
+    model = f"the {' and '.join(titles)} model" + ("s" if len(titles) > 1 else "")
+    return f"{model}, routed" if task == AUTO else model
+
+
 def uncertainty_text(uncertainty: dict | None) -> str:
     if not uncertainty:
         return ""
@@ -483,7 +490,7 @@ class App:
                                     "analyse": round(1000 * (analysed - fetched), 1)}
             status = (f"Fetched {len(instances)} image instances of study ...{instances[0].study[-10:]} in "
                       f"{fetched - start:.1f} s" + (f" (skipped {skipped} other objects)" if skipped else "")
-                      + f"; analysed in {analysed - fetched:.1f} s."
+                      + f"; analysed in {analysed - fetched:.1f} s by {read_by(task, analyses)}."
                       + (f" Study: {result['study']['decision']['text']}" if "study" in result else ""))
             if store:  # a store that fails keeps the analysis: the user sees both, and can store again
                 try:

@@ -164,11 +164,13 @@ def test_round_trip_through_the_app_api(pacs, studies, pacs_client):
     assert_results_reference_their_sources(pacs, uid, 3)
     again, _, status = pacs_client.predict(uid, "mura", False, api_name="/pacs_analyse")
     assert again["skipped_objects"] == 7 and "skipped 7 other objects" in status  # its own results are not images
+    assert "by the MURA (musculoskeletal) model." in status
     assert [v["result"]["probabilities"] for v in again["instances"]] == \
         [v["result"]["probabilities"] for v in result["instances"]]
     routed, _, status = pacs_client.predict(uid, "auto", False, api_name="/pacs_analyse")  # each image routed
     assert {v["result"]["task"] for v in routed["instances"]} == {"mura"} and routed["study"]["views"] == 3
     assert routed["study"]["decision"] == result["study"]["decision"] and "Study: " in status
+    assert "by the MURA (musculoskeletal) model, routed." in status  # the status names the task it was routed to
     print(f"round trip of a 3-view study through the app (search done; fetch, analyse, store): {seconds:.2f} s, "
           f"fetch {result['timings_ms']['fetch']:.0f} ms, analyse {result['timings_ms']['analyse']:.0f} ms")
 
