@@ -84,41 +84,32 @@ class TrainingState:
     sittings: list[dict] = field(default_factory=list)
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose counters can be saved and, on resuming, set back after `fit` resets them."""
+class Resumable:
+    """A callback's counters (FIELDS) that can be saved and, on resuming, set back after `fit` resets them."""
 
+    FIELDS: tuple[str, ...] = ()
+
+    def __init__(self, restore: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.restore = restore
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for name, value in (self.restore or {}).items():
+            setattr(self, name, value)
+
+    def state(self) -> dict:
+        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
+
+
+class ResumableEarlyStopping(Resumable, keras.callbacks.EarlyStopping):
     FIELDS = ("wait", "best", "best_epoch", "stopped_epoch")
 
-    def __init__(self, restore: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.restore = restore
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for name, value in (self.restore or {}).items():
-            setattr(self, name, value)
-
-    def state(self) -> dict:
-        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
-
-
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose counters can be saved and set back (the learning rate itself is an optimiser
-    variable, saved with the optimiser)."""
+class ResumableReduceLROnPlateau(Resumable, keras.callbacks.ReduceLROnPlateau):
+    """(the learning rate itself is an optimiser variable, saved with the optimiser)"""
 
     FIELDS = ("wait", "best", "cooldown_counter")
-
-    def __init__(self, restore: dict | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.restore = restore
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for name, value in (self.restore or {}).items():
-            setattr(self, name, value)
-
-    def state(self) -> dict:
-        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
 
 
 def _plain(value):
