@@ -72,7 +72,7 @@ def test_a_run_in_three_sittings_equals_the_run_made_in_one(tmp_path, phantom_ro
 
 
 def test_resume_refuses_what_would_mix_two_runs(tmp_path, phantom_root, donor):
-    """Every refusal comes before any data is read or any model built."""
+    """Every refusal but an unreadable checkpoint's arrays comes before any data is read or any model built."""
     out = tmp_path / "run"
     with pytest.raises(SystemExit, match="holds no checkpoint.*without --resume"):
         main(command(phantom_root, donor, out, "--resume"))
@@ -91,6 +91,9 @@ def test_resume_refuses_what_would_mix_two_runs(tmp_path, phantom_root, donor):
     with pytest.raises(SystemExit, match="is finished.*nothing to resume"):
         main(command(phantom_root, donor, out, "--resume"))
     (out / "card.json").unlink()
+    (out / "checkpoint" / "model.npz").write_bytes(b"PK\x03\x04 cut short")  # a checkpoint written only in part
+    with pytest.raises(SystemExit, match=r"model \(.*model.npz\) cannot be read.*--overwrite"):
+        main(command(phantom_root, donor, out, "--resume"))
     (out / "checkpoint" / "state.json").write_text("{not json")
     with pytest.raises(SystemExit, match="cannot be read.*--overwrite"):
         main(command(phantom_root, donor, out, "--resume"))

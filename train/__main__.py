@@ -210,7 +210,10 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
     state = checkpoint.load(argv or []) if args.resume else TrainingState(recipe=recipe(argv or []))
     candidates = EpochCandidates(args.select_by, args.auc_tolerance)
     if args.resume:
-        checkpoint.restore_model(model)
+        try:
+            checkpoint.restore_model(model)
+        except CheckpointError as error:
+            raise SystemExit(f"python -m train: error: {error}") from None
         checkpoint.restore_candidates(candidates.folder_path)
         candidates.history = list(state.history)
         truncate_history(out / "history.csv", state.epochs_done)
@@ -228,7 +231,10 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
         model.compile(keras.optimizers.Adam(phase["learning_rate"]), loss, metrics=[monitored_auc(spec)],
                       jit_compile=False)
         if mid_phase:
-            checkpoint.restore_optimizer(model)
+            try:
+                checkpoint.restore_optimizer(model)
+            except CheckpointError as error:
+                raise SystemExit(f"python -m train: error: {error}") from None
         early = ResumableEarlyStopping(restore=state.early_stopping if mid_phase else None, **plan["early_stopping"])
         reduce = ResumableReduceLROnPlateau(restore=state.reduce_lr if mid_phase else None,
                                             **plan["reduce_lr_on_plateau"])

@@ -196,8 +196,12 @@ class Checkpoint:
 
 
 def _assign(variables, path: Path, what: str) -> None:
-    with np.load(path) as saved:
-        arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    try:
+        with np.load(path) as saved:
+            arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except Exception as error:  # missing, truncated or not an .npz: numpy raises OSError, ValueError, BadZipFile ...
+        raise CheckpointError(f"--resume: the checkpoint's {what} ({path}) cannot be read ({type(error).__name__}: "
+                              f"{error}); start the run again with --overwrite") from None
     if len(arrays) != len(variables) or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
         raise CheckpointError(f"--resume: the checkpoint's {what} does not match this run's ({len(arrays)} arrays "
                               f"saved, {len(variables)} here)")
