@@ -103,3 +103,6 @@ def test_the_recipe_leaves_out_only_how_the_run_is_split_into_sittings():
     argv = ["knee", "--data", "d", "--resume", "--pause-after-minutes", "30", "--pause-after-epochs=2", "--seed", "1",
             "--overwrite"]
     assert recipe(argv) == ["knee", "--data", "d", "--seed", "1"]
+    for bad in (["--pause-after-epochs", "0"], ["--pause-after-minutes", "-5"]):
+        with pytest.raises(SystemExit):  # argparse: exit 2, with the message on stderr
+            main(["knee", "--data", "d", *bad])

@@ -117,6 +117,9 @@ def parse(argv):
     sittings.add_argument("--pause-after-epochs", type=int, metavar="N",
                           help=f"stop after N epochs in this sitting, checkpoint kept; exits {PAUSED_EXIT}")
     args = parser.parse_args(argv)
+    for name in ("pause_after_minutes", "pause_after_epochs"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number (got {getattr(args, name)})")
     args.out = args.out or DEFAULT_RUNS / args.task
     args.report = args.report or args.out / "report"
     return args
