@@ -14,7 +14,7 @@ renamed over the old one (a run killed mid-write keeps the previous epoch's chec
 - the random state of the augmentation layers, and how many times the training data has been reshuffled.
 
 A resumed run repeats the interrupted one bit for bit on the same CPU type (tests/test_checkpoint.py trains a
-run straight through and the same run in two sittings, and compares the weights). A run resumed on another CPU
+run straight through and the same run in three sittings, and compares the weights). A run resumed on another CPU
 type is a valid run of the same recipe but not the one an unbroken run would have made there (op results differ
 across CPU types, train.spread): the card's `training.sittings` records each sitting's CPU flags and epochs.
 
@@ -52,19 +52,24 @@ def cpu_flags() -> str:
     return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))) or "no AVX"
 
 
-def recipe(argv: list[str]) -> list[str]:
-    """The command's words without the sitting options (SITTING_OPTIONS): what a resumed run must repeat."""
+def without_options(argv: list[str], options: dict[str, int]) -> list[str]:
+    """The command's words without the given options, each with its number of values (`--opt=value` too)."""
     words, skip = [], 0
     for word in argv:
         if skip:
             skip -= 1
             continue
         name = word.split("=", 1)[0]
-        if name in SITTING_OPTIONS:
-            skip = SITTING_OPTIONS[name] if "=" not in word else 0
+        if name in options:
+            skip = options[name] if "=" not in word else 0
             continue
         words.append(word)
     return words
+
+
+def recipe(argv: list[str]) -> list[str]:
+    """The command's words without the sitting options (SITTING_OPTIONS): what a resumed run must repeat."""
+    return without_options(argv, SITTING_OPTIONS)
 
 
 @dataclass
@@ -233,11 +238,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.state
+        elapsed = time.perf_counter() - self.epoch_started
         state.reshuffles += self.iterators_per_epoch
-        state.seconds += time.perf_counter() - self.epoch_started
+        state.seconds += elapsed
         state.epochs_done += 1
         self.sitting["to_epoch"] = state.epochs_done
-        self.sitting["seconds"] = round(self.sitting.get("seconds", 0.0) + time.perf_counter() - self.epoch_started, 1)
+        self.sitting["seconds"] = round(self.sitting["seconds"] + elapsed, 1)
         phase_over = bool(self.model.stop_training) or epoch + 1 >= self.phase_epochs
         state.phase, state.epoch_in_phase = (self.phase + 1, 0) if phase_over else (self.phase, epoch + 1)
         state.history = self.candidates.history

@@ -10,8 +10,10 @@ already records, is not trained again, so a spread that outlives one sitting res
 keeps every finished run's figures; the run folders need not survive). A run folder holding an unfinished run's
 checkpoint (train.checkpoint) is resumed with --resume; --pause-after-minutes M pauses a run before a sitting ends:
 
-    python -m train.spread chest14 --data phantoms/chest14 --seeds 0 1 2 --pause-after-minutes 140   # exits 75 The test split is the dataset's own (it does not depend on the
-seed, which only carves validation and orders training), so every run is scored on the same images.
+    python -m train.spread chest14 --data phantoms/chest14 --seeds 0 1 2 --pause-after-minutes 140   # exits 75
+
+The test split is the dataset's own (it does not depend on the seed, which only carves validation and orders
+training), so every run is scored on the same images.
 
 These are slow runs (a demo model takes 17-60 minutes on a 2-core CPU): outside CI, `pytest -m slow` holds the
 retrain band that comes from them (tests/test_slow.py). Results are bit-reproducible for one CPU type and seed,
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from radiograph.cards import ModelCard
 from radiograph.registry import TASKS
-from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe
+from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe, without_options
 from train.intervals import dotted
 
 SPREAD_ROOT = Path("runs/spread")
@@ -49,15 +51,8 @@ def run_command(card: ModelCard, data: Path, seed: int, out: Path, pause_after_m
     words = shlex.split(card.training["command"])
     if words[:3] != ["python", "-m", "train"]:
         raise SystemExit(f"error: the card's training command is not `python -m train ...`: {card.training['command']}")
-    result, skip = [sys.executable, "-m", "train"], False
-    for index, word in enumerate(words[3:], 3):
-        if skip:
-            skip = False
-            continue
-        if word in ("--seed", "--data", "--out", "--report"):
-            skip = True
-            continue
-        result.append(word)
+    result = [sys.executable, "-m", "train", *without_options(words[3:], {"--seed": 1, "--data": 1, "--out": 1,
+                                                                         "--report": 1})]
     sitting = ["--resume"] if Checkpoint(out).exists() else ["--overwrite"]
     if pause_after_minutes is not None:
         sitting += ["--pause-after-minutes", f"{pause_after_minutes:g}"]
