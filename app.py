@@ -520,12 +520,13 @@ class App:
         return {"instances": stored, "not_written": reasons, "text": text}
 
     def pacs_store(self, state):
-        """UI: store the results of the analysis in the tab's state in the PACS, once (a second press would add a
-        second copy of every result to the study)."""
+        """UI: store the results of the analysis in the tab's state in the PACS, once. A failed store can be pressed
+        again: results keep their UIDs (radiograph.dicom_results.derived_uid), so the server keeps one copy."""
         if not state:
             raise refusal("Nothing to store yet: fetch and analyse a study first.")
         if state["stored"]:
-            raise refusal("These results are in the PACS already; fetch and analyse again to store a new set.")
+            raise refusal("These results are in the PACS already; storing them again would change nothing (each "
+                          "result keeps its UID).")
         text = self.pacs_answer("pacs_store", lambda: self.pacs_store_results(state["analyses"], state["study"],
                                                                               state.get("study_result"))["text"])
         return text, {**state, "stored": True}

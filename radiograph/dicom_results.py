@@ -6,7 +6,7 @@
 
 - The Secondary Capture (`secondary_capture`): the Grad-CAM overlay the app shows by default (its first shown
   class, opacity 0.4, viridis) as an RGB image in the source's study: the patient and study modules copied from
-  the source, new series and instance UIDs, the source instance in SourceImageSequence, a SeriesDescription that
+  the source, its own series and instance UIDs, the source instance in SourceImageSequence, a SeriesDescription that
   says it is a research demo heatmap, not for diagnosis, BurnedInAnnotation NO (no text is drawn on it).
 - The Structured Report (`structured_report`): a Comprehensive SR (highdicom.sr.ComprehensiveSR; why this one:
   docs/export-and-predict.md "DICOM results") whose content tree holds every finding with its probability, its
@@ -16,12 +16,20 @@
 - The study's report (`study_report`), where the task decides a study from its views (MURA): a Comprehensive SR of
   the study's probabilities (the mean over its views) and decision, referencing every view read.
 
+Every result's series and instance UIDs are derived (`derived_uid`: a name-based UUID, 2.25) from what it is: its
+kind, the source instance(s), the model's task and version, and a digest of its content. The same analysis written
+twice (a retry after a partial store, the batch command run again) gets the same UIDs, so a PACS keeps one copy;
+different content (another model, another class shown, another source) gets different UIDs.
+
 Only what the source carries is copied (radiograph.imaging.dicom_header keeps it with the analysis); a patient or
 study attribute the source lacks is left empty (DICOM's Type 2: unknown), never made up. PatientName and PatientID
 go into these two files only, which belong to the same patient; nothing here logs them.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +48,27 @@ REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClass
 TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
           "StudyTime", "ReferringPhysicianName")
 BIPED = {"A", "P", "L", "R", "H", "F"}
+# the namespace of this project's name-based result UIDs (a UUID 5 of its own name, fixed for good)
+RESULT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_OID, "radiograph.dicom_results")
 
 
 class DicomResultError(ValueError):
     """An analysis that cannot be written as DICOM results; the message says why and what is needed."""
+
+
+def derived_uid(*parts) -> str:
+    """A UID named by `parts` (what the object is, what it was made from, a digest of its content): 2.25 followed by
+    the UUID 5 of the parts in RESULT_NAMESPACE (DICOM PS3.5 B.2). Equal parts give the equal UID, on any machine."""
+    import highdicom
+
+    return highdicom.UID(f"2.25.{uuid.uuid5(RESULT_NAMESPACE, chr(31).join(str(part) for part in parts)).int}")
+
+
+def digest(content) -> str:
+    """SHA-256 of bytes, or of a JSON-serialisable value written canonically (sorted keys)."""
+    if not isinstance(content, bytes):
+        content = json.dumps(content, sort_keys=True, default=str).encode()
+    return hashlib.sha256(content).hexdigest()
 
 
 def source_of(analysis):
@@ -82,8 +107,12 @@ def secondary_capture(analysis, source=None, class_index: int | None = None):
     picture = np.ascontiguousarray(analysis.overlay(class_index), dtype=np.uint8)
     orientation = [str(value) for value in source.get("PatientOrientation", [])]
     known = len(orientation) == 2 and all(value in BIPED for value in orientation)
+    label = analysis.labels[class_index]
+    card = analysis.card
+    uid = derived_uid("secondary capture", source.StudyInstanceUID, source.SOPInstanceUID, card.task,
+                      card.model_version, label, picture.shape, digest(picture.tobytes()))
     sc = highdicom.sc.SCImage.from_ref_dataset(
-        source, picture, "RGB", 8, "PATIENT", highdicom.UID(), SC_SERIES_NUMBER, highdicom.UID(), 1, MANUFACTURER,
+        source, picture, "RGB", 8, "PATIENT", derived_uid("series", uid), SC_SERIES_NUMBER, uid, 1, MANUFACTURER,
         # highdicom asks an image of the patient for its orientation; the source's, else emptied below
         patient_orientation=tuple(orientation) if known else ("L", "F"),
         transfer_syntax_uid=ExplicitVRLittleEndian, series_description=SERIES_DESCRIPTION)
@@ -92,9 +121,8 @@ def secondary_capture(analysis, source=None, class_index: int | None = None):
     sc.BurnedInAnnotation = "NO"  # a colour map over the image; no text, no identifying marks
     sc.RecognizableVisualFeatures = "NO"
     sc.LossyImageCompression = "01" if str(source.get("LossyImageCompression", "")) == "01" else "00"
-    label = analysis.labels[class_index]
-    sc.ImageComments = (f"Grad-CAM heatmap of {label} from model {analysis.card.model_version} "
-                        f"({analysis.card.task}). {analysis.card.notice or ''}".strip())[:10240]
+    sc.ImageComments = (f"Grad-CAM heatmap of {label} from model {card.model_version} "
+                        f"({card.task}). {card.notice or ''}".strip())[:10240]
     sc.DerivationDescription = (f"Grad-CAM map of {label} in viridis at opacity 0.4 over the source image, "
                                 f"resized to {picture.shape[1]}x{picture.shape[0]}")
     reference = Dataset()
@@ -131,6 +159,13 @@ def findings_of(card, probabilities, decision: dict) -> list[dict]:
             row["called"] = index == int(np.argmax(probabilities))
         rows.append(row)
     return rows
+
+
+def report_content(card, probabilities, decision: dict) -> dict:
+    """What a findings report says beyond its references (for its UID's digest): every finding, the decision, the
+    rule and the notice."""
+    return {"findings": findings_of(card, probabilities, decision), "decision": decision, "rule": rule_text(card),
+            "notice": card.notice}
 
 
 def rule_text(card) -> str:
@@ -189,7 +224,6 @@ def _report_items(card, probabilities, decision: dict, references: list) -> list
 def structured_report(analysis, source=None, sc=None):
     """The findings as a highdicom ComprehensiveSR referencing the source (and `sc`, the Secondary Capture, when
     given: an IMAGE item and evidence of the same study)."""
-    import highdicom
     from highdicom.sr import ComprehensiveSR, ContainerContentItem, ContentSequence, ImageContentItem
     from pydicom.sr.codedict import codes
 
@@ -199,18 +233,20 @@ def structured_report(analysis, source=None, sc=None):
     if sc is not None:
         references.append(ImageContentItem(_code("GRADCAM-OVERLAY", "Grad-CAM overlay"), sc.SOPClassUID,
                                            sc.SOPInstanceUID, relationship_type="CONTAINS"))
+    card, decision = analysis.card, analysis.decision()
     root = ContainerContentItem(_code("18748-4", "Diagnostic imaging report", "LN"))
-    root.ContentSequence = ContentSequence(_report_items(analysis.card, analysis.probabilities, analysis.decision(),
-                                                         references))
-    return ComprehensiveSR([source] + ([sc] if sc is not None else []), root, highdicom.UID(), SR_SERIES_NUMBER,
-                           highdicom.UID(), 1, MANUFACTURER, series_description=REPORT_DESCRIPTION)
+    root.ContentSequence = ContentSequence(_report_items(card, analysis.probabilities, decision, references))
+    uid = derived_uid("structured report", source.StudyInstanceUID, source.SOPInstanceUID,
+                      "" if sc is None else sc.SOPInstanceUID, card.task, card.model_version,
+                      digest(report_content(card, analysis.probabilities, decision)))
+    return ComprehensiveSR([source] + ([sc] if sc is not None else []), root, derived_uid("series", uid),
+                           SR_SERIES_NUMBER, uid, 1, MANUFACTURER, series_description=REPORT_DESCRIPTION)
 
 
 def study_report(study: dict, views: list):
     """A study's result (radiograph.service.Service.study_of or analyse_study: the mean of its views' probabilities,
     decided by the card's rule; MURA) as a Comprehensive SR in the views' study, referencing every view read (an
     IMAGE item each, and evidence). Refused views are not referenced; views of several studies are refused."""
-    import highdicom
     from highdicom.sr import ComprehensiveSR, ContainerContentItem, ContentSequence, ImageContentItem, TextContentItem
     from pydicom.sr.codedict import codes
 
@@ -231,7 +267,9 @@ def study_report(study: dict, views: list):
                                       f"probabilities, decided by the card's rule", "CONTAINS"))
     root = ContainerContentItem(_code("18748-4", "Diagnostic imaging report", "LN"))
     root.ContentSequence = ContentSequence(_report_items(card, probabilities, study["decision"], references))
-    return ComprehensiveSR(sources, root, highdicom.UID(), STUDY_SR_SERIES_NUMBER, highdicom.UID(), 1, MANUFACTURER,
+    uid = derived_uid("study report", next(iter(studies)), *sorted(str(source.SOPInstanceUID) for source in sources),
+                      card.task, card.model_version, digest(report_content(card, probabilities, study["decision"])))
+    return ComprehensiveSR(sources, root, derived_uid("series", uid), STUDY_SR_SERIES_NUMBER, uid, 1, MANUFACTURER,
                            series_description=STUDY_REPORT_DESCRIPTION)
 
 

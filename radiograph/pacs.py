@@ -365,10 +365,11 @@ class Pacs:
         if failed:
             reasons = sorted({str(getattr(item, "FailureReason", "?")) for item in failed})
             raise PacsError(f"The DICOMweb server at {self.url} refused {len(failed)} of {len(datasets)} results "
-                            f"(failure reasons {', '.join(reasons)}); the others were stored.", "server")
+                            f"(failure reasons {', '.join(reasons)}); the others were stored. Storing again adds no "
+                            "second copy: each result keeps its UID.", "server")
         if len(accepted) != len(datasets):  # e.g. an answer in a media type dicomweb-client does not read
             raise PacsError(f"The DICOMweb server at {self.url} confirmed {len(accepted)} of {len(datasets)} results "
-                            "stored; check the study on the server before storing again.", "server")
+                            "stored; storing again adds no second copy (each result keeps its UID).", "server")
         return accepted
 
 
@@ -456,6 +457,11 @@ def fetch_into(pacs: Pacs, studies: list[str], folder) -> dict:
     return fetched
 
 
+def study_folders(fetched: dict) -> dict:
+    """{folder: Study Instance UID} of what fetch_into wrote: the file a study row names is its folder."""
+    return {path.parent: item.study for path, item in fetched.items()}
+
+
 def store_rows(pacs: Pacs, rows: list[dict], fetched: dict) -> int:
     """Store the DICOM results the batch command wrote for fetched files and their studies (row["dicom"]) into
     their studies; each row gets "stored" (the instance UIDs) or "store_error". Returns how many studies failed."""
@@ -463,7 +469,7 @@ def store_rows(pacs: Pacs, rows: list[dict], fetched: dict) -> int:
 
     import pydicom
 
-    folders = {path.parent: item.study for path, item in fetched.items()}  # a study row's file is its folder
+    folders = study_folders(fetched)  # a study row's file is its folder
     by_study: dict[str, list[dict]] = {}
     for row in rows:
         path = Path(row["file"])
@@ -491,7 +497,7 @@ def label_fetched_rows(rows: list[dict], fetched: dict, url: str, scratch_result
     row: the study's), not the scratch copy; results written only to be stored lose their scratch paths."""
     from pathlib import Path
 
-    folders = {path.parent: item.study for path, item in fetched.items()}
+    folders = study_folders(fetched)
     for row in rows:
         path = Path(row["file"])
         if row["kind"] == "image" and path in fetched:

@@ -57,6 +57,26 @@ def test_secondary_capture_joins_the_source_study_and_holds_the_overlay(written)
     np.testing.assert_array_equal(sc.pixel_array, analysis.overlay())
 
 
+def test_the_same_analysis_gets_the_same_uids_and_other_content_other_uids(service, written):
+    """Result UIDs are named by what the result is (derived_uid): written again, the same analysis gets the same
+    UIDs (a retried store keeps one copy in a PACS); another class shown or another source gets new ones."""
+    from radiograph.dicom_results import secondary_capture, structured_report
+
+    source, analysis, sc, sr = written
+    same = chest_dicom(SOPInstanceUID=source.SOPInstanceUID)  # the same instance, written again
+    again = service.analyse("chest14", same, "again.dcm")  # analysed afresh, under another name
+    sc2, sr2 = dicom_results(again)
+    assert (sc2.SOPInstanceUID, sc2.SeriesInstanceUID) == (sc.SOPInstanceUID, sc.SeriesInstanceUID)
+    assert (sr2.SOPInstanceUID, sr2.SeriesInstanceUID) == (sr.SOPInstanceUID, sr.SeriesInstanceUID)
+    uids = {sc.SOPInstanceUID, sc.SeriesInstanceUID, sr.SOPInstanceUID, sr.SeriesInstanceUID}
+    assert len(uids) == 4 and all(u.startswith("2.25.") and len(u) <= 64 and pydicom.uid.UID(u).is_valid
+                                  for u in uids)
+    other_class = secondary_capture(again, class_index=(analysis.shown_class + 1) % len(analysis.labels))
+    assert other_class.SOPInstanceUID not in uids and structured_report(again, sc=other_class).SOPInstanceUID not in uids
+    other_source = service.analyse("chest14", chest_dicom(SOPInstanceUID="1.2.826.0.1.3680043.8.498.3"), "b.dcm")
+    assert not {d.SOPInstanceUID for d in dicom_results(other_source)} & uids
+
+
 def test_structured_report_holds_every_finding_and_references_the_source(written):
     source, analysis, sc, sr = written
     assert sr.SOPClassUID == pydicom.uid.ComprehensiveSRStorage
