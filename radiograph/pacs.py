@@ -351,7 +351,9 @@ class Pacs:
 
     def store(self, datasets: list, study: str | None = None) -> list[str]:
         """Store DICOM datasets (STOW-RS, into their study); the SOP instance UIDs the server accepted. A
-        server that refuses any of them is an error naming how many it refused and why."""
+        server that refuses any of them is an error naming how many it refused and why. Datasets of one SOP instance
+        UID are one result (radiograph.dicom_results.derived_uid: e.g. one view given twice) and go once."""
+        datasets = list({str(dataset.SOPInstanceUID): dataset for dataset in datasets}.values())
         if not datasets:
             return []
         study = study or str(datasets[0].StudyInstanceUID)

@@ -92,6 +92,9 @@ def test_fetched_instances_equal_what_was_stored(pacs, studies):
     instances, skipped = pacs.fetch_study(uid)
     assert skipped == 0 and [item.data for item in instances] == files  # in instance number order, byte for byte
     assert all(item.address.startswith(f"studies/{uid}/series/") for item in instances)
+    again = [pydicom.dcmread(io.BytesIO(data)) for data in files + files[:1]]  # stored again, one of them twice
+    assert sorted(pacs.store(again)) == sorted({str(d.SOPInstanceUID) for d in again})  # each UID once
+    assert len(pacs.fetch_study(uid)[0]) == len(files)  # one copy each
 
 
 def references(pacs, uid):
