@@ -10,7 +10,7 @@ from radiograph.cards import ModelCard, card_markdown
 from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.intervals import bootstrap
-from train.spread import run_command, summarise
+from train.spread import recorded_command, run_command, summarise
 
 
 def knee_case(patients: int, accuracy: float, seed: int = 0):
@@ -97,6 +97,9 @@ def test_the_spread_runs_the_cards_command_with_its_seed_data_and_folder(tmp_pat
     (tmp_path / "seed2" / "mura" / "checkpoint" / "state.json").write_text("{}")
     command = run_command(card, tmp_path / "phantoms", 2, tmp_path / "seed2" / "mura", pause_after_minutes=140)
     assert command[-3:] == ["--resume", "--pause-after-minutes", "140"] and "--overwrite" not in command
+    recorded = recorded_command(command)  # the run's record: the command a reader can type, its sittings left out
+    assert recorded.startswith("python -m train mura ") and "--seed 2" in recorded
+    assert "--resume" not in recorded and "--pause-after-minutes" not in recorded
 
 
 def test_the_spread_summary_gives_mean_sd_and_where_the_shipped_run_falls(tmp_path):

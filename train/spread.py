@@ -60,6 +60,12 @@ def run_command(card: ModelCard, data: Path, seed: int, out: Path, pause_after_m
                      *sitting]
 
 
+def recorded_command(command: list[str]) -> str:
+    """A run's command as its record gives it: `python -m train ...` without the sitting options (train.checkpoint
+    .recipe), not this interpreter's path."""
+    return shlex.join(["python", *recipe(command[1:])])
+
+
 def figures_of(card: ModelCard) -> dict:
     """Every figure of the card's metrics, nested ones named with dots (per_class_auc.Healthy), as the slow retrain
     test names them (train.intervals.dotted); tables (confusion matrices) are not figures."""
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / "spread-run.json").write_text(json.dumps({  # the wall time of a run in one sitting only
                 "cpu": ", ".join(sorted({sitting["cpu"] for sitting in sittings})), "sittings": len(sittings),
                 **({"wall_seconds": time.time() - start} if len(sittings) == 1 else {}),
-                "command": shlex.join(recipe(command[1:]))}))
+                "command": recorded_command(command)}))
     spread = summarise(args.task, args.models, args.root)
     card.spread = spread
     card.save(args.models / args.task)
