@@ -213,10 +213,7 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
     state = checkpoint.load(argv or []) if args.resume else TrainingState(recipe=recipe(argv or []))
     candidates = EpochCandidates(args.select_by, args.auc_tolerance)
     if args.resume:
-        try:
-            checkpoint.restore_model(model)
-        except CheckpointError as error:
-            raise SystemExit(f"python -m train: error: {error}") from None
+        restore_or_stop(checkpoint.restore_model, model)
         checkpoint.restore_candidates(candidates.folder_path)
         candidates.history = list(state.history)
         truncate_history(out / "history.csv", state.epochs_done)
@@ -234,10 +231,7 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
         model.compile(keras.optimizers.Adam(phase["learning_rate"]), loss, metrics=[monitored_auc(spec)],
                       jit_compile=False)
         if mid_phase:
-            try:
-                checkpoint.restore_optimizer(model)
-            except CheckpointError as error:
-                raise SystemExit(f"python -m train: error: {error}") from None
+            restore_or_stop(checkpoint.restore_optimizer, model)
         early = ResumableEarlyStopping(restore=state.early_stopping if mid_phase else None, **plan["early_stopping"])
         reduce = ResumableReduceLROnPlateau(restore=state.reduce_lr if mid_phase else None,
                                             **plan["reduce_lr_on_plateau"])
@@ -266,6 +260,15 @@ def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, arg
     if paused:
         return Fitted(state.epochs_done, state.seconds, {}, state.sittings, paused=True)
     return Fitted(len(candidates.history), state.seconds, candidates.keep(), state.sittings)
+
+
+def restore_or_stop(restore, model) -> None:
+    """A checkpoint's arrays into `model` (Checkpoint.restore_model, restore_optimizer), or the run stops with
+    CheckpointError's message (what cannot be read, and --overwrite)."""
+    try:
+        restore(model)
+    except CheckpointError as error:
+        raise SystemExit(f"python -m train: error: {error}") from None
 
 
 @dataclass(frozen=True)
