@@ -55,14 +55,15 @@ def test_train_knee_writes_a_self_describing_model(trained_knee, phantom_root):
     np.testing.assert_allclose(probabilities, activate("softmax", logits), atol=1e-5)  # T is inside the model
 
 
-def test_train_chest14_fine_tunes_from_a_weights_file(tmp_path, phantom_root):
-    from train.backbones import build_model
+def test_train_chest14_fine_tunes_from_another_task_model(tmp_path, phantom_root):
+    """As the shipped chest14 recipe does (--weights models/pneumonia/model.keras); loading ImageNet-style weights
+    files into a keras.applications backbone: tests/test_pretrained_weights.py."""
+    from train.backbones import build_model, save_model
 
-    donor = build_model(TASKS["pneumonia"], "compact", image_size=64)
-    weights = tmp_path / "compact.weights.h5"
-    keras.Model(donor.input, donor.get_layer("features").output).save_weights(weights)
-    out, _, card = run(tmp_path, phantom_root, "chest14", "--backbone", "compact", "--weights", str(weights),
-                       "--epochs", "1", "--warmup-epochs", "1")
+    weights = tmp_path / "pneumonia.keras"
+    save_model(build_model(TASKS["pneumonia"], "small_cnn", image_size=64), weights)
+    out, _, card = run(tmp_path, phantom_root, "chest14", "--weights", str(weights), "--epochs", "1",
+                       "--warmup-epochs", "1")
     assert len(list(csv.DictReader((out / "history.csv").open()))) == 2  # frozen head phase, then everything
     assert set(card["thresholds"]) == set(TASKS["chest14"].labels)
     assert card["training"]["thresholds"]["rule"].startswith("Youden's J on validation, at the middle")
