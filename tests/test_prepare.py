@@ -123,16 +123,28 @@ def test_the_stream_reads_every_image_once_validation_in_order(chest_cache):
 
 def test_train_from_the_cache(chest_cache, tmp_path):
     pytest.importorskip("keras")
+    from radiograph.layers import load_model
     from train.__main__ import main
+    from train.checkpoint import PAUSED_EXIT
 
     out, manifest = chest_cache
     model, report = tmp_path / "model", tmp_path / "report"
-    main(["chest14", "--cache", str(out), "--backbone", "small_cnn", "--image-size", str(SIZE), "--epochs", "2",
-          "--batch-size", "16", "--seed", "0", "--out", str(model), "--report", str(report)])
+    command = ["chest14", "--cache", str(out), "--backbone", "small_cnn", "--image-size", str(SIZE), "--epochs", "2",
+               "--batch-size", "16", "--seed", "0"]
+    main([*command, "--out", str(model), "--report", str(report)])
     card = json.loads((model / "card.json").read_text())
     assert card["data"]["cache"] == str(out) and card["data"]["kind"] == "synthetic phantoms"
     assert card["data"]["splits"] == manifest["counts"]
     assert (report / "metrics.json").is_file()
+
+    split = tmp_path / "split"  # the same run in two sittings: the stream's shuffles and augmentation resume too
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--out", str(split), "--pause-after-epochs", "1"])
+    assert stop.value.code == PAUSED_EXIT
+    main([*command, "--out", str(split), "--resume"])
+    for a, b in zip(load_model(model / "model.keras").weights, load_model(split / "model.keras").weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert json.loads((split / "card.json").read_text())["metrics"] == card["metrics"]
     with pytest.raises(SystemExit, match="holds 64 px images but the model takes 32 px"):
         main(["chest14", "--cache", str(out), "--backbone", "small_cnn", "--image-size", "32",
               "--out", str(tmp_path / "other")])
