@@ -10,7 +10,7 @@ from radiograph.cards import ModelCard, card_markdown
 from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.intervals import bootstrap
-from train.spread import recorded_command, run_command, summarise
+from train.spread import recorded_command, retrain_band, run_command, summarise
 
 
 def knee_case(patients: int, accuracy: float, seed: int = 0):
@@ -121,6 +121,31 @@ def test_the_spread_summary_gives_mean_sd_and_where_the_shipped_run_falls(tmp_pa
     assert position["shipped"] == pytest.approx(shipped.metrics["accuracy"])
     assert position["sd_from_mean"] == pytest.approx((shipped.metrics["accuracy"] - 0.82) / 0.02)
     assert "best test figure" not in spread["shipped_rule"] and "no seed chosen" in spread["shipped_rule"]
+
+
+def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():
+    """MURA's case: three reruns agree on a near-saturated figure (sd 0.00004 among them) and the shipped run sits
+    0.001 below; 3 sd of the reruns alone would exclude every rerun from the band around the shipped figure."""
+    card = {"metrics": {"study_auc": 0.9794, "kappa": 0.861, "count": 7},
+            "intervals": {"intervals": {"study_auc": [0.964, 0.991], "kappa": [0.84, 0.88]}},
+            "spread": {"runs": [{"figures": {"study_auc": v, "kappa": k}} for v, k in
+                                ((0.98046, 0.870), (0.98054, 0.896), (0.98046, 0.887))]}}
+    low, high = retrain_band(card, "study_auc")
+    assert (low, high) == (0.964, 0.991)  # the test interval is wider than 3 sd of the four runs here
+    low, high = retrain_band(card, "kappa")  # here 3 sd of the four runs (0.015) is wider than the interval
+    assert low < 0.84 and 0.896 < high and high - 0.861 == pytest.approx(0.861 - low)
+    assert retrain_band(card, "count") is None  # neither a spread nor an interval
+    assert retrain_band({**card, "spread": None}, "kappa") == (0.84, 0.88)
+
+
+@pytest.mark.parametrize("task", [task for task in TASKS if (Path(__file__).parent.parent / "models" / task /
+                                                              "card.json").exists()])
+def test_every_measured_run_of_a_shipped_model_lies_inside_its_retrain_band(task):
+    card = json.loads((Path(__file__).parent.parent / "models" / task / "card.json").read_text())
+    for run in (card.get("spread") or {}).get("runs", []):
+        for name, value in run["figures"].items():
+            band = retrain_band(card, name)
+            assert band is None or band[0] <= value <= band[1], (task, run["seed"], name, value, band)
 
 
 def test_a_card_shows_test_and_fresh_figures_with_intervals_and_the_spread():

@@ -2,8 +2,9 @@
 
 * every shipped demo model retrains from the command in its card (and its map settings, train.maps, from
   the card's maps command), on phantoms regenerated from the card's provenance, each recorded figure within
-  its band (`band`): 3 sd of the measured run-to-run spread (card.spread, train.spread) where the card has it,
-  else the figure's 95% bootstrap interval on the test split (card.intervals, train.intervals). On the CPU type
+  its band (train.spread.retrain_band): 3 sd of every measured run of the card's command, the shipped one
+  included (card.spread, train.spread), or the figure's 95% bootstrap interval on the test split where that is
+  wider (card.intervals, train.intervals). On the CPU type
   that trained it, a retrain is bit-identical; across CPU types only the spread holds;
 * a shuffled-label control: the training command on phantoms whose labels were shuffled must end at
   chance level (if it does not, something other than the finding carries the label);
@@ -42,6 +43,7 @@ def numbers(metrics):
 def test_demo_model_retrains_from_its_card(task, tmp_path):
     from train.__main__ import main as train
     from train.phantoms import main as phantoms
+    from train.spread import retrain_band
 
     card = json.loads((ROOT / "models" / task / "card.json").read_text())
     phantom_command = shlex.split(card["data"]["command"])[3:]  # after "python -m train.phantoms"
@@ -60,25 +62,12 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
         maps([*settings, "--models", str(tmp_path / "models"), "--report", str(tmp_path / "report")])
     again = json.loads((tmp_path / "models" / task / "card.json").read_text())
     expected, measured = numbers(card["metrics"]), numbers(again["metrics"])
-    checked = [n for n in expected if band(card, n) is not None]
+    checked = [n for n in expected if retrain_band(card, n) is not None]
     assert checked, f"{task}'s card has neither a spread nor intervals: python -m train.intervals, train.spread"
     for name in checked:
-        low, high = band(card, name)
+        low, high = retrain_band(card, name)
         assert low <= measured[name] <= high, (f"{name}: retrained {measured[name]:.4f}, shipped "
                                                f"{expected[name]:.4f}, band [{low:.4f}, {high:.4f}]")
-
-
-def band(card: dict, name: str) -> tuple[float, float] | None:
-    """Where a retrained figure must fall: the shipped figure +- 3 sd of the run-to-run spread, else the figure's
-    95% bootstrap interval on the test split; None when the card has neither for it (e.g. a confusion count)."""
-    figure = numbers(card["metrics"]).get(name)
-    spread = ((card.get("spread") or {}).get("summary") or {}).get(name)
-    if spread is not None and figure is not None:
-        return figure - 3 * spread["sd"], figure + 3 * spread["sd"]
-    from train.intervals import dotted
-
-    intervals = dotted((card.get("intervals") or {}).get("intervals") or {}, keep=lambda value: True)
-    return tuple(intervals[name]) if intervals.get(name) else None
 
 
 def test_shuffled_labels_end_at_chance(tmp_path):
