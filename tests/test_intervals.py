@@ -136,6 +136,8 @@ def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():
     assert low < 0.84 and 0.896 < high and high - 0.861 == pytest.approx(0.861 - low)
     assert retrain_band(card, "count") is None  # neither a spread nor an interval
     assert retrain_band({**card, "spread": None}, "kappa") == (0.84, 0.88)
+    one = {**card, "spread": {"runs": [{"figures": {"kappa": 0.95}}]}}  # one rerun outside the interval
+    assert retrain_band(one, "kappa")[1] > 0.95
 
 
 @pytest.mark.parametrize("task", [task for task in TASKS if (Path(__file__).parent.parent / "models" / task /

@@ -107,19 +107,19 @@ def summarise(task: str, models: Path, root: Path) -> dict:
 def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
     """Where a retrained figure must fall (the slow retrain test, tests/test_slow.py): the shipped figure +- 3 sd of
     every run of the card's command, the shipped run included, widened to the figure's 95% test interval where that
-    is wider; the interval alone where the card has no spread; None when it has neither (a confusion count).
+    is wider; the interval alone where the card records no rerun; None when it has neither (a confusion count).
 
     The shipped run counts in the sd because it is one more run of the same recipe: with the reruns alone, a figure
-    on which they happen to agree (MURA's study AUC: 0.98046, 0.98054, 0.98046, sd 0.00004) gives a band that
-    excludes the shipped figure's own neighbours (0.97939 shipped). With n runs in the sd no run lies more than
-    sqrt(2(n-1)) sd from another (2.4 for four), so every measured run is inside its band."""
+    on which they happen to agree (MURA's study AUC: 0.98046, 0.98054, 0.98046, sd 0.00004) gives a band around
+    the shipped 0.97939 that excludes every rerun. With n runs in the sd (n >= 2: one rerun and the shipped run)
+    no run lies more than sqrt(2(n-1)) sd from another (2.4 for four), so every measured run is inside its band."""
     figure = dotted(card["metrics"]).get(name)
     interval = dotted((card.get("intervals") or {}).get("intervals") or {}, keep=lambda value: True).get(name)
     runs = [run["figures"][name] for run in (card.get("spread") or {}).get("runs", []) if name in run["figures"]]
-    if figure is None or (len(runs) < 2 and not interval):
+    if figure is None or not (runs or interval):
         return None
     low, high = (interval or (figure, figure))
-    if len(runs) >= 2:
+    if runs:  # one rerun and the shipped run already make an sd
         sd = statistics.stdev([*runs, figure])
         low, high = min(low, figure - 3 * sd), max(high, figure + 3 * sd)
     return low, high
