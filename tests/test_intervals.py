@@ -132,7 +132,7 @@ def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():
                                 ((0.98046, 0.870), (0.98054, 0.896), (0.98046, 0.887))]}}
     low, high = retrain_band(card, "study_auc")
     assert (low, high) == (0.964, 0.991)  # the test interval is wider than 3 sd of the four runs here
-    low, high = retrain_band(card, "kappa")  # here 3 sd of the four runs (0.015) is wider than the interval
+    low, high = retrain_band(card, "kappa")  # here 3 sd of the four runs (3 x 0.016) is wider than the interval
     assert low < 0.84 and 0.896 < high and high - 0.861 == pytest.approx(0.861 - low)
     assert retrain_band(card, "count") is None  # neither a spread nor an interval
     assert retrain_band({**card, "spread": None}, "kappa") == (0.84, 0.88)
