@@ -138,6 +138,8 @@ def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():
     assert retrain_band({**card, "spread": None}, "kappa") == (0.84, 0.88)
     one = {**card, "spread": {"runs": [{"figures": {"kappa": 0.95}}]}}  # one rerun outside the interval
     assert retrain_band(one, "kappa")[1] > 0.95
+    undefined = {**card, "spread": {"runs": [{"figures": {"kappa": float("nan")}}, {"figures": {}}]}}
+    assert retrain_band(undefined, "kappa") == (0.84, 0.88)  # runs without a finite figure count for nothing
 
 
 @pytest.mark.parametrize("task", [task for task in TASKS if (Path(__file__).parent.parent / "models" / task /

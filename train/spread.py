@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import statistics
 import subprocess
@@ -115,7 +116,8 @@ def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
     no run lies more than sqrt(2(n-1)) sd from another (2.4 for four), so every measured run is inside its band."""
     figure = dotted(card["metrics"]).get(name)
     interval = dotted((card.get("intervals") or {}).get("intervals") or {}, keep=lambda value: True).get(name)
-    runs = [run["figures"][name] for run in (card.get("spread") or {}).get("runs", []) if name in run["figures"]]
+    runs = [run["figures"][name] for run in (card.get("spread") or {}).get("runs", [])
+            if math.isfinite(run["figures"].get(name, math.nan))]  # an AUC of a class a split lacks is NaN
     if figure is None or not (runs or interval):
         return None
     low, high = (interval or (figure, figure))
