@@ -62,10 +62,9 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
         maps([*settings, "--models", str(tmp_path / "models"), "--report", str(tmp_path / "report")])
     again = json.loads((tmp_path / "models" / task / "card.json").read_text())
     expected, measured = numbers(card["metrics"]), numbers(again["metrics"])
-    checked = [n for n in expected if retrain_band(card, n) is not None]
-    assert checked, f"{task}'s card has neither a spread nor intervals: python -m train.intervals, train.spread"
-    for name in checked:
-        low, high = retrain_band(card, name)
+    bands = {name: band for name in expected if (band := retrain_band(card, name)) is not None}
+    assert bands, f"{task}'s card has neither a spread nor intervals: python -m train.intervals, train.spread"
+    for name, (low, high) in bands.items():
         assert low <= measured[name] <= high, (f"{name}: retrained {measured[name]:.4f}, shipped "
                                                f"{expected[name]:.4f}, band [{low:.4f}, {high:.4f}]")
 
