@@ -301,6 +301,12 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     metrics = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
     split = card.metrics.get("split", "test")
     lines += [""] + figures_table(card, metrics, split)
+    exact = [f"on the {where} {', '.join(names)}" for where, names in
+             (("test split", (card.intervals or {}).get("exact_binomial")), ("fresh set", card.fresh.get("exact_binomial")
+                                                                             if card.fresh else None)) if names]
+    if exact:  # train.intervals.exact_at_bounds
+        lines += ["", "Figures of 0 or 1 have exact binomial (Clopper-Pearson) intervals over their images or studies "
+                      f"instead of bootstrap ones, as no resample of a perfect score can miss: {'; '.join(exact)}."]
     spread = card.spread or {}
     if spread.get("runs"):
         seeds = ", ".join(str(run.get("seed")) for run in spread["runs"])

@@ -9,7 +9,7 @@ import pytest
 from radiograph.cards import ModelCard, card_markdown
 from radiograph.registry import TASKS
 from train.datasets import Sample
-from train.intervals import bootstrap
+from train.intervals import bootstrap, exact_at_bounds
 from train.spread import recorded_command, retrain_band, run_command, summarise
 
 
@@ -50,20 +50,24 @@ def test_perfect_predictions_have_a_point_interval_and_the_seed_fixes_the_draws(
                                                                                    replicates=50, seed=4)
 
 
-def test_patients_are_resampled_whole_and_each_drawn_copy_is_its_own_study():
-    """MURA: a patient's studies go together, and a patient drawn twice counts as two patients' studies (merged,
-    the study count and so the study figures would shrink)."""
-    spec = TASKS["mura"]
-    rng = np.random.default_rng(2)
+def mura_case(patients: int, rng):
+    """Two studies per patient, three views per study, each study one of the 14 body part x normal/abnormal labels."""
     samples, targets = [], []
-    for patient in range(30):
+    for patient in range(patients):
         for study in range(2):
             label = rng.integers(0, 14)
             for view in range(3):
                 samples.append(Sample(Path(f"p{patient}/s{study}/v{view}.png"), tuple(np.eye(14, dtype=int)[label]),
                                       f"p{patient}", f"p{patient}/s{study}"))
                 targets.append(np.eye(14)[label])
-    targets = np.array(targets)
+    return TASKS["mura"], np.array(targets), samples
+
+
+def test_patients_are_resampled_whole_and_each_drawn_copy_is_its_own_study():
+    """MURA: a patient's studies go together, and a patient drawn twice counts as two patients' studies (merged,
+    the study count and so the study figures would shrink)."""
+    rng = np.random.default_rng(2)
+    spec, targets, samples = mura_case(30, rng)
     probabilities = 0.7 * targets + 0.3 * rng.dirichlet(np.ones(14), len(targets))
     counted = []
     import train.intervals as intervals
@@ -83,6 +87,36 @@ def test_patients_are_resampled_whole_and_each_drawn_copy_is_its_own_study():
     assert any(patients < 30 for _, patients, _ in counted[1:])  # some patient was drawn twice
     low, high = result["intervals"]["study_auc"]
     assert low <= result["figures"]["study_auc"] <= high
+
+
+def test_a_share_of_0_or_1_gets_its_exact_binomial_interval_over_its_images_or_studies():
+    """A perfect share's bootstrap interval is a point; its Clopper-Pearson interval is (0.025^(1/n), 1)."""
+    spec, targets, _, samples = knee_case(40, 1.0)
+    result = bootstrap(spec, targets, targets * 0.9 + 0.02, samples, [0.5] * 5, replicates=50)
+    exact = exact_at_bounds(spec, targets, samples, result)
+    assert exact == {"accuracy": {"successes": 80, "trials": 80}}  # images, not patients
+    assert result["intervals"]["accuracy"] == pytest.approx([0.025 ** (1 / 80), 1.0])
+    assert result["intervals"]["balanced_accuracy"] == [1.0, 1.0]  # not a share of trials: the bootstrap's point
+
+    rng = np.random.default_rng(5)
+    spec, targets, samples = mura_case(60, rng)
+    probabilities = targets.copy()
+    hand_abnormal = [i for i, s in enumerate(samples) if spec.labels[int(np.argmax(s.target))] == "hand_abnormal"]
+    probabilities[hand_abnormal[:3]] = np.eye(14)[spec.labels.index("hand_normal")]  # one hand study called normal
+    result = bootstrap(spec, targets, probabilities, samples, [0.5] * 14, replicates=50)
+    exact = exact_at_bounds(spec, targets, samples, result)
+    parts = result["intervals"]["body_part_accuracy"]["study_accuracy_per_part"]
+    per_part_studies = {}
+    for sample in samples[::3]:
+        part = spec.labels[int(np.argmax(sample.target))].rsplit("_", 1)[0]
+        per_part_studies[part] = per_part_studies.get(part, 0) + 1
+    assert result["figures"]["body_part_accuracy"]["study_accuracy_per_part"]["hand"] < 1.0
+    assert "body_part_accuracy.study_accuracy_per_part.hand" not in exact  # an error: the bootstrap's interval
+    for part, studies in per_part_studies.items():
+        if part != "hand":
+            assert exact[f"body_part_accuracy.study_accuracy_per_part.{part}"] == {"successes": studies,
+                                                                                   "trials": studies}
+            assert parts[part] == pytest.approx([0.025 ** (1 / studies), 1.0])
 
 
 def test_the_spread_runs_the_cards_command_with_its_seed_data_and_folder(tmp_path):
@@ -161,6 +195,12 @@ def test_a_card_shows_test_and_fresh_figures_with_intervals_and_the_spread():
     assert "95% interval (by patient)" in text and "fresh set (seed 31415, 600 images)" in text
     row = next(line for line in text.splitlines() if line.startswith("| auc |"))
     assert "(0.970-1.000)" in row and "0.990" in row and "(0.980-0.995)" in row and "0.995 +- 0.004" in row
+    assert "Clopper-Pearson" not in text  # no exact interval in this card
+
+    shipped = card_markdown(ModelCard.load(Path(__file__).parent.parent / "models" / "pneumonia"))
+    row = next(line for line in shipped.splitlines() if line.startswith("| specificity |"))
+    assert row.startswith("| specificity | 1.000 | (0.949-1.000) |")  # 71 of 71: exact, not the bootstrap's point
+    assert "exact binomial (Clopper-Pearson) intervals" in shipped and "on the test split sensitivity" in shipped
 
 
 def test_a_paired_difference_inside_the_noise_is_a_tie_and_a_real_one_is_not():

@@ -99,9 +99,21 @@ def _group_accuracy(targets, probabilities, samples, spec: TaskSpec, **_):
     _, groups = _studies(samples, true_group)
     per_group = {group: float(np.mean((score[groups == i] >= decision.cut) == truth[groups == i]))
                  for i, group in enumerate(decision.groups) if np.any(groups == i)}
+    return dict(zip(_group_accuracy_names(spec), (overall, per_group)))
+
+
+def _group_accuracy_names(spec: TaskSpec) -> tuple[str, str]:
+    """The keys of `_group_accuracy` as cards have them: body_part -> image_body_part_accuracy, study_accuracy_per_part."""
     noun = spec.study.noun if spec.study else "image"
-    short = decision.group_name.rsplit("_", 1)[-1]  # the keys as cards have them: body_part -> ..._per_part
-    return {f"image_{decision.group_name}_accuracy": overall, f"{noun}_accuracy_per_{short}": per_group}
+    short = spec.decision.group_name.rsplit("_", 1)[-1]
+    return f"image_{spec.decision.group_name}_accuracy", f"{noun}_accuracy_per_{short}"
+
+
+def _group_trials(targets, samples, spec: TaskSpec, **_):
+    """The images and, per true group, the studies `_group_accuracy`'s figures are shares of."""
+    _, groups = _studies(samples, group_indices(spec.decision, targets))
+    per_group = {group: int(np.sum(groups == i)) for i, group in enumerate(spec.decision.groups) if np.any(groups == i)}
+    return dict(zip(_group_accuracy_names(spec), (len(targets), per_group)))
 
 
 def _f1_at_thresholds(targets, probabilities, labels, thresholds, **_):
@@ -135,6 +147,17 @@ METRICS = {
         *_study_decisions(spec.decision, t, p, samples))),
     "body_part_accuracy": _group_accuracy,
     "per_class_f1_at_threshold": _f1_at_thresholds,
+}
+
+# the figures among METRICS that are a share of trials (images or studies, each right or wrong): name ->
+# function(targets, samples, spec) -> the number of trials, the same shape as the figure. train.intervals gives
+# such a figure of 0 or 1, whose bootstrap interval is a point, its exact binomial interval over them.
+TRIALS = {
+    "accuracy": lambda t, **_: len(t),
+    "sensitivity": lambda t, **_: int(np.sum(t.argmax(1) == 1)),
+    "specificity": lambda t, **_: int(np.sum(t.argmax(1) == 0)),
+    "study_accuracy": lambda t, samples, **_: len(_studies(samples, np.zeros(len(t)))[0]),
+    "body_part_accuracy": _group_trials,
 }
 
 

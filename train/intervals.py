@@ -12,7 +12,9 @@ phantom set (a seed never used for training, model selection, thresholds or temp
 The model is scored as it is served: its ONNX file (the temperature folded in) through the shared loader, decided
 with the card's thresholds. Intervals are 95% percentile bootstrap intervals over REPLICATES resamples of the
 patients (MURA: a patient's studies go together; ChestX-ray14 and knee: a patient's images), so images of one
-patient never sit on both sides of a resample. A replicate in which a figure is undefined (an AUC of a class
+patient never sit on both sides of a resample. A share of images or studies that is 0 or 1 (every study right)
+would get a point, as no resample can miss; it gets its exact binomial (Clopper-Pearson) interval instead, named
+in the card's `exact_binomial`. A replicate in which a figure is undefined (an AUC of a class
 with no positive drawn) is left out of that figure's interval, and the card says how many were.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from radiograph.cards import ModelCard
 from radiograph.registry import TASKS, get_task
-from train.evaluate import METRICS, targets_of
+from train.evaluate import METRICS, TRIALS, targets_of
 
 REPLICATES = 1000
 LEVEL = 0.95
@@ -126,6 +129,29 @@ def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int
             "undefined": {"/".join(path): count for path, count in undefined.items() if count}}
 
 
+def exact_at_bounds(spec, targets, samples, result: dict, level: float = LEVEL) -> dict:
+    """A share of trials (evaluate.TRIALS: accuracy, sensitivity, a part's study accuracy) of 0 or 1 has a point
+    for its bootstrap interval: no resample can miss. Such a figure gets its exact binomial (Clopper-Pearson)
+    interval over its trials instead, each image or study taken as independent. `result` (from `bootstrap`) has
+    those intervals replaced in place; returns {dotted name: {"successes": k, "trials": n}} of each one replaced."""
+    from scipy.stats import beta
+
+    trials = {}
+    for name in spec.metrics:
+        if name in TRIALS:
+            trials.update(_flat({name: TRIALS[name](np.asarray(targets), samples=samples, spec=spec)}))
+    intervals, exact, tail = _flat(result["intervals"]), {}, (1 - level) / 2
+    for path, value in _flat(result["figures"]).items():
+        count = trials.get(path)
+        if count and value in (0.0, 1.0):
+            k = round(value * count)
+            intervals[path] = [float(beta.ppf(tail, k, count - k + 1)) if k else 0.0,
+                               float(beta.ppf(1 - tail, k + 1, count - k)) if k < count else 1.0]
+            exact[".".join(map(str, path))] = {"successes": k, "trials": count}
+    result["intervals"] = _nested(intervals)
+    return exact
+
+
 def paired(spec, targets, first, second, samples, thresholds, replicates: int = REPLICATES, seed: int = SEED,
            level: float = LEVEL) -> dict:
     """Two models (or settings) on the same images: each figure's difference (first - second) with its paired
@@ -217,19 +243,20 @@ def main(argv: list[str] | None = None) -> int:
     spec, folder = get_task(args.task), args.models / args.task
     card = ModelCard.load(folder)
     thresholds = [card.thresholds[label] for label in spec.labels]
-    command = "python -m train.intervals " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m train.intervals " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.data:
         index = read_dataset(spec.id, args.data, card.training["val_fraction"], card.training["seed"])
         samples = index.splits["test"]
         result = bootstrap(spec, targets_of(samples), score(folder, samples), samples, thresholds, args.replicates)
+        exact = exact_at_bounds(spec, targets_of(samples), samples, result)
         differ = {name: (value, result["figures"].get(name)) for name, value in card.metrics.items()
                   if isinstance(value, float) and abs(value - (result["figures"].get(name) or 0.0)) > REPRODUCED}
         if differ:  # not the split the card was measured on, or not the model
             parser.exit(2, f"error: the test split scored here does not reproduce the card's figures (card, here): "
                            f"{differ}; is --data the card's dataset ({card.data.get('command')})?\n")
         card.intervals = {**method(samples, args.replicates), "split": "test", "figures": result["figures"],
-                          "intervals": result["intervals"], "undefined_replicates": result["undefined"],
-                          "command": command}
+                          "intervals": result["intervals"], "exact_binomial": exact,
+                          "undefined_replicates": result["undefined"], "command": command}
         print(json.dumps({"test": card.intervals}, indent=2))
     if args.fresh:
         if args.fresh_seed in (card.data.get("seed"), card.training.get("seed")):
@@ -237,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         index = read_dataset(spec.id, args.fresh, card.training["val_fraction"], card.training["seed"])
         samples = [sample for split in ("train", "val", "test") for sample in index.splits.get(split, [])]
         result = bootstrap(spec, targets_of(samples), score(folder, samples), samples, thresholds, args.replicates)
+        exact = exact_at_bounds(spec, targets_of(samples), samples, result)
         card.fresh = {**method(samples, args.replicates), "seed": args.fresh_seed, "generated_by": args.fresh_command,
-                      "figures": result["figures"], "intervals": result["intervals"],
+                      "figures": result["figures"], "intervals": result["intervals"], "exact_binomial": exact,
                       "undefined_replicates": result["undefined"], "command": command}
         print(json.dumps({"fresh": card.fresh}, indent=2))
     card.save(folder)
