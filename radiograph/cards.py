@@ -251,15 +251,36 @@ def verified_file(folder: str | Path, files: dict, name: str, hint: str) -> Path
     return path
 
 
-def _interval(pair) -> str:
-    return f"({_figure(pair[0])}-{_figure(pair[1])})" if pair else ""
+def _interval(pair, exact: bool = False) -> str:
+    return f"({_figure(pair[0])}-{_figure(pair[1])}){' exact' if exact else ''}" if pair else ""
+
+
+def _at(tree: dict | None, dotted: str):
+    """A nested figure (or interval) by its dotted name (body_part_accuracy.study_accuracy_per_part.finger)."""
+    for key in dotted.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def headline_figures(metrics: dict) -> dict:
+    """The figures a card's table shows, by dotted name: every number in `metrics`, nested ones included, less
+    the per-class AUCs (their own table, with thresholds)."""
+    def walk(value, name):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield from walk(inner, f"{name}.{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield name, value
+    return {name: value for key, value in metrics.items() if key != "per_class_auc" for name, value in walk(value, key)}
 
 
 def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[str]:
-    """Each headline figure with its noise: the test split's value and 95% bootstrap interval, the fresh phantom
-    set's value and interval, and the mean +- sd over training runs, where the card has them."""
-    test_ci = (card.intervals or {}).get("intervals") or {}
-    fresh = card.fresh or {}
+    """Each headline figure (by dotted name) with its noise: the test split's value and 95% bootstrap interval,
+    the fresh phantom set's value and interval, and the mean +- sd over training runs, where the card has them.
+    An interval marked exact is a share of 0 or 1's exact binomial one (train.intervals.exact_at_bounds)."""
+    test, fresh = card.intervals or {}, card.fresh or {}
     spread = (card.spread or {}).get("summary") or {}
     header = [f"{split} split", "95% interval (by patient)"]
     if fresh:
@@ -268,13 +289,18 @@ def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[s
         header.append(f"{(card.spread or {}).get('runs_count', '?')} training runs, mean +- sd")
     rows = [f"| metric | {' | '.join(header)} |", "|---" * (len(header) + 1) + "|"]
     for name, value in metrics.items():
-        cells = [_figure(value), _interval(test_ci.get(name))]
+        cells = [_figure(value), _interval(_at(test.get("intervals"), name), name in (test.get("exact_binomial") or {}))]
         if fresh:
-            cells += [_figure((fresh.get("figures") or {}).get(name)), _interval((fresh.get("intervals") or {}).get(name))]
+            cells += [_figure(_at(fresh.get("figures"), name)),
+                      _interval(_at(fresh.get("intervals"), name), name in (fresh.get("exact_binomial") or {}))]
         if spread:
             each = spread.get(name)
             cells.append(f"{_figure(each['mean'])} +- {_figure(each['sd'])}" if each else "")
         rows.append(f"| {name} | {' | '.join(cells)} |")
+    if test.get("exact_binomial") or fresh.get("exact_binomial"):
+        rows += ["", "*exact*: a share of images or studies of 0 or 1, whose bootstrap interval would be a point (no "
+                     "resample of a perfect score can miss), has its exact binomial (Clopper-Pearson) interval over "
+                     "them instead."]
     return rows
 
 
@@ -298,15 +324,8 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
     if served:
         lines.append(f"- Serving: `{served['file']}` ({served['variant']}) on `{served['provider']}`; heatmaps by "
                      f"`{served['cam_path']}`")
-    metrics = {k: v for k, v in card.metrics.items() if isinstance(v, (int, float))}
     split = card.metrics.get("split", "test")
-    lines += [""] + figures_table(card, metrics, split)
-    exact = [f"on the {where} {', '.join(names)}" for where, names in
-             (("test split", (card.intervals or {}).get("exact_binomial")), ("fresh set", card.fresh.get("exact_binomial")
-                                                                             if card.fresh else None)) if names]
-    if exact:  # train.intervals.exact_at_bounds
-        lines += ["", "Figures of 0 or 1 have exact binomial (Clopper-Pearson) intervals over their images or studies "
-                      f"instead of bootstrap ones, as no resample of a perfect score can miss: {'; '.join(exact)}."]
+    lines += [""] + figures_table(card, headline_figures(card.metrics), split)
     spread = card.spread or {}
     if spread.get("runs"):
         seeds = ", ".join(str(run.get("seed")) for run in spread["runs"])

@@ -199,8 +199,13 @@ def test_a_card_shows_test_and_fresh_figures_with_intervals_and_the_spread():
 
     shipped = card_markdown(ModelCard.load(Path(__file__).parent.parent / "models" / "pneumonia"))
     row = next(line for line in shipped.splitlines() if line.startswith("| specificity |"))
-    assert row.startswith("| specificity | 1.000 | (0.949-1.000) |")  # 71 of 71: exact, not the bootstrap's point
-    assert "exact binomial (Clopper-Pearson) intervals" in shipped and "on the test split sensitivity" in shipped
+    assert row.startswith("| specificity | 1.000 | (0.949-1.000) exact |")  # 71 of 71, not the bootstrap's point
+    assert "exact binomial (Clopper-Pearson) interval" in shipped
+    mura = card_markdown(ModelCard.load(Path(__file__).parent.parent / "models" / "mura"))
+    finger = next(line for line in mura.splitlines() if line.startswith("| body_part_accuracy.study_accuracy_per_part"
+                                                                           ".finger |"))
+    assert finger.startswith("| body_part_accuracy.study_accuracy_per_part.finger | 1.000 | (0.894-1.000) exact |")
+    assert finger.endswith("| 1.000 +- 0.000 |")  # nested figures have their spread too
 
 
 def test_a_paired_difference_inside_the_noise_is_a_tie_and_a_real_one_is_not():
