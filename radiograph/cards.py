@@ -296,7 +296,7 @@ def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[s
         if spread:
             each = spread.get(name)
             cells.append(f"{_figure(each['mean'])} +- {_figure(each['sd'])}" if each else "")
-        rows.append(f"| {name} | {' | '.join(cells)} |")
+        rows.append(f"| {': '.join(name.split('.')[-2:])} | {' | '.join(cells)} |")  # study_accuracy_per_part: finger
     if test.get("exact_binomial") or fresh.get("exact_binomial"):
         rows += ["", "*exact*: a share of images or studies of 0 or 1, whose bootstrap interval would be a point (no "
                      "resample of a perfect score can miss), has its exact binomial (Clopper-Pearson) interval over "
