@@ -117,7 +117,7 @@ def threshold_bars(labels: list[str], probabilities, thresholds: dict) -> str:
     for label, p in sorted(zip(labels, probabilities), key=lambda item: -item[1]):
         t = thresholds[label]
         positive = p >= t
-        never = (" (threshold unreachable: never called positive)" if label in unreachable else "")
+        never = (" (threshold unreachable: called only at a saturated probability)" if label in unreachable else "")
         rows.append(
             f'<div class="bar-row{" positive" if positive else ""}{" unreachable" if never else ""}" '
             f'title="P = {p:.3f}, threshold {t:.3f}{never}">'
@@ -126,8 +126,9 @@ def threshold_bars(labels: list[str], probabilities, thresholds: dict) -> str:
             f'<span class="bar-threshold" style="left:{100 * t:.1f}%"></span></span>'
             f'<span class="bar-value">{p:.2f}</span></div>')
     note = (f'<div class="bar-note">* Unreachable threshold ({", ".join(map(html.escape, unreachable))}): only a '
-            "probability of practically 1 meets it, so this model never calls "
-            f"{'this finding' if len(unreachable) == 1 else 'these findings'} positive.</div>" if unreachable else "")
+            "probability that has saturated at practically 1 meets it, so this model calls "
+            f"{'this finding' if len(unreachable) == 1 else 'these findings'} positive only then, and never on a less "
+            "certain image.</div>" if unreachable else "")
     return ('<div class="threshold-bars"><div class="bar-caption">Probability per finding; the black tick is the '
             "finding's operating threshold (chosen on validation). Bold: above it.</div>" + "".join(rows) + note
             + "</div>")

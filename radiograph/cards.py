@@ -24,9 +24,9 @@ from pathlib import Path
 from radiograph.registry import Decision, Study, TaskSpec, get_task
 
 # An operating threshold at or above this is met only by a saturated probability (within 1e-6 of 1: a logit above
-# about 14, where float32 sigmoid outputs are a handful of steps below 1.0), so its finding is in practice never
-# called positive. Training no longer chooses such thresholds (train.evaluate.operating_thresholds); older cards
-# may hold them, and everything that shows thresholds says so.
+# about 14, where float32 sigmoid outputs are a handful of steps below 1.0), so its finding is called positive only
+# when the model's score saturates. Training no longer chooses such thresholds (train.evaluate.operating_thresholds);
+# older cards may hold them, and everything that shows thresholds says so.
 UNREACHABLE_ABOVE = 1 - 1e-6
 
 
@@ -110,7 +110,7 @@ class ModelCard:
 
     @property
     def unreachable_thresholds(self) -> list[str]:
-        """Labels the card's rule can in practice never call positive: an each-above-threshold decision whose
+        """Labels the card's rule calls positive only at a saturated probability: an each-above-threshold decision whose
         threshold is at or above UNREACHABLE_ABOVE (other decisions do not use per-class thresholds)."""
         return unreachable_thresholds(self.thresholds) if self.decision.kind == "each_above_threshold" else []
 
@@ -289,7 +289,8 @@ def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[s
         header.append(f"{(card.spread or {}).get('runs_count', '?')} training runs, mean +- sd")
     rows = [f"| metric | {' | '.join(header)} |", "|---" * (len(header) + 1) + "|"]
     for name, value in metrics.items():
-        cells = [_figure(value), _interval(_at(test.get("intervals"), name), name in (test.get("exact_binomial") or {}))]
+        cells = [_figure(value),
+                 _interval(_at(test.get("intervals"), name), name in (test.get("exact_binomial") or {}))]
         if fresh:
             cells += [_figure(_at(fresh.get("figures"), name)),
                       _interval(_at(fresh.get("intervals"), name), name in (fresh.get("exact_binomial") or {}))]
@@ -349,8 +350,11 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
             values = ", ".join(f"{card.thresholds[label]:.10g}" for label in unreachable)
             which = "this finding" if len(unreachable) == 1 else "these findings"
             lines += ["", (f"**Unreachable thresholds: {', '.join(unreachable)}.** Their operating thresholds are "
-                           f"{values}: only a probability within {1 - UNREACHABLE_ABOVE:.0e} of 1 meets them, so this "
-                           f"model in practice never calls {which} positive. (They were chosen on validation at the "
+                           f"{values}: only a probability within {1 - UNREACHABLE_ABOVE:.0e} of 1, one that has "
+                           f"saturated, meets them, so this model calls {which} positive only then, and never on a "
+                           "less certain image. The phantoms' positives do saturate (their F1 at these thresholds is "
+                           "in the figures table); a real image that stops short would not be called. (They were "
+                           "chosen on validation at the "
                            "lowest positive's probability, which had saturated; training now chooses thresholds "
                            "that can be met.)")]
         rule = training.get("thresholds", {}).get("rule")

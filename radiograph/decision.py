@@ -57,7 +57,7 @@ def decide(card: ModelCard, probabilities: np.ndarray) -> dict:
         thresholds = card.thresholds
         positives = [label for label, value in zip(labels, p) if value >= thresholds[label]]
         return {"positive": positives, "thresholds": thresholds,
-                "unreachable_thresholds": card.unreachable_thresholds,  # never met in practice (cards.UNREACHABLE_ABOVE)
+                "unreachable_thresholds": card.unreachable_thresholds,  # met only saturated (cards.UNREACHABLE_ABOVE)
                 "text": "Positive: " + ", ".join(positives) if positives else "No finding above its threshold"}
     if decision.kind == "grouped":
         summary = grouped_summary(decision, p)

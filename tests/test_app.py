@@ -204,7 +204,7 @@ def test_threshold_bars_mark_every_class_and_its_threshold():
     saturated = {**thresholds, "Effusion": 1.0, "Edema": 0.9999999997}  # as the shipped chest14 card has them
     marked = app.threshold_bars(labels, probabilities, saturated)
     assert marked.count("bar-row unreachable") + marked.count("positive unreachable") == 2
-    assert "Unreachable threshold (Effusion, Edema)" in marked and "never calls these findings positive" in marked
+    assert "Unreachable threshold (Effusion, Edema)" in marked and "calls these findings positive only then" in marked
 
 
 def test_the_chest_tab_shows_an_overlay_per_positive_finding_when_there_are_several():

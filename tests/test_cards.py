@@ -68,7 +68,7 @@ def test_an_inconsistent_card_is_refused_with_the_reason(change, problem):
 
 
 def test_unreachable_thresholds_of_the_shipped_cards_are_said_where_thresholds_are_shown():
-    """chest14's shipped Effusion and Edema thresholds (1.0, 0.9999999997) can in practice never be met: the card
+    """chest14's shipped Effusion and Edema thresholds (1.0, 0.9999999997) are met only by a saturated probability: the card
     markdown and every decision say so; no other shipped card has such a threshold."""
     import numpy as np
 
@@ -79,7 +79,7 @@ def test_unreachable_thresholds_of_the_shipped_cards_are_said_where_thresholds_a
     assert unreachable == {task: ["Effusion", "Edema"] if task == "chest14" else [] for task in TASKS}
     card = ModelCard.load(ROOT / "models" / "chest14")
     text = card_markdown(card)
-    assert "**Unreachable thresholds: Effusion, Edema.**" in text and "never calls these findings positive" in text
+    assert "**Unreachable thresholds: Effusion, Edema.**" in text and "calls these findings positive only then" in text
     assert "| Effusion | 1.000 (1.000-1.000) | 1.000 (1.000-1.000) | 1.000 (unreachable) |" in text
     assert "| Fibrosis | 0.995 (0.986-1.000) | 0.984 (0.948-1.000) | 1.000 |" in text  # test and fresh, intervals
     decision = decide(card, np.full(len(card.labels), 0.9999))
