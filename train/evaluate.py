@@ -103,7 +103,8 @@ def _group_accuracy(targets, probabilities, samples, spec: TaskSpec, **_):
 
 
 def _group_accuracy_names(spec: TaskSpec) -> tuple[str, str]:
-    """The keys of `_group_accuracy` as cards have them: body_part -> image_body_part_accuracy, study_accuracy_per_part."""
+    """The keys of `_group_accuracy` as cards have them (body_part: image_body_part_accuracy,
+    study_accuracy_per_part)."""
     noun = spec.study.noun if spec.study else "image"
     short = spec.decision.group_name.rsplit("_", 1)[-1]
     return f"image_{spec.decision.group_name}_accuracy", f"{noun}_accuracy_per_{short}"
