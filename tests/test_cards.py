@@ -68,8 +68,8 @@ def test_an_inconsistent_card_is_refused_with_the_reason(change, problem):
 
 
 def test_unreachable_thresholds_of_the_shipped_cards_are_said_where_thresholds_are_shown():
-    """chest14's shipped Effusion and Edema thresholds (1.0, 0.9999999997) are met only by a saturated probability: the card
-    markdown and every decision say so; no other shipped card has such a threshold."""
+    """chest14's shipped Effusion and Edema thresholds (1.0, 0.9999999997) are met only by a saturated probability:
+    the card markdown and every decision say so; no other shipped card has such a threshold."""
     import numpy as np
 
     from radiograph.cards import card_markdown
