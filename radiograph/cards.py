@@ -264,16 +264,27 @@ def _at(tree: dict | None, dotted: str):
     return tree
 
 
+def leaves(value, prefix: tuple = ()) -> dict:
+    """Every leaf of nested dicts by its path of keys: {("per_class_auc", "Healthy"): 0.97, ...}."""
+    if isinstance(value, dict):
+        return {path: leaf for key, inner in value.items() for path, leaf in leaves(inner, (*prefix, key)).items()}
+    return {prefix: value}
+
+
+def is_figure(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def dotted(values: dict, keep=is_figure) -> dict:
+    """Nested figures (or intervals) flattened, the nested ones named with dots (per_class_auc.Healthy): every
+    leaf `keep` accepts. The one naming the Models tab, train.spread and the slow retrain test share."""
+    return {".".join(map(str, path)): leaf for path, leaf in leaves(values).items() if keep(leaf)}
+
+
 def headline_figures(metrics: dict) -> dict:
     """The figures a card's table shows, by dotted name: every number in `metrics`, nested ones included, less
     the per-class AUCs (their own table, with thresholds)."""
-    def walk(value, name):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                yield from walk(inner, f"{name}.{key}")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield name, value
-    return {name: value for key, value in metrics.items() if key != "per_class_auc" for name, value in walk(value, key)}
+    return dotted({key: value for key, value in metrics.items() if key != "per_class_auc"})
 
 
 def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[str]:

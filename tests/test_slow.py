@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from radiograph.cards import dotted
 from radiograph.registry import TASKS
 
 pytestmark = pytest.mark.slow
@@ -30,13 +31,6 @@ def replace_option(tokens, option, value):
     tokens = list(tokens)
     tokens[tokens.index(option) + 1] = str(value)
     return tokens
-
-
-def numbers(metrics):
-    """Flatten nested metrics to {dotted name: number} (train.intervals.dotted, as train.spread names them)."""
-    from train.intervals import dotted
-
-    return dotted(metrics)
 
 
 @pytest.mark.parametrize("task", SHIPPED)
@@ -61,7 +55,7 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
             settings = replace_option(settings, "--choose-on", tmp_path / "chooser" / task)
         maps([*settings, "--models", str(tmp_path / "models"), "--report", str(tmp_path / "report")])
     again = json.loads((tmp_path / "models" / task / "card.json").read_text())
-    expected, measured = numbers(card["metrics"]), numbers(again["metrics"])
+    expected, measured = dotted(card["metrics"]), dotted(again["metrics"])
     bands = {name: band for name in expected if (band := retrain_band(card, name)) is not None}
     assert bands, f"{task}'s card has neither a spread nor intervals: python -m train.intervals, train.spread"
     for name, (low, high) in bands.items():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiograph.cards import ModelCard
+from radiograph.cards import ModelCard, leaves
 from radiograph.registry import TASKS, get_task
 from train.evaluate import METRICS, TRIALS, targets_of
 
@@ -66,22 +66,6 @@ def figures(spec, targets, probabilities, samples, thresholds) -> dict:
     return result
 
 
-def _flat(value, prefix=()) -> dict:
-    if isinstance(value, dict):
-        return {key: leaf for k, v in value.items() for key, leaf in _flat(v, (*prefix, k)).items()}
-    return {prefix: value}
-
-
-def is_figure(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def dotted(values: dict, keep=is_figure) -> dict:
-    """Nested figures (or intervals) flattened, the nested ones named with dots (per_class_auc.Healthy): every
-    leaf `keep` accepts. The one naming train.spread and the slow retrain test share."""
-    return {".".join(map(str, path)): leaf for path, leaf in _flat(values).items() if keep(leaf)}
-
-
 def _nested(flat: dict) -> dict:
     result: dict = {}
     for path, value in flat.items():
@@ -105,7 +89,7 @@ def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int
         patients.setdefault(sample.patient or str(sample.path), []).append(index)
     units = list(patients.values())
     rng = np.random.default_rng(seed)
-    draws: dict[tuple, list[float]] = {path: [] for path, value in _flat(point).items() if value is not None}
+    draws: dict[tuple, list[float]] = {path: [] for path, value in leaves(point).items() if value is not None}
     undefined = dict.fromkeys(draws, 0)
     for _ in range(replicates):
         indices, drawn = [], []
@@ -115,7 +99,7 @@ def bootstrap(spec, targets, probabilities, samples, thresholds, replicates: int
                 indices.append(index)
                 drawn.append(dataclasses.replace(sample, path=Path(f"{sample.path}#{copy}"),
                                                  study=f"{sample.study}#{copy}" if sample.study else None))
-        values = _flat(measure(spec, targets[indices], probabilities[indices], drawn, thresholds))
+        values = leaves(measure(spec, targets[indices], probabilities[indices], drawn, thresholds))
         for path in draws:
             value = values.get(path)
             if value is None:
@@ -139,9 +123,9 @@ def exact_at_bounds(spec, targets, samples, result: dict, level: float = LEVEL) 
     trials = {}
     for name in spec.metrics:
         if name in TRIALS:
-            trials.update(_flat({name: TRIALS[name](np.asarray(targets), samples=samples, spec=spec)}))
-    intervals, exact, tail = _flat(result["intervals"]), {}, (1 - level) / 2
-    for path, value in _flat(result["figures"]).items():
+            trials.update(leaves({name: TRIALS[name](np.asarray(targets), samples=samples, spec=spec)}))
+    intervals, exact, tail = leaves(result["intervals"]), {}, (1 - level) / 2
+    for path, value in leaves(result["figures"]).items():
         count = trials.get(path)
         if count and value in (0.0, 1.0):
             k = round(value * count)
@@ -163,14 +147,14 @@ def paired(spec, targets, first, second, samples, thresholds, replicates: int = 
     width = first.shape[1]
 
     def difference(spec_, t, p, drawn, thresholds_):
-        a, b = _flat(figures(spec_, t, p[:, :width], drawn, thresholds_)), \
-            _flat(figures(spec_, t, p[:, width:], drawn, thresholds_))
+        a, b = leaves(figures(spec_, t, p[:, :width], drawn, thresholds_)), \
+            leaves(figures(spec_, t, p[:, width:], drawn, thresholds_))
         return _nested({path: (a[path] - b[path]) if a.get(path) is not None and b.get(path) is not None else None
                         for path in a})
 
     result = bootstrap(spec, targets, both, samples, thresholds, replicates, seed, level, measure=difference)
     verdicts = {"/".join(path): ("tie" if low <= 0 <= high else "first higher" if low > 0 else "second higher")
-                for path, (low, high) in _flat(result["intervals"]).items()}
+                for path, (low, high) in leaves(result["intervals"]).items()}
     return {"differences": result["figures"], "intervals": result["intervals"], "verdicts": verdicts,
             "undefined": result["undefined"]}
 

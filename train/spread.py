@@ -31,10 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from radiograph.cards import ModelCard
+from radiograph.cards import ModelCard, dotted
 from radiograph.registry import TASKS
 from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe, without_options
-from train.intervals import dotted
 
 SPREAD_ROOT = Path("runs/spread")
 # The rule that chose each shipped run, as the project's history (git log) shows it: never "the best of several
@@ -69,7 +68,7 @@ def recorded_command(command: list[str]) -> str:
 
 def figures_of(card: ModelCard) -> dict:
     """Every figure of the card's metrics, nested ones named with dots (per_class_auc.Healthy), as the slow retrain
-    test names them (train.intervals.dotted); tables (confusion matrices) are not figures."""
+    test names them (radiograph.cards.dotted); tables (confusion matrices) are not figures."""
     return dotted(card.metrics)
 
 
