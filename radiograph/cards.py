@@ -255,9 +255,9 @@ def _interval(pair, exact: bool = False) -> str:
     return f"({_figure(pair[0])}-{_figure(pair[1])}){' exact' if exact else ''}" if pair else ""
 
 
-def _at(tree: dict | None, dotted: str):
+def by_dotted_name(tree: dict | None, name: str):
     """A nested figure (or interval) by its dotted name (body_part_accuracy.study_accuracy_per_part.finger)."""
-    for key in dotted.split("."):
+    for key in name.split("."):
         if not isinstance(tree, dict):
             return None
         tree = tree.get(key)
@@ -301,10 +301,11 @@ def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[s
     rows = [f"| metric | {' | '.join(header)} |", "|---" * (len(header) + 1) + "|"]
     for name, value in metrics.items():
         cells = [_figure(value),
-                 _interval(_at(test.get("intervals"), name), name in (test.get("exact_binomial") or {}))]
+                 _interval(by_dotted_name(test.get("intervals"), name), name in (test.get("exact_binomial") or {}))]
         if fresh:
-            cells += [_figure(_at(fresh.get("figures"), name)),
-                      _interval(_at(fresh.get("intervals"), name), name in (fresh.get("exact_binomial") or {}))]
+            cells += [_figure(by_dotted_name(fresh.get("figures"), name)),
+                      _interval(by_dotted_name(fresh.get("intervals"), name),
+                                name in (fresh.get("exact_binomial") or {}))]
         if spread:
             each = spread.get(name)
             cells.append(f"{_figure(each['mean'])} +- {_figure(each['sd'])}" if each else "")

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from radiograph.cards import ModelCard, dotted
+from radiograph.cards import ModelCard, by_dotted_name, dotted
 from radiograph.registry import TASKS
 from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe, without_options
 
@@ -114,7 +114,7 @@ def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
     the shipped 0.97939 that excludes every rerun. With n runs in the sd (n >= 2: one rerun and the shipped run)
     no run lies more than sqrt(2(n-1)) sd from another (2.4 for four), so every measured run is inside its band."""
     figure = dotted(card["metrics"]).get(name)
-    interval = dotted((card.get("intervals") or {}).get("intervals") or {}, keep=lambda value: True).get(name)
+    interval = by_dotted_name((card.get("intervals") or {}).get("intervals"), name)
     runs = [run["figures"][name] for run in (card.get("spread") or {}).get("runs", [])
             if math.isfinite(run["figures"].get(name, math.nan))]  # an AUC of a class a split lacks is NaN
     if figure is None or not (runs or interval):
