@@ -10,7 +10,8 @@ from radiograph.cards import ModelCard, card_markdown
 from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.intervals import bootstrap, exact_at_bounds
-from train.spread import recorded_command, retrain_band, run_command, summarise
+from train.spread import chooser_set, maps_command, recorded_command, retrain_band, run_command, run_is_finished, \
+    summarise
 
 
 def knee_case(patients: int, accuracy: float, seed: int = 0):
@@ -155,6 +156,59 @@ def test_the_spread_summary_gives_mean_sd_and_where_the_shipped_run_falls(tmp_pa
     assert position["shipped"] == pytest.approx(shipped.metrics["accuracy"])
     assert position["sd_from_mean"] == pytest.approx((shipped.metrics["accuracy"] - 0.82) / 0.02)
     assert "best test figure" not in spread["shipped_rule"] and "no seed chosen" in spread["shipped_rule"]
+
+
+def test_a_run_of_a_card_with_map_settings_gets_its_maps_command_and_counts_only_after_it(tmp_path):
+    """Chest14's shipped figures come after its maps step (train.maps: a new mirror offset and stitching move the
+    probabilities, so the thresholds are chosen again); a run's figures before that step are not the same figure."""
+    card = ModelCard.load(Path(__file__).parent.parent / "models" / "chest14")
+    chooser, choose_on = chooser_set(card, tmp_path / "runs")
+    assert chooser[1:3] == ["-m", "train.phantoms"] and chooser[-2:] == ["--out", str(tmp_path / "runs" / "maps-data")]
+    assert "--seed 1" in " ".join(chooser) and "--count 1000" in " ".join(chooser)  # the card's record of the set
+    assert choose_on == tmp_path / "runs" / "maps-data" / "chest14"
+    choose_on.mkdir(parents=True)  # made already (its provenance matches the card's record): not made again
+    (choose_on / "PHANTOM.json").write_text(json.dumps({**card.maps["chosen_on_data"], "kind": None}))
+    assert chooser_set(card, tmp_path / "runs") == (None, choose_on)
+    out = tmp_path / "runs" / "seed2" / "chest14"
+    command = maps_command(card, tmp_path / "phantoms", out, choose_on)
+    text = " ".join(command)
+    assert command[1:4] == ["-m", "train.maps", "chest14"] and "--stitch" in command
+    assert f"--data {tmp_path / 'phantoms'}" in text and f"--choose-on {choose_on}" in text
+    assert f"--models {out.parent}" in text and f"--report {out / 'report'}" in text
+    assert text.count("--data") == text.count("--choose-on") == 1
+    on_validation = card.updated(maps={"command": "python -m train.maps chest14 --data phantoms/chest14 --stitch"})
+    assert chooser_set(on_validation, tmp_path / "runs") == (None, None)  # chosen on validation: nothing to make
+    assert "--choose-on" not in maps_command(on_validation, tmp_path / "phantoms", out, None)
+
+    assert not run_is_finished(card, out, None)
+    values = json.loads((Path(__file__).parent.parent / "models" / "chest14" / "card.json").read_text())
+    out.mkdir(parents=True)
+    (out / "card.json").write_text(json.dumps({**values, "maps": None}))  # trained, not yet given the maps step
+    assert not run_is_finished(card, out, None)
+    (out / "card.json").write_text(json.dumps(values))
+    assert run_is_finished(card, out, None)
+    recorded = {"seed": 0, "figures": {}}  # a run the card recorded before the maps step counted: run it again
+    assert not run_is_finished(card, tmp_path / "gone", recorded)
+    assert run_is_finished(card, tmp_path / "gone", {**recorded, "maps": {"mirror_offset": 4, "stitch_shift": 4}})
+    assert run_is_finished(card.updated(maps=None), tmp_path / "gone", recorded)  # no maps step: done
+
+
+def test_the_spread_leaves_out_runs_measured_before_the_cards_maps_step(tmp_path):
+    values = json.loads((Path(__file__).parent.parent / "models" / "chest14" / "card.json").read_text())
+    models = tmp_path / "models"
+    (models / "chest14").mkdir(parents=True)
+    before = {"seed": 5, "figures": {"mean_auc": 0.5}}  # recorded by an earlier sitting, before the maps step
+    (models / "chest14" / "card.json").write_text(json.dumps({**values, "spread": {"runs": [before]}}))
+    for seed, auc, maps in ((0, 0.97, None), (1, 0.98, values["maps"]), (2, 0.99, values["maps"])):
+        folder = tmp_path / "runs" / f"seed{seed}" / "chest14"
+        folder.mkdir(parents=True)
+        run = {**values, "metrics": {"split": "test", "mean_auc": auc},
+               "training": {**values["training"], "seed": seed}, "maps": maps}
+        (folder / "card.json").write_text(json.dumps(run))
+    spread = summarise("chest14", models, tmp_path / "runs")
+    assert [run["seed"] for run in spread["runs"]] == [1, 2] and spread["runs_count"] == 2
+    assert spread["runs"][0]["maps"] == {"mirror_offset": 4, "stitch_shift": 4}
+    assert spread["summary"]["mean_auc"]["mean"] == pytest.approx(0.985)
 
 
 def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():

@@ -6,11 +6,19 @@ of every test figure over the runs, written into the shipped card (card.spread).
 
 Each run is the card's `training.command` with its `--seed` replaced, its `--data` pointed at --data, and its
 output in runs/spread/seed<k>/<task>; a run whose folder already holds a card, or whose seed the card's spread
-already records, is not trained again, so a spread that outlives one sitting resumes where it stopped (the card
-keeps every finished run's figures; the run folders need not survive). A run folder holding an unfinished run's
+already records (with the maps step, below, where the card has one), is not trained again, so a spread that
+outlives one sitting resumes where it stopped (the card keeps every finished run's figures; the run folders need
+not survive). A run folder holding an unfinished run's
 checkpoint (train.checkpoint) is resumed with --resume; --pause-after-minutes M pauses a run before a sitting ends:
 
     python -m train.spread chest14 --data phantoms/chest14 --seeds 0 1 2 --pause-after-minutes 140   # exits 75
+
+A card with map settings (train.maps: its `maps` section) shipped the figures its maps command measured, so
+each run is given that command too, on its own folder (--models ROOT/seed<k>), with the set the settings were
+chosen on regenerated once from the card's record (ROOT/maps-data): a run's figures count in the spread only
+after that step, as the retrain test's do (tests/test_slow.py). A finished run without it gets just that step:
+
+    python -m train.spread chest14 --data phantoms/chest14 --seeds 0 1 2         # the maps step on seeds 0-2
 
 The test split is the dataset's own (it does not depend on the seed, which only carves validation and orders
 training), so every run is scored on the same images.
@@ -34,6 +42,7 @@ from pathlib import Path
 from radiograph.cards import ModelCard, by_dotted_name, dotted
 from radiograph.registry import TASKS
 from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe, without_options
+from train.phantoms import PROVENANCE_FILE
 
 SPREAD_ROOT = Path("runs/spread")
 # The rule that chose each shipped run, as the project's history (git log) shows it: never "the best of several
@@ -60,6 +69,49 @@ def run_command(card: ModelCard, data: Path, seed: int, out: Path, pause_after_m
                      *sitting]
 
 
+def maps_command(card: ModelCard, data: Path, out: Path, choose_on: Path | None) -> list[str]:
+    """The card's maps command (train.maps) on the run in `out` (ROOT/seed<k>/<task>), with this data, its report
+    in the run folder and, where the settings were chosen on another set, that set regenerated (`choose_on`)."""
+    words = shlex.split(card.maps["command"])
+    if words[:3] != ["python", "-m", "train.maps"]:
+        raise SystemExit(f"error: the card's maps command is not `python -m train.maps ...`: {card.maps['command']}")
+    chooses_on_another_set = "--choose-on" in words
+    if chooses_on_another_set and choose_on is None:
+        raise SystemExit("error: the card's maps command chooses on another set (--choose-on) but its record "
+                         "(maps.chosen_on_data.command) is missing")
+    rest = without_options(words[3:], {"--data": 1, "--choose-on": 1, "--models": 1, "--report": 1})
+    return [sys.executable, "-m", "train.maps", *rest, "--data", str(data),
+            *(["--choose-on", str(choose_on)] if chooses_on_another_set else []),
+            "--models", str(out.parent), "--report", str(out / "report")]
+
+
+def chooser_set(card: ModelCard, root: Path) -> tuple[list[str] | None, Path | None]:
+    """(the command that regenerates the set the card's map settings were chosen on, into ROOT/maps-data, or None
+    where that folder already holds it; the set's folder), or (None, None) where the card chose on validation."""
+    record = (card.maps or {}).get("chosen_on_data") or {}
+    if "--choose-on" not in shlex.split((card.maps or {}).get("command", "")) or "command" not in record:
+        return None, None
+    words = shlex.split(record["command"])
+    if words[:3] != ["python", "-m", "train.phantoms"]:
+        raise SystemExit(f"error: the set the map settings were chosen on was not made by train.phantoms: "
+                         f"{record['command']}")
+    arguments = without_options(words[3:], {"--out": 1})
+    folder = root / "maps-data" / arguments[0]
+    made = folder / PROVENANCE_FILE
+    same = made.is_file() and all(json.loads(made.read_text()).get(key) == record.get(key)
+                                  for key in ("task", "count", "seed", "options"))
+    return (None if same else [sys.executable, "-m", "train.phantoms", *arguments, "--out", str(root / "maps-data")],
+            folder)
+
+
+def run_is_finished(card: ModelCard, out: Path, recorded: dict | None) -> bool:
+    """A run counts once it is trained and, for a card with map settings, given the card's maps step: its folder's
+    card has a `maps` section, or the shipped card's spread records the run with its maps."""
+    if (out / "card.json").exists():
+        return card.maps is None or ModelCard.load(out).maps is not None
+    return recorded is not None and (card.maps is None or "maps" in recorded)
+
+
 def recorded_command(command: list[str]) -> str:
     """A run's command as its record gives it: `python -m train ...` without the sitting options (train.checkpoint
     .recipe), not this interpreter's path."""
@@ -73,7 +125,8 @@ def figures_of(card: ModelCard) -> dict:
 
 
 def summarise(task: str, models: Path, root: Path) -> dict:
-    """card.spread of the shipped model from every finished run under root/seed*/<task>."""
+    """card.spread of the shipped model from every finished run under root/seed*/<task> and the runs its card
+    records; where the card has map settings, runs without the maps step are left out (and named)."""
     shipped = ModelCard.load(models / task)
     recorded = {run["seed"]: run for run in (shipped.spread or {}).get("runs", [])}  # earlier sittings' runs
     runs = []
@@ -85,9 +138,16 @@ def summarise(task: str, models: Path, root: Path) -> dict:
         runs.append({"seed": card.training.get("seed"), "folder": str(folder), "figures": figures_of(card),
                      "epochs_run": card.training.get("epochs_run"),
                      "kept_epoch": (card.training.get("kept") or {}).get("kept_epoch"),
-                     "training_seconds": card.training.get("training_seconds"), **extra})
+                     "training_seconds": card.training.get("training_seconds"),
+                     **({"maps": {key: card.maps.get(key) for key in ("mirror_offset", "stitch_shift")}}
+                        if card.maps else {}), **extra})
     found = {run["seed"] for run in runs}
     runs = sorted(runs + [run for seed, run in recorded.items() if seed not in found], key=lambda run: run["seed"])
+    before_maps = [run["seed"] for run in runs if shipped.maps is not None and "maps" not in run]
+    runs = [run for run in runs if run["seed"] not in before_maps]
+    if before_maps:  # the shipped figures come after the maps step; so must every run's
+        print(f"{task}: seeds {before_maps} left out: their figures come before the card's maps step "
+              f"(python -m train.spread {task} --data ... --seeds {' '.join(map(str, before_maps))})", file=sys.stderr)
     if not runs:
         raise SystemExit(f"error: no finished run of {task} under {root} or in its card")
     summary, position = {}, {}  # with one run, the card keeps it (a later sitting adds the others) and no spread
@@ -126,6 +186,21 @@ def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
     return low, high
 
 
+def apply_maps(card: ModelCard, data: Path, out: Path, root: Path) -> None:
+    """The card's maps step on the trained run in `out`; its time goes into the run's spread-run.json."""
+    chooser, choose_on = chooser_set(card, root)
+    for command in ([chooser] if chooser else []) + [maps_command(card, data, out, choose_on)]:
+        print("running: " + shlex.join(command), file=sys.stderr, flush=True)
+        start = time.time()
+        code = subprocess.run(command).returncode
+        if code:
+            raise SystemExit(f"error: {out}'s maps step failed (exit {code}): {shlex.join(command)}")
+    record = out / "spread-run.json"
+    extra = json.loads(record.read_text()) if record.exists() else {}
+    record.write_text(json.dumps({**extra, "maps_seconds": time.time() - start,
+                                  "maps_command": recorded_command(command)}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.spread", description=__doc__.split("\n")[0])
     parser.add_argument("task", choices=list(TASKS))
@@ -143,11 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summarise:
         if not args.data:
             parser.error("--data is needed to train (or give --summarise)")
-        recorded = {run["seed"] for run in (card.spread or {}).get("runs", [])}
+        recorded = {run["seed"]: run for run in (card.spread or {}).get("runs", [])}
         for seed in args.seeds:
             out = args.root / f"seed{seed}" / args.task
-            if (out / "card.json").exists() or seed in recorded:
+            if run_is_finished(card, out, recorded.get(seed)):
                 print(f"seed {seed}: done already ({out} or the card's spread)", file=sys.stderr)
+                continue
+            if (out / "card.json").exists():  # trained, without the maps step yet
+                apply_maps(card, args.data, out, args.root)
                 continue
             command = run_command(card, args.data, seed, out, args.pause_after_minutes)
             print("running: " + shlex.join(command), file=sys.stderr, flush=True)
@@ -164,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu": ", ".join(sorted({sitting["cpu"] for sitting in sittings})), "sittings": len(sittings),
                 **({"wall_seconds": time.time() - start} if len(sittings) == 1 else {}),
                 "command": recorded_command(command)}))
+            if card.maps is not None:
+                apply_maps(card, args.data, out, args.root)
     spread = summarise(args.task, args.models, args.root)
     card.spread = spread
     card.save(args.models / args.task)
