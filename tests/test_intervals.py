@@ -10,7 +10,7 @@ from radiograph.cards import ModelCard, card_markdown
 from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.intervals import bootstrap, exact_at_bounds
-from train.spread import chooser_set, maps_command, recorded_command, retrain_band, run_command, run_is_finished, \
+from train.spread import chooser_set, default_seeds, maps_command, recorded_command, retrain_band, run_command, run_is_finished, \
     summarise
 
 
@@ -135,6 +135,13 @@ def test_the_spread_runs_the_cards_command_with_its_seed_data_and_folder(tmp_pat
     recorded = recorded_command(command)  # the run's record: the command a reader can type, its sittings left out
     assert recorded.startswith("python -m train mura ") and "--seed 2" in recorded
     assert "--resume" not in recorded and "--pause-after-minutes" not in recorded
+
+
+def test_the_spread_leaves_out_the_cards_own_seed_so_the_retrain_test_sees_a_new_run():
+    card = ModelCard.load(Path(__file__).parent.parent / "models" / "knee")
+    assert default_seeds(card) == [1, 2, 3] and card.training["seed"] == 0
+    assert default_seeds(card.updated(training={**card.training, "seed": 1})) == [0, 2, 3]
+    assert default_seeds(card.updated(training={**card.training, "seed": 7})) == [0, 1, 2]
 
 
 def test_the_spread_summary_gives_mean_sd_and_where_the_shipped_run_falls(tmp_path):

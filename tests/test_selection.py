@@ -22,3 +22,33 @@ def test_by_pointing_game_keeps_the_best_maps_within_the_auc_tolerance():
     assert chosen_epoch(HISTORY, "pointing_game", 0.01) == 3  # epoch 0 is out; epochs 1 and 3 tie, 3 has more AUC
     assert chosen_epoch(HISTORY, "pointing_game", 0.05) == 0
     assert chosen_epoch(HISTORY, "pointing_game", 0.0) == 2
+
+
+RETRAIN = [  # a pneumonia retrain's validation AUC and loss (207 films): the AUC at its ceiling from epoch 3 on
+    (0.5165, 0.9345), (0.9826, 0.1791), (0.99964, 0.0577), (0.9965, 0.0753), (0.9988, 0.0500), (0.9991, 0.0487),
+    (0.99949, 0.0356), (0.9992, 0.0448)]
+
+
+def test_by_loss_keeps_the_lowest_validation_loss_where_the_auc_has_saturated():
+    history = [{"val_auc": auc, "val_loss": loss} for auc, loss in RETRAIN]
+    assert chosen_epoch(history, "auc", 0.01) == 2  # the first epoch at the ceiling
+    assert chosen_epoch(history, "loss", 0.01) == 6
+    assert chosen_epoch(history + [{"val_auc": 0.99, "val_loss": 0.0356}], "loss", 0.0) == 6  # ties: the earlier
+
+
+def test_candidates_by_loss_hold_only_the_lowest_loss_so_far_and_keep_its_weights():
+    import keras
+    import numpy as np
+
+    from train.selection import EpochCandidates
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    candidates = EpochCandidates("loss", 0.01)
+    candidates.set_model(model)
+    for epoch, (auc, loss) in enumerate(RETRAIN):
+        model.layers[0].kernel.assign(np.full((2, 1), epoch, np.float32))  # epoch k's weights: all k
+        candidates.on_epoch_end(epoch, {"val_auc": auc, "val_loss": loss})
+    assert candidates.kept_indices() == [6]
+    kept = candidates.keep()
+    assert kept["kept_epoch"] == 7 and kept["select_by"] == "loss" and kept["auc_tolerance"] is None
+    assert kept["val_loss"] == 0.0356 and np.all(model.layers[0].kernel.numpy() == 6)

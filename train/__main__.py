@@ -18,8 +18,9 @@ Method: the task's augmentation policy; class weights from counts or the
 weighted binary cross-entropy, by the task's imbalance policy
 (train.objectives); Adam with ReduceLROnPlateau and EarlyStopping on
 validation AUC (the card records the schedule), keeping the best
-epoch (or, with --select-by pointing_game, the one whose maps best hit the
-validation boxes among those near the best AUC: train.selection); with
+epoch (or, with --select-by loss, the lowest validation loss; with
+--select-by pointing_game, the one whose maps best hit the validation
+boxes among those near the best AUC: train.selection); with
 pretrained weights, a first phase trains the head on a frozen backbone at
 the learning rate, then everything at a tenth of it. On CPU a
 seed makes runs deterministic; with GPUs, mixed precision and
@@ -91,8 +92,9 @@ def parse(argv):
     parser.add_argument("--folds", type=int, help="k-fold: pool train and val, split by patient into K folds")
     parser.add_argument("--fold", type=int, default=0, help="with --folds: which fold validates (0..K-1)")
     parser.add_argument("--select-by", choices=SELECT_BY, default="auc",
-                        help="which epoch to keep: the best validation AUC, or the best validation pointing game "
-                             "among epochs within --auc-tolerance of it (needs validation boxes; train.selection)")
+                        help="which epoch to keep: the best validation AUC, the lowest validation loss (where the "
+                             "AUC saturates), or the best validation pointing game among epochs within "
+                             "--auc-tolerance of the best AUC (needs validation boxes; train.selection)")
     parser.add_argument("--auc-tolerance", type=float, default=0.01,
                         help="with --select-by pointing_game: how far below the best validation AUC a kept epoch "
                              "may be")

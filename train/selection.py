@@ -1,6 +1,12 @@
-"""Which epoch's weights a training run keeps: by validation AUC, or by where its maps point.
+"""Which epoch's weights a training run keeps: by validation AUC, validation loss, or where its maps point.
 
 `--select-by auc` (the default) keeps the epoch with the best validation AUC.
+`--select-by loss` keeps the epoch with the lowest validation loss (ties: the
+earlier epoch). An AUC ranks: once validation's classes are separated it sits
+at its ceiling, and the first epoch that reaches it is kept however
+undertrained (a pneumonia retrain reached 0.9996 on 207 validation films at
+epoch 3 and kept it: test AUC 0.998, where five other runs of its recipe gave
+0.9995-1.0). The loss, a proper scoring rule, still tells such epochs apart.
 `--select-by pointing_game` keeps, among the epochs whose validation AUC is
 within `--auc-tolerance` of the run's best, the one whose class activation
 maps hit the validation split's true boxes most often (ties: the higher AUC,
@@ -8,8 +14,8 @@ then the earlier epoch). The maps are the ones serving shows: the `features`
 map times the logits kernel with each class's heatmap score folded in
 (radiograph.cam), mapped back onto the original image and scored as
 `python -m train.evaluate --localisation` scores them (radiograph.localisation). The learning-rate
-schedule and early stopping follow validation AUC either way; only the choice
-of the kept epoch changes. Test boxes are never looked at.
+schedule and early stopping follow validation AUC whatever the rule; only the
+choice of the kept epoch changes. Test boxes are never looked at.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from radiograph.localisation import localisation_summary, score_finding
 from radiograph.registry import TaskSpec
 from train.evaluate import boxed_findings
 
-SELECT_BY = ("auc", "pointing_game")
+SELECT_BY = ("auc", "loss", "pointing_game")
 
 
 class ValidationPointingGame(keras.callbacks.Callback):
@@ -88,6 +94,8 @@ class ValidationPointingGame(keras.callbacks.Callback):
 
 def chosen_epoch(history: list[dict], select_by: str, auc_tolerance: float) -> int:
     """Index of the epoch to keep (see the module docstring); `history` holds each epoch's logs."""
+    if select_by == "loss":
+        return min(range(len(history)), key=lambda i: history[i]["val_loss"])
     best = max(h["val_auc"] for h in history)
     if select_by == "auc":
         return max(range(len(history)), key=lambda i: history[i]["val_auc"])
@@ -97,7 +105,8 @@ def chosen_epoch(history: list[dict], select_by: str, auc_tolerance: float) -> i
 
 class EpochCandidates(keras.callbacks.Callback):
     """Saves every epoch's weights that may still be chosen (validation AUC within the tolerance of the best
-    so far; 0 for --select-by auc) in a temporary folder, never beside the shipped files; `keep` loads the
+    so far, 0 for --select-by auc; the lowest validation loss so far for --select-by loss) in a temporary
+    folder, never beside the shipped files; `keep` loads the
     chosen epoch's weights into the model."""
 
     def __init__(self, select_by: str, auc_tolerance: float):
@@ -120,16 +129,21 @@ class EpochCandidates(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({key: float(value) for key, value in logs.items()})
         self.model.save_weights(str(self._path(len(self.history) - 1)))
-        best = max(h["val_auc"] for h in self.history)
-        for index, record in enumerate(self.history):
-            if record["val_auc"] < best - self.tolerance:
-                self._path(index).unlink(missing_ok=True)
+        if self.select_by == "loss":  # only the lowest loss so far may still be chosen
+            lowest = min(h["val_loss"] for h in self.history)
+            out = [index for index, record in enumerate(self.history) if record["val_loss"] > lowest]
+        else:
+            best = max(h["val_auc"] for h in self.history)
+            out = [index for index, record in enumerate(self.history) if record["val_auc"] < best - self.tolerance]
+        for index in out:
+            self._path(index).unlink(missing_ok=True)
 
     def keep(self) -> dict:
         """Load the chosen epoch into the model, clean up, and say which it was and why."""
         index = chosen_epoch(self.history, self.select_by, self.tolerance)
         self.model.load_weights(str(self._path(index)))
         self.folder.cleanup()
-        return {"select_by": self.select_by, "auc_tolerance": self.tolerance if self.select_by != "auc" else None,
+        tolerance = self.tolerance if self.select_by == "pointing_game" else None
+        return {"select_by": self.select_by, "auc_tolerance": tolerance,
                 "kept_epoch": index + 1, "best_val_auc": max(h["val_auc"] for h in self.history),
                 **{key: value for key, value in self.history[index].items() if key.startswith("val_")}}
