@@ -344,7 +344,8 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
         seeds = ", ".join(str(run.get("seed")) for run in spread["runs"])
         types = len({run.get("cpu") for run in spread["runs"]})
         where = "one CPU type" if types == 1 else f"{types} CPU types (each run's flags are in the card)"
-        lines += ["", f"Run-to-run spread: the training command at seeds {seeds} on {where} "
+        then_maps = ", then its maps command," if card.maps and all("maps" in run for run in spread["runs"]) else ""
+        lines += ["", f"Run-to-run spread: the training command{then_maps} at seeds {seeds} on {where} "
                       f"(`{spread.get('command', '')}`). How the shipped run was chosen: {spread.get('shipped_rule', '')}."]
     per_class = card.metrics.get("per_class_auc")
     if per_class:

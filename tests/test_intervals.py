@@ -216,6 +216,8 @@ def test_the_spread_leaves_out_runs_measured_before_the_cards_maps_step(tmp_path
     assert [run["seed"] for run in spread["runs"]] == [1, 2] and spread["runs_count"] == 2
     assert spread["runs"][0]["maps"] == {"mirror_offset": 4, "stitch_shift": 4}
     assert spread["summary"]["mean_auc"]["mean"] == pytest.approx(0.985)
+    shown = card_markdown(ModelCard.load(models / "chest14").updated(spread=spread))
+    assert "the training command, then its maps command, at seeds 1, 2 on" in shown
 
 
 def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():
