@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from radiograph.cards import dotted
+from radiograph.cards import ModelCard, dotted
 from radiograph.registry import TASKS
 
 pytestmark = pytest.mark.slow
@@ -45,15 +45,15 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
     command = shlex.split(card["training"]["command"])[3:]  # after "python -m train"
     command = replace_option(command, "--data", tmp_path / "phantoms" / task)
     train([*command, "--out", str(tmp_path / "models" / task), "--report", str(tmp_path / "report")])
-    if "maps" in card:  # the map settings the shipped model was given after training (train.maps)
+    shipped = ModelCard.load(ROOT / "models" / task)
+    if shipped.maps is not None:  # the map settings the shipped model was given after training: the spread's step
         from train.maps import main as maps
+        from train.spread import chooser_set, maps_command
 
-        settings = replace_option(shlex.split(card["maps"]["command"])[3:], "--data", tmp_path / "phantoms" / task)
-        if "--choose-on" in settings:  # the fresh phantom set the settings were chosen on, regenerated
-            chooser = shlex.split(card["maps"]["chosen_on_data"]["command"])[3:]
-            phantoms(replace_option(chooser, "--out", tmp_path / "chooser"))
-            settings = replace_option(settings, "--choose-on", tmp_path / "chooser" / task)
-        maps([*settings, "--models", str(tmp_path / "models"), "--report", str(tmp_path / "report")])
+        chooser, choose_on = chooser_set(shipped, tmp_path)  # the fresh set the settings were chosen on, regenerated
+        if chooser:
+            phantoms(chooser[3:])  # after "python -m train.phantoms"
+        maps(maps_command(shipped, tmp_path / "phantoms" / task, tmp_path / "models" / task, choose_on)[3:])
     again = json.loads((tmp_path / "models" / task / "card.json").read_text())
     expected, measured = dotted(card["metrics"]), dotted(again["metrics"])
     bands = {name: band for name in expected if (band := retrain_band(card, name)) is not None}

@@ -196,15 +196,21 @@ def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
     return low, high
 
 
+def run_step(command: list[str], what: str) -> None:
+    print("running: " + shlex.join(command), file=sys.stderr, flush=True)
+    code = subprocess.run(command).returncode
+    if code:
+        raise SystemExit(f"error: {what} failed (exit {code}): {shlex.join(command)}")
+
+
 def apply_maps(card: ModelCard, data: Path, out: Path, root: Path) -> None:
     """The card's maps step on the trained run in `out`; its time goes into the run's spread-run.json."""
     chooser, choose_on = chooser_set(card, root)
-    for command in ([chooser] if chooser else []) + [maps_command(card, data, out, choose_on)]:
-        print("running: " + shlex.join(command), file=sys.stderr, flush=True)
-        start = time.time()
-        code = subprocess.run(command).returncode
-        if code:
-            raise SystemExit(f"error: {out}'s maps step failed (exit {code}): {shlex.join(command)}")
+    if chooser:
+        run_step(chooser, f"{out}'s maps step")
+    command = maps_command(card, data, out, choose_on)
+    start = time.time()
+    run_step(command, f"{out}'s maps step")
     record = out / "spread-run.json"
     extra = json.loads(record.read_text()) if record.exists() else {}
     record.write_text(json.dumps({**extra, "maps_seconds": time.time() - start,
