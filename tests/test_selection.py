@@ -52,3 +52,38 @@ def test_candidates_by_loss_hold_only_the_lowest_loss_so_far_and_keep_its_weight
     kept = candidates.keep()
     assert kept["kept_epoch"] == 7 and kept["select_by"] == "loss" and kept["auc_tolerance"] is None
     assert kept["val_loss"] == 0.0356 and np.all(model.layers[0].kernel.numpy() == 6)
+
+
+@pytest.mark.parametrize("monitor, cut_after, stopped", [
+    ("auc", [3, 4, 5, 6, 7], 7),  # the run as it went: no AUC beat epoch 2, so every epoch from 3 cut the rate
+    ("loss", [3, 7], None),  # the loss fell again at epochs 4-6: one cut, at the rise, and no early stop
+])
+def test_the_schedule_follows_the_monitored_figure(monitor, cut_after, stopped):
+    """The learning-rate reduction and early stopping `python -m train --monitor` builds, replayed over the
+    retrain's validation history (its patience 5: the rate is cut after 1 epoch without gain)."""
+    import argparse
+
+    import keras
+
+    from train.__main__ import schedule
+    from train.checkpoint import ResumableEarlyStopping, ResumableReduceLROnPlateau
+
+    plan = schedule(argparse.Namespace(epochs=16, learning_rate=1e-3, weights="none", patience=5, monitor=monitor))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    early = ResumableEarlyStopping(**plan["early_stopping"])
+    reduce = ResumableReduceLROnPlateau(**plan["reduce_lr_on_plateau"])
+    cuts, stop = [], None
+    for callback in (early, reduce):
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, (auc, loss) in enumerate(RETRAIN):
+        before = float(model.optimizer.learning_rate)
+        logs = {"val_auc": auc, "val_loss": loss}
+        reduce.on_epoch_end(epoch, logs)
+        early.on_epoch_end(epoch, logs)
+        if float(model.optimizer.learning_rate) < before:
+            cuts.append(epoch)
+        if model.stop_training and stop is None:
+            stop = epoch
+    assert cuts == cut_after and stop == stopped

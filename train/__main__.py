@@ -17,7 +17,8 @@ refused unless --overwrite says to replace it.
 Method: the task's augmentation policy; class weights from counts or the
 weighted binary cross-entropy, by the task's imbalance policy
 (train.objectives); Adam with ReduceLROnPlateau and EarlyStopping on
-validation AUC (the card records the schedule), keeping the best
+validation AUC (or, with --monitor loss, the validation loss; the card
+records the schedule), keeping the best
 epoch (or, with --select-by loss, the lowest validation loss; with
 --select-by pointing_game, the one whose maps best hit the validation
 boxes among those near the best AUC: train.selection); with
@@ -95,6 +96,10 @@ def parse(argv):
                         help="which epoch to keep: the best validation AUC, the lowest validation loss (where the "
                              "AUC saturates), or the best validation pointing game among epochs within "
                              "--auc-tolerance of the best AUC (needs validation boxes; train.selection)")
+    parser.add_argument("--monitor", choices=MONITORS, default="auc",
+                        help="the validation figure the learning-rate reduction and early stopping follow: the "
+                             "AUC (highest), or the loss (lowest: it keeps moving after the AUC saturates, so "
+                             "a saturated AUC neither cuts the learning rate nor stops the run early)")
     parser.add_argument("--auc-tolerance", type=float, default=0.01,
                         help="with --select-by pointing_game: how far below the best validation AUC a kept epoch "
                              "may be")
@@ -184,7 +189,8 @@ def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
 
 # The learning-rate schedule (recorded in the card's training["schedule"] by `schedule`).
 FINE_TUNE_LR_DIVISOR = 10  # with pretrained weights, the second (whole-network) phase runs at lr / 10
-REDUCE_LR_FACTOR = 0.3  # ReduceLROnPlateau on validation AUC: lr *= 0.3 ...
+MONITORS = {"auc": ("val_auc", "max"), "loss": ("val_loss", "min")}  # --monitor: (Keras log key, mode)
+REDUCE_LR_FACTOR = 0.3  # ReduceLROnPlateau on the monitored validation figure: lr *= 0.3 ...
 REDUCE_LR_PATIENCE_DIVISOR = 3  # ... after max(1, --patience // 3) epochs without gain ...
 MIN_LEARNING_RATE = 1e-6  # ... down to this floor
 
@@ -196,18 +202,20 @@ def schedule(args) -> dict:
         phases = [{"epochs": args.warmup_epochs, "learning_rate": args.learning_rate, "backbone": "frozen"},
                   {"epochs": args.epochs, "learning_rate": args.learning_rate / FINE_TUNE_LR_DIVISOR,
                    "backbone": "trainable"}]
+    monitor, mode = MONITORS[args.monitor]
     return {"optimizer": "Adam", "phases": phases,
-            "reduce_lr_on_plateau": {"monitor": "val_auc", "mode": "max", "factor": REDUCE_LR_FACTOR,
+            "reduce_lr_on_plateau": {"monitor": monitor, "mode": mode, "factor": REDUCE_LR_FACTOR,
                                      "patience": max(1, args.patience // REDUCE_LR_PATIENCE_DIVISOR),
                                      "min_lr": MIN_LEARNING_RATE},
-            "early_stopping": {"monitor": "val_auc", "mode": "max", "patience": args.patience}}
+            "early_stopping": {"monitor": monitor, "mode": mode, "patience": args.patience}}
 
 
 def fit(spec: TaskSpec, model, train_data, val_data, loss, weights_by_class, args, out: Path,
         selector: list[keras.callbacks.Callback], augment=None, argv: list[str] | None = None) -> Fitted:
-    """Train by `schedule(args)`, early stopping on the monitored validation AUC (train.objectives.monitored_auc:
-    for a grouped decision, of its positive score); leaves the kept epoch's weights (train.selection: the best
-    validation AUC, or the best validation pointing game within a tolerance of it). After every epoch a
+    """Train by `schedule(args)`, cutting the learning rate and stopping early on --monitor: the validation AUC
+    (train.objectives.monitored_auc: for a grouped decision, of its positive score) or the validation loss; leaves
+    the kept epoch's weights (train.selection: the best validation AUC, the lowest validation loss, or the best
+    validation pointing game within a tolerance of the best AUC). After every epoch a
     checkpoint in OUT/checkpoint (train.checkpoint) lets `--resume` go on from there; a run paused by
     --pause-after-* returns with `paused` set and the model as it stands."""
     plan = schedule(args)
