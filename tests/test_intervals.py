@@ -137,6 +137,20 @@ def test_the_spread_runs_the_cards_command_with_its_seed_data_and_folder(tmp_pat
     assert "--resume" not in recorded and "--pause-after-minutes" not in recorded
 
 
+def test_a_cards_command_is_refused_where_the_model_it_started_from_was_replaced(tmp_path):
+    from train.spread import check_starting_weights
+
+    root = Path(__file__).parent.parent
+    card = ModelCard.load(root / "models" / "mura")  # --weights models/knee/model.keras, pinned by its sha256
+    check_starting_weights(card, root)
+    replaced = card.updated(training={**card.training, "weights_sha256": "0" * 64})
+    with pytest.raises(SystemExit, match="mura's card was trained from models/knee/model.keras .* its sha256 is now"):
+        check_starting_weights(replaced, root)
+    with pytest.raises(SystemExit, match="and it is missing"):
+        check_starting_weights(card, tmp_path)
+    check_starting_weights(ModelCard.load(root / "models" / "knee"), tmp_path)  # from random weights: nothing to pin
+
+
 def test_the_spread_leaves_out_the_cards_own_seed_so_the_retrain_test_sees_a_new_run():
     card = ModelCard.load(Path(__file__).parent.parent / "models" / "knee")
     assert default_seeds(card) == [1, 2, 3] and card.training["seed"] == 0

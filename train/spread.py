@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from radiograph.cards import ModelCard, by_dotted_name, dotted
+from radiograph.cards import ModelCard, by_dotted_name, dotted, sha256_of
 from radiograph.registry import TASKS
 from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe, without_options
 from train.phantoms import PROVENANCE_FILE
@@ -58,13 +58,30 @@ SHIPPED_RULE = ("the run the card's command made, shipped as it came: one run pe
                 "figures may sit high in the spread; the fresh-set figures are the check")
 
 
+def check_starting_weights(card: ModelCard, root: Path = Path(".")) -> None:
+    """Refuse to run a card's command whose starting weights (--weights, a file of another model: the card's
+    training.weights_sha256) are no longer the file the card records: the command would make another model."""
+    expected, weights = card.training.get("weights_sha256"), card.training.get("weights")
+    if not expected:
+        return
+    path = root / weights
+    actual = sha256_of(path) if path.is_file() else None
+    if actual != expected:
+        now = f"its sha256 is now {actual}" if actual else "it is missing"
+        raise SystemExit(f"error: {card.task}'s card was trained from {weights} (sha256 {expected}) and {now}, so "
+                         f"the card's command would not make this model; restore the file the card names "
+                         f"(git log -- {weights}) or retrain {card.task} from the new one")
+
+
 def run_command(card: ModelCard, data: Path, seed: int, out: Path, pause_after_minutes: float | None = None) \
         -> list[str]:
     """The card's training command with this seed, data and output folder; --resume where the folder holds an
-    unfinished run's checkpoint (train.checkpoint), else --overwrite."""
+    unfinished run's checkpoint (train.checkpoint), else --overwrite. Refused where the card's starting weights
+    changed (check_starting_weights)."""
     words = shlex.split(card.training["command"])
     if words[:3] != ["python", "-m", "train"]:
         raise SystemExit(f"error: the card's training command is not `python -m train ...`: {card.training['command']}")
+    check_starting_weights(card)
     result = [sys.executable, "-m", "train", *without_options(words[3:], {"--seed": 1, "--data": 1, "--out": 1,
                                                                          "--report": 1})]
     sitting = ["--resume"] if Checkpoint(out).exists() else ["--overwrite"]
