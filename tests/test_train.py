@@ -57,7 +57,7 @@ def test_train_knee_writes_a_self_describing_model(trained_knee, phantom_root):
 
 def test_train_chest14_fine_tunes_from_another_task_model(tmp_path, phantom_root):
     """As the shipped chest14 recipe does (--weights: the pneumonia model it started from); ImageNet-style weights
-    files into a keras.applications backbone: tests/test_pretrained_weights.py."""
+    files loaded into a keras.applications backbone: tests/test_pretrained_weights.py."""
     from train.backbones import build_model, save_model
 
     weights = tmp_path / "pneumonia.keras"
