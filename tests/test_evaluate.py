@@ -110,12 +110,44 @@ def test_temperature_scaling_recovers_an_overconfident_model(head, classes):
     else:
         targets = (rng.random(probabilities.shape) < probabilities).astype(float)
     overconfident = true_logits * 3.0
-    temperature = fit_temperature(head, overconfident, targets)
-    assert len(temperature) == (1 if head == "softmax" else classes)
+    temperature, without_minimum = fit_temperature(head, overconfident, targets)
+    assert len(temperature) == len(without_minimum) == (1 if head == "softmax" else classes)
+    assert not any(without_minimum)
     np.testing.assert_allclose(temperature, 3.0, rtol=0.15)
     before = expected_calibration_error(head, targets, activate(head, overconfident))
     after = expected_calibration_error(head, targets, activate(head, overconfident, temperature))
     assert after < before / 2
+
+
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_a_temperature_without_a_minimum_stays_1_and_the_card_says_why(head):
+    """Validation logits that separate the classes perfectly (the retrained pneumonia model's validation split:
+    AUC 1.0) lower the NLL all the way to T = 0: the fit would stop at its range's edge (0.050, the shipped
+    chest14 card's Effusion temperature) and saturate every probability. That T stays 1; an ordinary column of the
+    same model is still fitted."""
+    from train.evaluate import temperature_record
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(300) < 0.6
+    separated = np.where(truth, rng.uniform(1, 6, 300), rng.uniform(-6, -1, 300))  # every positive above every negative
+    noisy = rng.normal(0, 1.5, 300)
+    noisy_truth = rng.random(300) < 1 / (1 + np.exp(-noisy / 3))  # logits three times too confident
+    if head == "softmax":
+        logits, targets = np.stack([-separated / 2, separated / 2], 1), np.eye(2)[truth.astype(int)]
+    else:
+        logits, targets = np.stack([separated, noisy], 1), np.stack([truth, noisy_truth], 1).astype(float)
+    temperature, without_minimum = fit_temperature(head, logits, targets)
+    assert temperature[0] == 1.0 and without_minimum[0]
+    if head == "sigmoid":
+        assert not without_minimum[1] and 1.5 < temperature[1] < 6
+    backwards = fit_temperature(head, -logits, targets)  # ranked backwards: the NLL falls as T grows
+    assert backwards[0][0] == 1.0 and backwards[1][0]
+    spec = TASKS["pneumonia"] if head == "softmax" else TASKS["chest14"]
+    record = temperature_record(spec, {"temperature": temperature.tolist(),
+                                       "temperature_without_minimum": without_minimum + [False] * 12})
+    assert record["kept_at_1"] == (["all classes"] if head == "softmax" else [spec.labels[0]])
+    assert "no minimum" in record["why"]
+    assert "kept_at_1" not in temperature_record(spec, {"temperature": [1.2], "temperature_without_minimum": [False]})
 
 
 def test_thresholds_are_never_ones_only_a_saturated_probability_meets():

@@ -54,7 +54,7 @@ from train.datasets import kfold_by_patient, read_dataset  # noqa: E402
 from train.distribute import (ALONE, STRATEGIES, Role, choose_strategy, patch_keras_for_replicas,  # noqa: E402
                                shard_by_data, strategy_name)
 from train.evaluate import (calibrate_and_evaluate, fold_temperature, predict_logits, targets_of,  # noqa: E402
-                            write_report)
+                            temperature_record, write_report)
 from train.objectives import imbalance_objective, monitored_auc  # noqa: E402
 from train.phantoms import provenance  # noqa: E402
 from train.pipeline import augmenter, image_dataset  # noqa: E402
@@ -447,7 +447,7 @@ def write_card(run: Run, model, index, result: dict, reports: list[Path], balanc
                "size": run.size, "preprocessing": "radiograph.imaging.load_for_model (letterbox, black padding)"},
         backbone=run.backbone, mirror_average=args.mirror_average, cam_layer="features",
         cam_grid=feature_grid(model.get_config()).as_card(), thresholds=result["thresholds"],
-        temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
+        temperature=temperature_record(spec, result),
         training={"command": "python -m train " + shlex.join(recipe(run.argv)), "seed": args.seed,
                   "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold,
                   "weights": args.weights, **weights_provenance(args.weights), "epochs_run": epochs_run,

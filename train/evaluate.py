@@ -230,8 +230,17 @@ def activate(head: str, logits, temperature=1.0):
     return _softmax(scaled) if head == "softmax" else _sigmoid(scaled)
 
 
-def fit_temperature(head: str, logits, targets) -> np.ndarray:
-    """Temperature scaling on validation: one T for softmax, one per class for sigmoid (minimum NLL)."""
+TEMPERATURE_SEARCH = (-3.0, 3.0)  # log T: the fit looks for T in exp(-3)..exp(3) = 0.050..20.1
+
+
+def fit_temperature(head: str, logits, targets) -> tuple[np.ndarray, list[bool]]:
+    """Temperature scaling on validation: one T for softmax, one per class for sigmoid (minimum NLL); and, per T,
+    whether the NLL had no minimum. Where the logits call every validation image right (softmax: the true class
+    on top; sigmoid: each label on the right side of 0), every term of the NLL falls as T falls, all the way to
+    T = 0, and where they do worse than no logits at all, it falls all the way up: a fit would stop at the edge of
+    its range or wherever the NLL got flat, an artefact rather than an estimate, so that T stays 1 (the logits as
+    trained). (Before, such a T sat at the edge, 0.050, which sharpens the logits twentyfold and saturates the
+    probabilities.)"""
     logits, targets = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
 
     def nll(log_t, columns=slice(None)):
@@ -241,10 +250,28 @@ def fit_temperature(head: str, logits, targets) -> np.ndarray:
             return -np.mean(np.sum(y * np.log(p), axis=1))
         return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
 
+    def fitted(objective, all_right: bool) -> tuple[float, bool]:
+        if all_right:
+            return 1.0, True
+        log_t = float(minimize(objective, [0.0], method="L-BFGS-B", bounds=[TEMPERATURE_SEARCH]).x[0])
+        return (1.0, True) if log_t > TEMPERATURE_SEARCH[1] - 1e-6 else (float(np.exp(log_t)), False)
+
     if head == "softmax":
-        return np.array([float(np.exp(minimize(nll, [0.0], method="L-BFGS-B", bounds=[(-3, 3)]).x[0]))])
-    return np.array([float(np.exp(minimize(lambda t: nll(t, [c]), [0.0], method="L-BFGS-B",
-                                           bounds=[(-3, 3)]).x[0])) for c in range(logits.shape[1])])
+        fits = [fitted(nll, bool(np.all(logits.argmax(1) == targets.argmax(1))))]
+    else:
+        fits = [fitted(lambda t, c=c: nll(t, [c]), bool(np.all((logits[:, c] > 0) == (targets[:, c] > 0.5))))
+                for c in range(logits.shape[1])]
+    return np.array([t for t, _ in fits]), [edge for _, edge in fits]
+
+
+def temperature_record(spec: TaskSpec, result: dict) -> dict:
+    """The card's `temperature` section from calibrate_and_evaluate's result."""
+    names = ["all classes"] if spec.head == "softmax" else list(spec.labels)
+    without = [name for name, edge in zip(names, result["temperature_without_minimum"]) if edge]
+    return {"values": result["temperature"], "applied": "folded into the logits layer",
+            **({"kept_at_1": without, "why": "the validation NLL had no minimum: the logits call every validation "
+                "image right (it falls all the way to T = 0) or do worse than none (it falls as T grows)"}
+               if without else {})}
 
 
 def expected_calibration_error(head: str, targets, probabilities, bins: int = ECE_BINS) -> float:
@@ -291,7 +318,7 @@ def targets_of(samples: list[Sample]) -> np.ndarray:
 def calibrate_and_evaluate(spec: TaskSpec, val_logits, val_samples, test_logits, test_samples) -> dict:
     """Temperature and thresholds from validation; metrics and calibration error on test."""
     val_targets, test_targets = targets_of(val_samples), targets_of(test_samples)
-    temperature = fit_temperature(spec.head, val_logits, val_targets)
+    temperature, without_minimum = fit_temperature(spec.head, val_logits, val_targets)
     val_probabilities = activate(spec.head, val_logits, temperature)
     if spec.multi_label:
         thresholds, fallbacks = operating_thresholds(val_targets, val_probabilities)
@@ -301,6 +328,7 @@ def calibrate_and_evaluate(spec: TaskSpec, val_logits, val_samples, test_logits,
     raw, calibrated = activate(spec.head, test_logits), activate(spec.head, test_logits, temperature)
     return {
         "temperature": temperature.tolist(),
+        "temperature_without_minimum": without_minimum,
         "thresholds": dict(zip(spec.labels, thresholds)),
         "threshold_rule": rule,
         "metrics": evaluate(spec, test_targets, calibrated, test_samples, thresholds),

@@ -52,7 +52,8 @@ from radiograph.layers import load_model  # noqa: E402
 from radiograph.registry import TASKS, get_task  # noqa: E402
 from train.backbones import build_model, save_model  # noqa: E402
 from train.datasets import read_dataset  # noqa: E402
-from train.evaluate import calibrate_and_evaluate, fold_temperature, predict_logits, write_report  # noqa: E402
+from train.evaluate import (calibrate_and_evaluate, fold_temperature, predict_logits,  # noqa: E402
+                            temperature_record, write_report)
 from train.phantoms import provenance  # noqa: E402
 from train.selection import ValidationPointingGame  # noqa: E402
 
@@ -181,7 +182,7 @@ def rewrite(spec, card: ModelCard, folder: Path, chosen, index, args, record: di
     card = card.updated(
         model_version=f"{spec.id}-{card.backbone}-{datetime.now(timezone.utc):%Y%m%d}",
         cam_grid=feature_grid(chosen.get_config()).as_card(), maps=record, thresholds=result["thresholds"],
-        temperature={"values": result["temperature"], "applied": "folded into the logits layer"},
+        temperature=temperature_record(spec, result),
         metrics={"split": "test", **result["metrics"]}, calibration=result["expected_calibration_error"],
         training={**card.training, "thresholds": result["threshold_rule"]},
         reports=[str(p) for p in report], export={}, localisation=None)
