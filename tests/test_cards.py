@@ -85,4 +85,6 @@ def test_unreachable_thresholds_of_the_shipped_cards_are_said_where_thresholds_a
     decision = decide(card, np.full(len(card.labels), 0.9999))
     assert decision["unreachable_thresholds"] == ["Effusion", "Edema"]
     assert "Effusion" not in decision["positive"] and "Edema" not in decision["positive"]
-    assert "Unreachable" not in card_markdown(ModelCard.load(ROOT / "models" / "pneumonia"))
+    pneumonia = card_markdown(ModelCard.load(ROOT / "models" / "pneumonia"))
+    assert "Unreachable" not in pneumonia
+    assert "Calibration: temperature [1.0]" in pneumonia and "Kept at 1 for all classes: the validation NLL" in pneumonia
