@@ -378,8 +378,8 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
         lines += ["", f"Calibration: temperature {[round(t, 3) for t in temperature.get('values', [])]} "
                       f"({temperature.get('applied', '')}); expected calibration error {_figure(calibration.get('before'))}"
                       f" before, {_figure(calibration.get('after'))} after."]
-        if temperature.get("kept_at_1"):
-            lines[-1] += f" Kept at 1 for {', '.join(temperature['kept_at_1'])}: {temperature.get('why', '')}."
+        for name, why in (temperature.get("kept_at_1") or {}).items():  # (train.evaluate.fit_temperature)
+            lines[-1] += f" Temperature kept at 1 for {name}, where the validation NLL has no minimum: {why}."
     localisation = card.localisation
     if localisation:
         iobb = ", ".join(f"IoBB>{t}: {_figure(v)}" for t, v in localisation.get("iobb", {}).items())

@@ -112,7 +112,7 @@ def test_temperature_scaling_recovers_an_overconfident_model(head, classes):
     overconfident = true_logits * 3.0
     temperature, without_minimum = fit_temperature(head, overconfident, targets)
     assert len(temperature) == len(without_minimum) == (1 if head == "softmax" else classes)
-    assert not any(without_minimum)
+    assert without_minimum == [None] * len(temperature)
     np.testing.assert_allclose(temperature, 3.0, rtol=0.15)
     before = expected_calibration_error(head, targets, activate(head, overconfident))
     after = expected_calibration_error(head, targets, activate(head, overconfident, temperature))
@@ -137,17 +137,17 @@ def test_a_temperature_without_a_minimum_stays_1_and_the_card_says_why(head):
     else:
         logits, targets = np.stack([separated, noisy], 1), np.stack([truth, noisy_truth], 1).astype(float)
     temperature, without_minimum = fit_temperature(head, logits, targets)
-    assert temperature[0] == 1.0 and without_minimum[0]
+    assert temperature[0] == 1.0 and without_minimum[0] == "all_right"
     if head == "sigmoid":
-        assert not without_minimum[1] and 1.5 < temperature[1] < 6
+        assert without_minimum[1] is None and 1.5 < temperature[1] < 6
     backwards = fit_temperature(head, -logits, targets)  # ranked backwards: the NLL falls as T grows
-    assert backwards[0][0] == 1.0 and backwards[1][0]
+    assert backwards[0][0] == 1.0 and backwards[1][0] == "worse_than_none"
     spec = TASKS["pneumonia"] if head == "softmax" else TASKS["chest14"]
     record = temperature_record(spec, {"temperature": temperature.tolist(),
-                                       "temperature_without_minimum": without_minimum + [False] * 12})
-    assert record["kept_at_1"] == (["all classes"] if head == "softmax" else [spec.labels[0]])
-    assert "no minimum" in record["why"]
-    assert "kept_at_1" not in temperature_record(spec, {"temperature": [1.2], "temperature_without_minimum": [False]})
+                                       "temperature_without_minimum": without_minimum + [None] * 12})
+    name = "all classes" if head == "softmax" else spec.labels[0]
+    assert list(record["kept_at_1"]) == [name] and "falls all the way to T = 0" in record["kept_at_1"][name]
+    assert "kept_at_1" not in temperature_record(spec, {"temperature": [1.2], "temperature_without_minimum": [None]})
 
 
 def test_thresholds_are_never_ones_only_a_saturated_probability_meets():

@@ -233,14 +233,20 @@ def activate(head: str, logits, temperature=1.0):
 TEMPERATURE_SEARCH = (-3.0, 3.0)  # log T: the fit looks for T in exp(-3)..exp(3) = 0.050..20.1
 
 
-def fit_temperature(head: str, logits, targets) -> tuple[np.ndarray, list[bool]]:
+NO_MINIMUM = {  # why a temperature has no minimum of the validation NLL, so stays 1 (fit_temperature)
+    "all_right": "the logits call every validation image right, so the validation NLL falls all the way to T = 0",
+    "worse_than_none": "the logits do worse than none on validation, so the NLL falls as T grows",
+}
+
+
+def fit_temperature(head: str, logits, targets) -> tuple[np.ndarray, list[str | None]]:
     """Temperature scaling on validation: one T for softmax, one per class for sigmoid (minimum NLL); and, per T,
-    whether the NLL had no minimum. Where the logits call every validation image right (softmax: the true class
-    on top; sigmoid: each label on the right side of 0), every term of the NLL falls as T falls, all the way to
-    T = 0, and where they do worse than no logits at all, it falls all the way up: a fit would stop at the edge of
-    its range or wherever the NLL got flat, an artefact rather than an estimate, so that T stays 1 (the logits as
-    trained). (Before, such a T sat at the edge, 0.050, which sharpens the logits twentyfold and saturates the
-    probabilities.)"""
+    why the NLL had no minimum (a NO_MINIMUM key), or None. Where the logits call every validation image right
+    (softmax: the true class on top; sigmoid: each label on the right side of 0), every term of the NLL falls as
+    T falls, all the way to T = 0, and where they do worse than no logits at all, it falls all the way up: a fit
+    would stop at the edge of its range or wherever the NLL got flat, an artefact rather than an estimate, so
+    that T stays 1 (the logits as trained). (Before, such a T sat at the edge, 0.050, which sharpens the logits
+    twentyfold and saturates the probabilities.)"""
     logits, targets = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
 
     def nll(log_t, columns=slice(None)):
@@ -250,28 +256,27 @@ def fit_temperature(head: str, logits, targets) -> tuple[np.ndarray, list[bool]]
             return -np.mean(np.sum(y * np.log(p), axis=1))
         return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
 
-    def fitted(objective, all_right: bool) -> tuple[float, bool]:
+    def fitted(objective, all_right: bool) -> tuple[float, str | None]:
         if all_right:
-            return 1.0, True
+            return 1.0, "all_right"
         log_t = float(minimize(objective, [0.0], method="L-BFGS-B", bounds=[TEMPERATURE_SEARCH]).x[0])
-        return (1.0, True) if log_t > TEMPERATURE_SEARCH[1] - 1e-6 else (float(np.exp(log_t)), False)
+        return (1.0, "worse_than_none") if log_t > TEMPERATURE_SEARCH[1] - 1e-6 else (float(np.exp(log_t)), None)
 
     if head == "softmax":
         fits = [fitted(nll, bool(np.all(logits.argmax(1) == targets.argmax(1))))]
     else:
         fits = [fitted(lambda t, c=c: nll(t, [c]), bool(np.all((logits[:, c] > 0) == (targets[:, c] > 0.5))))
                 for c in range(logits.shape[1])]
-    return np.array([t for t, _ in fits]), [edge for _, edge in fits]
+    return np.array([t for t, _ in fits]), [why for _, why in fits]
 
 
 def temperature_record(spec: TaskSpec, result: dict) -> dict:
-    """The card's `temperature` section from calibrate_and_evaluate's result."""
+    """The card's `temperature` section from calibrate_and_evaluate's result; `kept_at_1` names each T the
+    validation NLL had no minimum for (all classes' one T for softmax), with why."""
     names = ["all classes"] if spec.head == "softmax" else list(spec.labels)
-    without = [name for name, edge in zip(names, result["temperature_without_minimum"]) if edge]
+    kept = {name: NO_MINIMUM[why] for name, why in zip(names, result["temperature_without_minimum"]) if why}
     return {"values": result["temperature"], "applied": "folded into the logits layer",
-            **({"kept_at_1": without, "why": "the validation NLL had no minimum: the logits call every validation "
-                "image right (it falls all the way to T = 0) or do worse than none (it falls as T grows)"}
-               if without else {})}
+            **({"kept_at_1": kept} if kept else {})}
 
 
 def expected_calibration_error(head: str, targets, probabilities, bins: int = ECE_BINS) -> float:
