@@ -39,14 +39,14 @@ def test_demo_model_retrains_from_its_card(task, tmp_path):
     from train.phantoms import main as phantoms
     from train.spread import check_starting_weights, retrain_band
 
-    check_starting_weights(ModelCard.load(ROOT / "models" / task), ROOT)  # MURA and chest14 start from another model
+    shipped = ModelCard.load(ROOT / "models" / task)
+    check_starting_weights(shipped, ROOT)  # MURA and chest14 start from another model
     card = json.loads((ROOT / "models" / task / "card.json").read_text())
     phantom_command = shlex.split(card["data"]["command"])[3:]  # after "python -m train.phantoms"
     phantoms(replace_option(phantom_command, "--out", tmp_path / "phantoms"))
     command = shlex.split(card["training"]["command"])[3:]  # after "python -m train"
     command = replace_option(command, "--data", tmp_path / "phantoms" / task)
     train([*command, "--out", str(tmp_path / "models" / task), "--report", str(tmp_path / "report")])
-    shipped = ModelCard.load(ROOT / "models" / task)
     if shipped.maps is not None:  # the map settings the shipped model was given after training: the spread's step
         from train.maps import main as maps
         from train.spread import chooser_set, maps_command
