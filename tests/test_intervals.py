@@ -11,7 +11,7 @@ from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.intervals import bootstrap, exact_at_bounds
 from train.spread import chooser_set, default_seeds, maps_command, recorded_command, retrain_band, run_command, run_is_finished, \
-    summarise
+    summarise, without_the_retrains_twin
 
 
 def knee_case(patients: int, accuracy: float, seed: int = 0):
@@ -251,6 +251,23 @@ def test_the_retrain_band_counts_the_shipped_run_and_holds_every_measured_run():
     assert retrain_band(one, "kappa")[1] > 0.95
     undefined = {**card, "spread": {"runs": [{"figures": {"kappa": float("nan")}}, {"figures": {}}]}}
     assert retrain_band(undefined, "kappa") == (0.84, 0.88)  # runs without a finite figure count for nothing
+
+
+def test_the_band_leaves_out_the_spread_run_that_the_retrain_repeats_bit_for_bit():
+    """Chest14's case: the card's seed is 1 and the spread has a seed-1 run made on this CPU type; the retrain here
+    is that run again, so its figures must not widen the band. The same seed on another CPU type is another model."""
+    here, other = "avx avx2 avx512f", "avx avx2"
+    card = {"metrics": {"f1": 0.861}, "training": {"seed": 1}, "intervals": {"intervals": {"f1": [0.80, 0.92]}},
+            "spread": {"runs_count": 4, "runs": [{"seed": s, "cpu": c, "figures": {"f1": v}} for s, c, v in
+                                                 ((0, here, 0.845), (1, here, 0.757), (2, here, 0.820),
+                                                  (3, other, 0.830))]}}
+    assert retrain_band(card, "f1")[0] < 0.757  # the seed-1 run widens the band around itself
+    left = without_the_retrains_twin(card, here)
+    assert [run["seed"] for run in left["spread"]["runs"]] == [0, 2, 3] and left["spread"]["runs_count"] == 4
+    assert retrain_band(left, "f1") == (0.80, 0.92)  # the interval: 3 sd of 0.861, 0.845, 0.820, 0.830 is narrower
+    assert [run["seed"] for run in without_the_retrains_twin(card, other)["spread"]["runs"]] == [0, 1, 2, 3]
+    assert without_the_retrains_twin({**card, "spread": None}, here)["spread"] is None
+    assert len(card["spread"]["runs"]) == 4  # the card itself is not changed
 
 
 @pytest.mark.parametrize("task", [task for task in TASKS if (Path(__file__).parent.parent / "models" / task /

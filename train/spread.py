@@ -23,7 +23,7 @@ after that step, as the retrain test's do (tests/test_slow.py). A finished run w
 The seeds default to the first three that are not the card's own: the slow retrain test retrains the card's
 seed, and on the CPU type a spread run was made on, a run of that seed would be the same model bit for bit, so
 the band would already hold the retrain it is meant to test. (Chest14's spread, seeds 0-2, includes its card's
-seed 1.)
+seed 1; the slow test leaves such a run out of its band: without_the_retrains_twin.)
 
 The test split is the dataset's own (it does not depend on the seed, which only carves validation and orders
 training), so every run is scored on the same images.
@@ -189,6 +189,16 @@ def summarise(task: str, models: Path, root: Path) -> dict:
 def default_seeds(card: ModelCard, count: int = 3) -> list[int]:
     """The first `count` seeds that are not the card's: runs the slow retrain test's retrain does not repeat."""
     return [seed for seed in range(count + 1) if seed != card.training.get("seed")][:count]
+
+
+def without_the_retrains_twin(card: dict, cpu: str) -> dict:
+    """The card with its spread's runs at the card's own seed on this CPU type (`cpu`, train.checkpoint.cpu_flags)
+    left out: the slow retrain test on this CPU repeats such a run bit for bit, so a band that counts it has
+    already seen the retrain. Runs at other seeds, or on another CPU type (another model), stay."""
+    spread = card.get("spread") or {}
+    seed = (card.get("training") or {}).get("seed")
+    runs = [run for run in spread.get("runs", []) if not (run.get("seed") == seed and run.get("cpu") == cpu)]
+    return {**card, "spread": {**spread, "runs": runs}} if card.get("spread") else card
 
 
 def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
