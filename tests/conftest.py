@@ -9,6 +9,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PHANTOM_COUNT = 60
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("radiograph", "the slow retrain test (tests/test_slow.py)")
+    group.addoption("--retrain-dir", metavar="DIR",
+                    help="keep each retrain's phantoms, run and checkpoint in DIR/<task> (not a temporary folder), so "
+                         "a paused retrain goes on when the same command runs again")
+    group.addoption("--retrain-pause-after-minutes", type=float, metavar="M",
+                    help="pause a retrain before its training passes M minutes in this sitting (train "
+                         "--pause-after-minutes); the test is skipped as paused. Needs --retrain-dir")
+
+
+def pytest_configure(config):
+    if config.getoption("--retrain-pause-after-minutes") is not None and not config.getoption("--retrain-dir"):
+        raise pytest.UsageError("--retrain-pause-after-minutes keeps a checkpoint to go on from, so it needs "
+                                "--retrain-dir DIR (a temporary folder is emptied by the next run)")
+
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
     """A small phantom set of every task, written once per test session."""
