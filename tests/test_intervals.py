@@ -11,7 +11,7 @@ from radiograph.registry import TASKS
 from train.datasets import Sample
 from train.intervals import bootstrap, exact_at_bounds
 from train.spread import chooser_set, default_seeds, maps_command, recorded_command, retrain_band, run_command, run_is_finished, \
-    summarise, without_the_retrains_twin
+    left_out_misses, summarise, without_the_retrains_twin
 
 
 def knee_case(patients: int, accuracy: float, seed: int = 0):
@@ -268,6 +268,18 @@ def test_the_band_leaves_out_the_spread_run_that_the_retrain_repeats_bit_for_bit
     assert [run["seed"] for run in without_the_retrains_twin(card, other)["spread"]["runs"]] == [0, 1, 2, 3]
     assert without_the_retrains_twin({**card, "spread": None}, here)["spread"] is None
     assert len(card["spread"]["runs"]) == 4  # the card itself is not changed
+
+
+def test_each_run_left_out_is_held_to_the_bands_of_the_others():
+    """A run the others do not resemble misses their band; a band that has seen it would not (the test above)."""
+    card = {"metrics": {"auc": 0.90, "f1": 0.80}, "intervals": {"intervals": {"auc": [0.88, 0.92]}},
+            "spread": {"runs": [{"seed": s, "figures": {"auc": a, "f1": f}} for s, a, f in
+                                ((0, 0.905, 0.81), (1, 0.895, 0.79), (2, 0.70, float("nan")))]}}
+    checked = {run["seed"]: (misses, banded) for run, misses, banded in left_out_misses(card)}
+    assert checked[2] == (["auc 0.7000 outside 0.8800-0.9200"], 1)  # f1 NaN: no figure, no band
+    assert checked[0] == ([], 2) and checked[1] == ([], 2)  # run 2 in the others' sd widens their bands
+    assert retrain_band(card, "auc")[0] < 0.70  # the same run inside a band that counts it
+    assert len(card["spread"]["runs"]) == 3
 
 
 @pytest.mark.parametrize("task", [task for task in TASKS if (Path(__file__).parent.parent / "models" / task /

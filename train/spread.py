@@ -3,6 +3,7 @@ of every test figure over the runs, written into the shipped card (card.spread).
 
     python -m train.spread knee --data phantoms/knee                      # trains runs/spread/seed<k>/knee
     python -m train.spread knee --summarise                               # card.spread from the finished runs
+    python -m train.spread knee --left-out                                # the retrain band against unseen runs
 
 Each run is the card's `training.command` with its `--seed` replaced, its `--data` pointed at --data, and its
 output in runs/spread/seed<k>/<task>; a run whose folder already holds a card, or whose seed the card's spread
@@ -223,6 +224,21 @@ def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
     return low, high
 
 
+def left_out_misses(card: dict) -> list[tuple[dict, list[str], int]]:
+    """The band rule checked against runs it has not seen: each spread run in turn left out of the card and held
+    to the bands of the rest (retrain_band, the shipped run included). (run, the figures it misses, the figures
+    with a band) per run: how often the slow retrain test would fail a run of the recipe that it had not seen."""
+    runs, checked = (card.get("spread") or {}).get("runs", []), []
+    for index, run in enumerate(runs):
+        rest = {**card, "spread": {**card["spread"], "runs": runs[:index] + runs[index + 1:]}}
+        bands = {name: band for name, value in run["figures"].items()
+                 if math.isfinite(value) and (band := retrain_band(rest, name)) is not None}
+        misses = [f"{name} {run['figures'][name]:.4f} outside {low:.4f}-{high:.4f}"
+                  for name, (low, high) in bands.items() if not low <= run["figures"][name] <= high]
+        checked.append((run, misses, len(bands)))
+    return checked
+
+
 def run_step(command: list[str], what: str) -> None:
     print("running: " + shlex.join(command), file=sys.stderr, flush=True)
     code = subprocess.run(command).returncode
@@ -253,12 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=SPREAD_ROOT, help=f"runs go to ROOT/seed<k>/<task> "
                         f"(default {SPREAD_ROOT})")
     parser.add_argument("--summarise", action="store_true", help="write card.spread from the finished runs")
+    parser.add_argument("--left-out", action="store_true",
+                        help="hold each recorded run to the retrain bands of the others (left_out_misses) and print "
+                             "the figures it misses; trains nothing, writes nothing")
     parser.add_argument("--pause-after-minutes", type=float, metavar="M",
                         help="pause each run before its training passes M minutes in this sitting (its checkpoint "
                              f"kept); the same command later resumes it. Exits {PAUSED_EXIT} when paused")
     args = parser.parse_args(argv)
     card = ModelCard.load(args.models / args.task)
     args.seeds = args.seeds or default_seeds(card)
+    if args.left_out:
+        checked = left_out_misses(json.loads((args.models / args.task / "card.json").read_text()))
+        for run, misses, banded in checked:
+            print(f"seed {run['seed']}: {len(misses)} of {banded} figures outside the others' bands"
+                  + "".join(f"\n  {miss}" for miss in misses))
+        failing = sum(bool(misses) for _, misses, _ in checked)
+        print(f"{args.task}: {failing} of {len(checked)} runs would fail the slow retrain test had it not seen them")
+        return 0
     if not args.summarise:
         if not args.data:
             parser.error("--data is needed to train (or give --summarise)")
