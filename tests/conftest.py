@@ -20,9 +20,16 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if config.getoption("--retrain-pause-after-minutes") is not None and not config.getoption("--retrain-dir"):
+    from pathlib import Path
+
+    pause, kept = config.getoption("--retrain-pause-after-minutes"), config.getoption("--retrain-dir")
+    if pause is not None and not pause > 0:
+        raise pytest.UsageError(f"--retrain-pause-after-minutes must be more than 0 minutes, got {pause:g}")
+    if pause is not None and not kept:
         raise pytest.UsageError("--retrain-pause-after-minutes keeps a checkpoint to go on from, so it needs "
                                 "--retrain-dir DIR (a temporary folder is emptied by the next run)")
+    if kept and Path(kept).exists() and not Path(kept).is_dir():
+        raise pytest.UsageError(f"--retrain-dir {kept} is a file; give a folder (made if missing)")
 
 
 @pytest.fixture(scope="session")
