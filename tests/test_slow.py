@@ -1,11 +1,13 @@
 """Long runs, kept out of CI: python -m pytest -m slow
 
 * every shipped demo model retrains from the command in its card (and its map settings, train.maps, from
-  the card's maps command), on phantoms regenerated from the card's provenance, each recorded figure within
-  its band (train.spread.retrain_band): 3 sd of every measured run of the card's command, the shipped one
-  included (card.spread, train.spread), or the figure's 95% bootstrap interval on the test split where that is
-  wider (card.intervals, train.intervals). On the CPU type
-  that trained it, a retrain is bit-identical; across CPU types only the spread holds;
+  the card's maps command), on phantoms regenerated from the card's provenance, its headline figures (the
+  registry's `headline`) within their bands (train.spread.retrain_bands): a Student-t prediction interval over
+  every measured run of the card's command, the shipped one included (card.spread, train.spread), corrected
+  for the number of headline figures so that an unseen run misses one with chance 5%, widened to the
+  figure's 95% bootstrap interval on the test split where that is wider (card.intervals, train.intervals).
+  Every other figure is printed against its own 95% band, not asserted. On the CPU type that trained it, a
+  retrain is bit-identical; across CPU types only the spread holds;
 * a shuffled-label control: the training command on phantoms whose labels were shuffled must end at
   chance level (if it does not, something other than the finding carries the label);
 * a soak: 1,000 sequential requests through gradio_client to `app.py` in its own process, resident
@@ -43,7 +45,8 @@ def test_demo_model_retrains_from_its_card(task, tmp_path, request, monkeypatch)
     from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags
     from train.phantoms import PROVENANCE_FILE
     from train.phantoms import main as phantoms
-    from train.spread import apply_maps, retrain_band, run_command, without_the_retrains_twin
+    from train.spread import apply_maps, figure_bands, outside, retrain_bands, run_command, \
+        without_the_retrains_twin
 
     monkeypatch.chdir(ROOT)  # the card's command names its starting weights relative to the repository
     kept = request.config.getoption("--retrain-dir")
@@ -66,12 +69,17 @@ def test_demo_model_retrains_from_its_card(task, tmp_path, request, monkeypatch)
     card = json.loads((ROOT / "models" / task / "card.json").read_text())
     banded = without_the_retrains_twin(card, cpu_flags())  # a spread run this retrain repeats bit for bit
     again = json.loads((out / "card.json").read_text())
-    expected, measured = dotted(card["metrics"]), dotted(again["metrics"])
-    bands = {name: band for name in expected if (band := retrain_band(banded, name)) is not None}
+    measured = dotted(again["metrics"])
+    bands = retrain_bands(banded)
     assert bands, f"{task}'s card has neither a spread nor intervals: python -m train.intervals, train.spread"
-    for name, (low, high) in bands.items():
-        assert low <= measured[name] <= high, (f"{name}: retrained {measured[name]:.4f}, shipped "
-                                               f"{expected[name]:.4f}, band [{low:.4f}, {high:.4f}]")
+    reported = {name: band for name, band in figure_bands(banded).items() if name not in bands}
+    print(f"{task} retrain: headline " + ", ".join(f"{name} {measured.get(name, float('nan')):.4f} (band "
+                                                   f"{low:.4f}-{high:.4f})" for name, (low, high) in bands.items())
+          + "".join(f"\n  reported only: {line}" for line in outside(reported, measured)))
+    misses = outside(bands, measured)
+    shipped_figures = dotted(card["metrics"])
+    assert not misses, (f"{task}'s retrain: " + "; ".join(misses) + " (shipped: "
+                        + ", ".join(f"{name} {shipped_figures[name]:.4f}" for name in bands) + ")")
 
 
 def test_shuffled_labels_end_at_chance(tmp_path):

@@ -202,15 +202,22 @@ def without_the_retrains_twin(card: dict, cpu: str) -> dict:
     return {**card, "spread": {**spread, "runs": runs}} if card.get("spread") else card
 
 
-def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
-    """Where a retrained figure must fall (the slow retrain test, tests/test_slow.py): the shipped figure +- 3 sd of
-    every run of the card's command, the shipped run included, widened to the figure's 95% test interval where that
-    is wider; the interval alone where the card records no rerun; None when it has neither (a confusion count).
+RETRAIN_LEVEL = 0.95  # the chance that an unseen run of the recipe puts every headline figure inside its band
 
-    The shipped run counts in the sd because it is one more run of the same recipe: with the reruns alone, a figure
-    on which they happen to agree (MURA's study AUC: 0.98046, 0.98054, 0.98046, sd 0.00004) gives a band around
-    the shipped 0.97939 that excludes every rerun. With n runs in the sd (n >= 2: one rerun and the shipped run)
-    no run lies more than sqrt(2(n-1)) sd from another (2.4 for four), so every measured run is inside its band."""
+
+def retrain_band(card: dict, name: str, family: int = 1, level: float = RETRAIN_LEVEL) \
+        -> tuple[float, float] | None:
+    """Where a run of the card's command that the card has not seen should put the figure `name`: a Student-t
+    prediction interval over the n runs the card records (its spread's runs and the shipped run, one more run of
+    the same recipe), mean +- t(n-1, 1 - (1 - level) / 2 / family) * sd * sqrt(1 + 1/n), widened to the figure's
+    95% test interval where that is wider; the interval alone where the card records no rerun; None when it has
+    neither (a confusion count). `family` is the number of figures checked together: each band's level is
+    Bonferroni-corrected so that all of them hold an unseen run with chance `level` (retrain_bands).
+
+    The test interval stays as a floor because a figure every run got alike (a share all of them got perfect,
+    sd 0) would otherwise give a band of one point. Under the model behind the t interval (a figure normal over
+    runs), the band holds the next run with the stated chance; the measured runs themselves are always inside,
+    since none of n values lies more than (n-1)/sqrt(n) sd from their mean (1.5 for four)."""
     figure = dotted(card["metrics"]).get(name)
     interval = by_dotted_name((card.get("intervals") or {}).get("intervals"), name)
     runs = [run["figures"][name] for run in (card.get("spread") or {}).get("runs", [])
@@ -219,23 +226,49 @@ def retrain_band(card: dict, name: str) -> tuple[float, float] | None:
         return None
     low, high = (interval or (figure, figure))
     if runs:  # one rerun and the shipped run already make an sd
-        sd = statistics.stdev([*runs, figure])
-        low, high = min(low, figure - 3 * sd), max(high, figure + 3 * sd)
+        from scipy.stats import t
+
+        values = [*runs, figure]
+        n, mean, sd = len(values), statistics.fmean(values), statistics.stdev(values)
+        half = float(t.ppf(1 - (1 - level) / 2 / family, n - 1)) * sd * math.sqrt(1 + 1 / n)
+        low, high = min(low, mean - half), max(high, mean + half)
     return low, high
 
 
-def left_out_misses(card: dict) -> list[tuple[dict, list[str], int]]:
+def retrain_bands(card: dict) -> dict[str, tuple[float, float]]:
+    """The bands the slow retrain test holds: the task's headline figures (radiograph.registry: `headline`),
+    corrected for their number, so that an unseen run of the recipe misses one with chance 1 - RETRAIN_LEVEL.
+    Every other figure gets its own band at that level (figure_bands) and is reported, not asserted: chest14
+    has 29 figures, 14 of them F1s at thresholds chosen on about 230 validation films, and 29 bands at 95%
+    each fail an unseen run more often than not (docs/figures.md)."""
+    names = TASKS[card["task"]].headline
+    return {name: band for name in names if (band := retrain_band(card, name, family=len(names))) is not None}
+
+
+def figure_bands(card: dict) -> dict[str, tuple[float, float]]:
+    """Every figure's band at RETRAIN_LEVEL on its own, the headline figures included (uncorrected)."""
+    return {name: band for name in dotted(card["metrics"]) if (band := retrain_band(card, name)) is not None}
+
+
+def outside(bands: dict[str, tuple[float, float]], figures: dict) -> list[str]:
+    """The figures outside their bands, each as `name value outside low-high`; a figure that is missing or not
+    a number (NaN) is outside too: a retrained headline figure that cannot be computed is a failure."""
+    return [f"{name} {figures.get(name, math.nan):.4f} outside {low:.4f}-{high:.4f}"
+            for name, (low, high) in bands.items() if not low <= figures.get(name, math.nan) <= high]
+
+
+def left_out_misses(card: dict) -> list[tuple[dict, list[str], list[str]]]:
     """The band rule checked against runs it has not seen: each spread run in turn left out of the card and held
-    to the bands of the rest (retrain_band, the shipped run included). (run, the figures it misses, the figures
-    with a band) per run: how often the slow retrain test would fail a run of the recipe that it had not seen."""
+    to the bands of the rest (the shipped run included). (run, the headline figures it misses, the other figures
+    outside their own bands) per run: how often the slow retrain test would fail a run it had not seen, and how
+    often a figure it only reports would lie outside."""
     runs, checked = (card.get("spread") or {}).get("runs", []), []
     for index, run in enumerate(runs):
         rest = {**card, "spread": {**card["spread"], "runs": runs[:index] + runs[index + 1:]}}
-        bands = {name: band for name, value in run["figures"].items()
-                 if math.isfinite(value) and (band := retrain_band(rest, name)) is not None}
-        misses = [f"{name} {run['figures'][name]:.4f} outside {low:.4f}-{high:.4f}"
-                  for name, (low, high) in bands.items() if not low <= run["figures"][name] <= high]
-        checked.append((run, misses, len(bands)))
+        headline = retrain_bands(rest)
+        others = {name: band for name, band in figure_bands(rest).items()
+                  if name not in headline and math.isfinite(run["figures"].get(name, math.nan))}
+        checked.append((run, outside(headline, run["figures"]), outside(others, run["figures"])))
     return checked
 
 
@@ -271,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summarise", action="store_true", help="write card.spread from the finished runs")
     parser.add_argument("--left-out", action="store_true",
                         help="hold each recorded run to the retrain bands of the others (left_out_misses) and print "
-                             "the figures it misses; trains nothing, writes nothing")
+                             "the figures outside them; trains nothing, writes nothing")
     parser.add_argument("--pause-after-minutes", type=float, metavar="M",
                         help="pause each run before its training passes M minutes in this sitting (its checkpoint "
                              f"kept); the same command later resumes it. Exits {PAUSED_EXIT} when paused")
@@ -280,11 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = args.seeds or default_seeds(card)
     if args.left_out:
         checked = left_out_misses(json.loads((args.models / args.task / "card.json").read_text()))
-        for run, misses, banded in checked:
-            print(f"seed {run['seed']}: {len(misses)} of {banded} figures outside the others' bands"
-                  + "".join(f"\n  {miss}" for miss in misses))
+        for run, misses, others in checked:
+            print(f"seed {run['seed']}: {len(misses)} headline figure(s) outside the others' bands"
+                  + "".join(f"\n  {miss}" for miss in misses)
+                  + (f"; reported only, {len(others)} other figure(s) outside their own 95% bands"
+                     + "".join(f"\n  {other}" for other in others) if others else ""))
         failing = sum(bool(misses) for _, misses, _ in checked)
-        print(f"{args.task}: {failing} of {len(checked)} runs would fail the slow retrain test had it not seen them")
+        print(f"{args.task}: {failing} of {len(checked)} runs would fail the slow retrain test had it not seen them "
+              f"(it holds {', '.join(TASKS[args.task].headline)} at {RETRAIN_LEVEL:.0%} together)")
         return 0
     if not args.summarise:
         if not args.data:
