@@ -281,14 +281,14 @@ def dotted(values: dict, keep=is_figure) -> dict:
     return {".".join(map(str, path)): leaf for path, leaf in leaves(values).items() if keep(leaf)}
 
 
-def headline_figures(metrics: dict) -> dict:
+def table_figures(metrics: dict) -> dict:
     """The figures a card's table shows, by dotted name: every number in `metrics`, nested ones included, less
     the per-class AUCs (their own table, with thresholds)."""
     return dotted({key: value for key, value in metrics.items() if key != "per_class_auc"})
 
 
 def figures_table(card: ModelCard, metrics: dict, split: str = "test") -> list[str]:
-    """Each headline figure (by dotted name) with its noise: the test split's value and 95% bootstrap interval,
+    """Each figure (by dotted name) with its noise: the test split's value and 95% bootstrap interval,
     the fresh phantom set's value and interval, and the mean +- sd over training runs, where the card has them.
     An interval marked exact is a share of 0 or 1's exact binomial one (train.intervals.exact_at_bounds)."""
     test, fresh = card.intervals or {}, card.fresh or {}
@@ -338,7 +338,7 @@ def card_markdown(card: ModelCard, served: dict | None = None) -> str:
         lines.append(f"- Serving: `{served['file']}` ({served['variant']}) on `{served['provider']}`; heatmaps by "
                      f"`{served['cam_path']}`")
     split = card.metrics.get("split", "test")
-    lines += [""] + figures_table(card, headline_figures(card.metrics), split)
+    lines += [""] + figures_table(card, table_figures(card.metrics), split)
     spread = card.spread or {}
     if spread.get("runs"):
         seeds = ", ".join(str(run.get("seed")) for run in spread["runs"])
