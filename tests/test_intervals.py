@@ -311,6 +311,19 @@ def test_each_run_left_out_is_held_to_the_bands_of_the_others():
     assert len(card["spread"]["runs"]) == 4
 
 
+def test_the_left_out_command_prints_each_run_and_refuses_a_missing_card(tmp_path, capsys):
+    from train.spread import main
+
+    assert main(["pneumonia", "--left-out"]) == 0
+    printed = capsys.readouterr().out
+    runs = json.loads((Path(__file__).parent.parent / "models" / "pneumonia" / "card.json").read_text())["spread"]
+    assert printed.count("headline figure(s) outside the others' bands") == len(runs["runs"])
+    assert "runs would fail the slow retrain test had it not seen them (it holds auc at 95% together)" in printed
+    with pytest.raises(SystemExit) as refused:
+        main(["pneumonia", "--left-out", "--models", str(tmp_path)])
+    assert refused.value.code == 2 and "pneumonia/card.json is missing" in capsys.readouterr().err
+
+
 def without(card, seed):
     return {**card, "spread": {"runs": [run for run in card["spread"]["runs"] if run["seed"] != seed]}}
 

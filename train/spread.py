@@ -309,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="pause each run before its training passes M minutes in this sitting (its checkpoint "
                              f"kept); the same command later resumes it. Exits {PAUSED_EXIT} when paused")
     args = parser.parse_args(argv)
-    card = ModelCard.load(args.models / args.task)
-    args.seeds = args.seeds or default_seeds(card)
+    shipped = args.models / args.task / "card.json"
+    if not shipped.is_file():
+        parser.error(f"{shipped} is missing: --models names the folder that holds <task>/card.json (default models)")
     if args.left_out:
-        checked = left_out_misses(json.loads((args.models / args.task / "card.json").read_text()))
+        checked = left_out_misses(json.loads(shipped.read_text()))
         for run, misses, others in checked:
             print(f"seed {run['seed']}: {len(misses)} headline figure(s) outside the others' bands"
                   + "".join(f"\n  {miss}" for miss in misses)
@@ -322,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.task}: {failing} of {len(checked)} runs would fail the slow retrain test had it not seen them "
               f"(it holds {', '.join(TASKS[args.task].headline)} at {RETRAIN_LEVEL:.0%} together)")
         return 0
+    card = ModelCard.load(args.models / args.task)
+    args.seeds = args.seeds or default_seeds(card)
     if not args.summarise:
         if not args.data:
             parser.error("--data is needed to train (or give --summarise)")
