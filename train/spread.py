@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         for run, misses, others in checked:
             print(f"seed {run['seed']}: {len(misses)} headline figure(s) outside the others' bands"
                   + "".join(f"\n  {miss}" for miss in misses)
-                  + (f"; reported only, {len(others)} other figure(s) outside their own 95% bands"
-                     + "".join(f"\n  {other}" for other in others) if others else ""))
+                  + (f"\n  reported only, {len(others)} other figure(s) outside their own 95% bands:"
+                     + "".join(f"\n    {other}" for other in others) if others else ""))
         failing = sum(bool(misses) for _, misses, _ in checked)
         print(f"{args.task}: {failing} of {len(checked)} runs would fail the slow retrain test had it not seen them "
               f"(it holds {', '.join(TASKS[args.task].headline)} at {RETRAIN_LEVEL:.0%} together)")
