@@ -45,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from radiograph.cards import ModelCard, by_dotted_name, dotted, sha256_of
+from radiograph.cards import ModelCard, ModelFileError, by_dotted_name, dotted, sha256_of
 from radiograph.registry import TASKS
 from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags, recipe, without_options
 from train.phantoms import PROVENANCE_FILE
@@ -309,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="pause each run before its training passes M minutes in this sitting (its checkpoint "
                              f"kept); the same command later resumes it. Exits {PAUSED_EXIT} when paused")
     args = parser.parse_args(argv)
-    shipped = args.models / args.task / "card.json"
-    if not shipped.is_file():
-        parser.error(f"{shipped} is missing: --models names the folder that holds <task>/card.json (default models)")
+    try:
+        card = ModelCard.load(args.models / args.task)
+    except ModelFileError as error:
+        parser.error(f"{error} (--models names the folder that holds <task>/card.json, default models)")
     if args.left_out:
-        checked = left_out_misses(json.loads(shipped.read_text()))
+        checked = left_out_misses(card.to_dict())
         for run, misses, others in checked:
             print(f"seed {run['seed']}: {len(misses)} headline figure(s) outside the others' bands"
                   + "".join(f"\n  {miss}" for miss in misses)
@@ -323,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.task}: {failing} of {len(checked)} runs would fail the slow retrain test had it not seen them "
               f"(it holds {', '.join(TASKS[args.task].headline)} at {RETRAIN_LEVEL:.0%} together)")
         return 0
-    card = ModelCard.load(args.models / args.task)
     args.seeds = args.seeds or default_seeds(card)
     if not args.summarise:
         if not args.data:
