@@ -45,7 +45,7 @@ def test_demo_model_retrains_from_its_card(task, tmp_path, request, monkeypatch)
     from train.checkpoint import PAUSED_EXIT, Checkpoint, cpu_flags
     from train.phantoms import PROVENANCE_FILE
     from train.phantoms import main as phantoms
-    from train.spread import apply_maps, figure_bands, outside, retrain_bands, run_command, \
+    from train.spread import apply_maps, outside, reported_bands, retrain_bands, run_command, \
         without_the_retrains_twin
 
     monkeypatch.chdir(ROOT)  # the card's command names its starting weights relative to the repository
@@ -72,10 +72,9 @@ def test_demo_model_retrains_from_its_card(task, tmp_path, request, monkeypatch)
     measured = dotted(again["metrics"])
     bands = retrain_bands(banded)
     assert bands, f"{task}'s card has neither a spread nor intervals: python -m train.intervals, train.spread"
-    reported = {name: band for name, band in figure_bands(banded).items() if name not in bands}
     print(f"{task} retrain: headline " + ", ".join(f"{name} {measured.get(name, float('nan')):.4f} (band "
                                                    f"{low:.4f}-{high:.4f})" for name, (low, high) in bands.items())
-          + "".join(f"\n  reported only: {line}" for line in outside(reported, measured)))
+          + "".join(f"\n  reported only: {line}" for line in outside(reported_bands(banded), measured)))
     misses = outside(bands, measured)
     shipped_figures = dotted(card["metrics"])
     assert not misses, (f"{task}'s retrain: " + "; ".join(misses) + " (shipped: "
